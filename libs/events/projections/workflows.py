@@ -1,0 +1,49 @@
+"""The workflows read model."""
+
+from __future__ import annotations
+
+import asyncpg
+import msgspec
+
+from libs.events.schemas.registry import event_of
+from libs.events.schemas.workflow import WorkflowCreated, WorkflowDeleted, WorkflowUpdated
+from libs.events.store import RecordedEvent
+
+_COLUMNS = ("name", "description", "definition", "version", "status")
+
+
+async def project(conn: asyncpg.Connection, rec: RecordedEvent) -> None:
+    match event_of(rec):
+        case WorkflowCreated() as e:
+            await conn.execute(
+                "INSERT INTO workflows (id, tenant_id, name, description, definition, version, status,"
+                " created_by, created_at, updated_at, stream_version)"
+                " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $9, $10)",
+                e.workflow_id,
+                rec.tenant_id,
+                e.name,
+                e.description,
+                msgspec.json.encode(e.definition).decode(),
+                e.version,
+                e.status,
+                e.created_by,
+                e.at,
+                rec.version,
+            )
+        case WorkflowUpdated() as e:
+            sets, args = ["updated_at = $2", "stream_version = $3"], [e.workflow_id, e.at, rec.version]
+            for column in _COLUMNS:
+                value = getattr(e, column)
+                if value is msgspec.UNSET:
+                    continue
+                if column == "definition":
+                    value = msgspec.json.encode(value).decode()
+                args.append(value)
+                cast = "::jsonb" if column == "definition" else ""
+                sets.append(f"{column} = ${len(args)}{cast}")
+            await conn.execute(f"UPDATE workflows SET {', '.join(sets)} WHERE id = $1", *args)  # noqa: S608
+        case WorkflowDeleted() as e:
+            # The contract's DELETE cascades to execution history: the read models drop the runs too
+            # (their events stay in the log).
+            await conn.execute("DELETE FROM runs WHERE workflow_id = $1", e.workflow_id)
+            await conn.execute("DELETE FROM workflows WHERE id = $1", e.workflow_id)

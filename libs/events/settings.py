@@ -1,0 +1,55 @@
+"""Settings read once from WEFT_* environment variables into a frozen struct."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import msgspec
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/weft"
+    # Services run their queries as this role: it owns no table, so row-level security applies to it.
+    db_app_role: str = "weft_app"
+    nats_url: str = "nats://127.0.0.1:4222"
+    service: str = "weft"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    jwt_secret: str = "weft-dev-secret-change-me-0123456789abcdef"
+    jwt_issuer: str = "weft-local"
+    jwt_audience: str = "weft-api"
+    jwt_tenant_claim: str = "customer_id"
+    command_timeout_s: float = 5.0
+    max_body_bytes: int = 1_048_576
+    max_deliver: int = 5
+    ack_wait_s: float = 30.0
+    nak_delay_s: float = 0.5
+    events_duplicate_window_s: float = 120.0
+    relay_poll_s: float = 0.5
+    log_level: str = "info"
+
+
+def _coerce(field_type: Any, raw: str) -> Any:
+    if field_type is int:
+        return int(raw)
+    if field_type is float:
+        return float(raw)
+    if field_type is bool:
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    return raw
+
+
+def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build Settings from WEFT_<FIELD> variables; keyword overrides win (tests use them)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for field in msgspec.structs.fields(Settings):
+        raw = env.get(f"WEFT_{field.name.upper()}")
+        if raw is not None:
+            try:
+                values[field.name] = _coerce(field.type, raw)
+            except ValueError as exc:
+                raise ValueError(f"WEFT_{field.name.upper()}: {exc}") from exc
+    values.update(overrides)
+    return Settings(**values)

@@ -1,0 +1,228 @@
+"""The event store: append with expected version, idempotent commands, gap-safe global reads."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from libs.events.db import tenant_transaction
+from libs.events.schemas import Event, Metadata, Outcome
+
+# One constant key for the append lock (see `append`).
+APPEND_LOCK_KEY = 0x5745_4654_0000_0001
+NOTIFY_CHANNEL = "weft_events"
+
+_outcome_decoder = msgspec.json.Decoder(Outcome)
+
+
+class WrongExpectedVersion(Exception):
+    def __init__(self, stream_id: str, expected: int, actual: int) -> None:
+        super().__init__(f"{stream_id}: expected version {expected}, found {actual}")
+        self.stream_id, self.expected, self.actual = stream_id, expected, actual
+
+
+class CommandAlreadyProcessed(Exception):
+    """The command id was recorded before; nothing was appended. Carries the recorded outcome."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(f"command {outcome.command_id} already processed")
+        self.outcome = outcome
+
+
+class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
+    global_position: int
+    event_id: uuid.UUID
+    stream_id: str
+    version: int
+    type: str
+    data: bytes
+    metadata: dict[str, Any]
+    tenant_id: str
+    recorded_at: datetime
+    event: Event | None = None  # set when the writer still holds the object; readers decode `data`
+
+    @property
+    def category(self) -> str:
+        return self.stream_id.split("-", 1)[0]
+
+
+Projector = Callable[[asyncpg.Connection, Sequence[RecordedEvent]], Awaitable[None]]
+
+
+def _row_to_recorded(row: asyncpg.Record) -> RecordedEvent:
+    return RecordedEvent(
+        global_position=row["global_position"],
+        event_id=row["event_id"],
+        stream_id=row["stream_id"],
+        version=row["version"],
+        type=row["type"],
+        data=row["data"].encode(),
+        metadata=msgspec.json.decode(row["metadata"]),
+        tenant_id=row["tenant_id"],
+        recorded_at=row["recorded_at"],
+    )
+
+
+_SELECT = (
+    "SELECT global_position, event_id, stream_id, version, type, data::text AS data,"
+    " metadata::text AS metadata, tenant_id, recorded_at FROM events"
+)
+
+
+class EventStore:
+    """Postgres-backed store. `projector` runs inside every append transaction (inline read models)."""
+
+    def __init__(self, pool: asyncpg.Pool, *, app_role: str = "weft_app", projector: Projector | None = None):
+        self.pool = pool
+        self.app_role = app_role
+        self.projector = projector
+
+    def tenant_transaction(self, tenant_id: str):
+        return tenant_transaction(self.pool, tenant_id, self.app_role)
+
+    async def read_stream(
+        self, tenant_id: str, stream_id: str, *, to_version: int | None = None
+    ) -> list[RecordedEvent]:
+        """A stream's events in version order; empty when missing or another tenant's."""
+        async with self.tenant_transaction(tenant_id) as conn:
+            rows = await conn.fetch(
+                _SELECT + " WHERE tenant_id = $1 AND stream_id = $2 AND version <= $3 ORDER BY version",
+                tenant_id,
+                stream_id,
+                to_version if to_version is not None else 2**31 - 1,
+            )
+        return [_row_to_recorded(r) for r in rows]
+
+    async def append(
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[Event],
+        *,
+        metadata: Metadata,
+        status: int = 200,
+    ) -> Outcome:
+        """Append events at expected_version + 1.. in one transaction and return the recorded outcome.
+
+        With metadata.command_id set, the command is recorded in the same transaction; a second call
+        with that id appends nothing and raises CommandAlreadyProcessed with the first outcome.
+        """
+        tenant_id = metadata.tenant_id
+        command_id = uuid.UUID(metadata.command_id) if metadata.command_id else uuid.uuid4()
+        outcome = Outcome(
+            command_id=command_id,
+            status=status,
+            stream_id=stream_id,
+            version=expected_version + len(events),
+        )
+        async with self.tenant_transaction(tenant_id) as conn:
+            if metadata.command_id:
+                await self._record_command(conn, tenant_id, outcome)
+            # Appends are serialised by a transaction-scoped advisory lock held until commit, so
+            # global_position order is commit order: a reader that has seen position N can never later
+            # find a committed event below N (no skipped late committers; see
+            # docs/decisions/0001-global-order.md). Postgres releases transaction locks only after the
+            # commit is visible (CommitTransaction: ProcArrayEndTransaction before ResourceOwnerRelease).
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK_KEY)
+            actual = await conn.fetchval(
+                "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1", stream_id
+            )
+            if actual != expected_version:
+                raise WrongExpectedVersion(stream_id, expected_version, actual)
+            if not events:
+                return outcome
+            recorded = await self._insert(conn, stream_id, expected_version, events, metadata)
+            if self.projector is not None:
+                await self.projector(conn, recorded)
+            await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+        return outcome
+
+    async def _record_command(self, conn: asyncpg.Connection, tenant_id: str, outcome: Outcome) -> None:
+        # Concurrent deliveries of one command block here on the primary key until the first commits.
+        inserted = await conn.fetchval(
+            "INSERT INTO processed_commands (command_id, tenant_id, outcome) VALUES ($1, $2, $3::jsonb)"
+            " ON CONFLICT (command_id) DO NOTHING RETURNING true",
+            outcome.command_id,
+            tenant_id,
+            msgspec.json.encode(outcome).decode(),
+        )
+        if not inserted:
+            raw = await conn.fetchval(
+                "SELECT outcome::text FROM processed_commands WHERE command_id = $1", outcome.command_id
+            )
+            raise CommandAlreadyProcessed(_outcome_decoder.decode(raw))
+
+    async def _insert(
+        self,
+        conn: asyncpg.Connection,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[Event],
+        metadata: Metadata,
+    ) -> list[RecordedEvent]:
+        ids = [uuid.uuid4() for _ in events]
+        datas = [msgspec.json.encode(e) for e in events]
+        types = [type(e).__name__ for e in events]
+        meta_json = msgspec.json.encode(metadata).decode()
+        rows = await conn.fetch(
+            "INSERT INTO events (event_id, stream_id, version, type, data, metadata, tenant_id)"
+            " SELECT e.id, $2, $3 + e.n, e.type, e.data::jsonb, $4::jsonb, $5"
+            " FROM unnest($1::uuid[], $6::text[], $7::text[]) WITH ORDINALITY AS e(id, type, data, n)"
+            " ORDER BY e.n RETURNING global_position, version, recorded_at",
+            ids,
+            stream_id,
+            expected_version,
+            meta_json,
+            metadata.tenant_id,
+            types,
+            [d.decode() for d in datas],
+        )
+        by_version = {r["version"]: r for r in rows}
+        meta_dict = msgspec.to_builtins(metadata)
+        return [
+            RecordedEvent(
+                global_position=by_version[expected_version + i + 1]["global_position"],
+                event_id=ids[i],
+                stream_id=stream_id,
+                version=expected_version + i + 1,
+                type=types[i],
+                data=datas[i],
+                metadata=meta_dict,
+                tenant_id=metadata.tenant_id,
+                recorded_at=by_version[expected_version + i + 1]["recorded_at"],
+                event=events[i],
+            )
+            for i in range(len(events))
+        ]
+
+    async def record_outcome(self, tenant_id: str, outcome: Outcome) -> Outcome:
+        """Record a command that appended nothing (refused). Returns the first recorded outcome."""
+        try:
+            async with self.tenant_transaction(tenant_id) as conn:
+                await self._record_command(conn, tenant_id, outcome)
+        except CommandAlreadyProcessed as done:
+            return done.outcome
+        return outcome
+
+    async def outcome(self, tenant_id: str, command_id: uuid.UUID) -> Outcome | None:
+        async with self.tenant_transaction(tenant_id) as conn:
+            raw = await conn.fetchval(
+                "SELECT outcome::text FROM processed_commands WHERE command_id = $1", command_id
+            )
+        return None if raw is None else _outcome_decoder.decode(raw)
+
+
+async def read_all(conn: asyncpg.Connection, after_position: int, limit: int) -> list[RecordedEvent]:
+    """Events after a global position, in order, for system readers (relay, rebuild).
+
+    Safe to checkpoint by position because appends are serialised (see EventStore.append).
+    """
+    rows = await conn.fetch(
+        _SELECT + " WHERE global_position > $1 ORDER BY global_position LIMIT $2", after_position, limit
+    )
+    return [_row_to_recorded(r) for r in rows]
