@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 import msgspec
 
+from libs.events.errors import DomainError
 from libs.events.schemas.registry import event_of
 from libs.events.schemas.workflow import WorkflowCreated, WorkflowDeleted, WorkflowUpdated
 from libs.events.store import RecordedEvent
@@ -13,6 +14,15 @@ _COLUMNS = ("name", "description", "definition", "version", "status")
 
 
 async def project(conn: asyncpg.Connection, rec: RecordedEvent) -> None:
+    try:
+        await _apply(conn, rec)
+    except asyncpg.UniqueViolationError as exc:
+        # workflows_tenant_name: the name is taken within the tenant. Raising aborts the append.
+        name = getattr(event_of(rec), "name", "")
+        raise DomainError(409, f"A workflow named {name!r} already exists", "name") from exc
+
+
+async def _apply(conn: asyncpg.Connection, rec: RecordedEvent) -> None:
     match event_of(rec):
         case WorkflowCreated() as e:
             await conn.execute(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -25,14 +25,17 @@ class Metadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     command_id: str | None = None
 
 
-class CommandEnvelope(msgspec.Struct, frozen=True, kw_only=True):
+C = TypeVar("C")
+
+
+class CommandEnvelope(msgspec.Struct, Generic[C], frozen=True, kw_only=True):
     """What travels on weft.cmd.*: the command plus who sent it and why."""
 
     command_id: UUID
     tenant_id: str
     actor: str
     correlation_id: str
-    command: Any  # a context's Command union; decoded by the owning service with its own type
+    command: C  # the owning service decodes with CommandEnvelope[ItsCommandUnion]
     issued_at: datetime
 
 

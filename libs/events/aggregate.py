@@ -1,0 +1,72 @@
+"""Load -> decide -> append for one command against one stream, with bounded retries on conflicts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from libs.events.errors import DomainError
+from libs.events.schemas import CommandEnvelope, Event, Metadata, Outcome
+from libs.events.schemas.registry import event_of
+from libs.events.store import CommandAlreadyProcessed, EventStore, RecordedEvent, WrongExpectedVersion
+
+S = TypeVar("S")
+MAX_CONFLICT_RETRIES = 5
+
+
+def fold(initial: S, evolve: Callable[[S, Event], S], recorded: Sequence[RecordedEvent]) -> S:
+    state = initial
+    for rec in recorded:
+        state = evolve(state, event_of(rec))
+    return state
+
+
+def metadata_for(envelope: CommandEnvelope) -> Metadata:
+    return Metadata(
+        tenant_id=envelope.tenant_id,
+        correlation_id=envelope.correlation_id,
+        causation_id=str(envelope.command_id),
+        actor=envelope.actor,
+        command_id=str(envelope.command_id),
+    )
+
+
+async def handle_command(
+    store: EventStore,
+    envelope: CommandEnvelope,
+    stream_id: str,
+    initial: Any,
+    evolve: Callable[[Any, Event], Any],
+    decide: Callable[[Any, Any], list[Event]],
+    *,
+    status: int = 200,
+) -> Outcome:
+    """Run a command to its recorded outcome. Idempotent by command id; refusals are recorded too."""
+    tenant_id = envelope.tenant_id
+    done = await store.outcome(tenant_id, envelope.command_id)
+    if done is not None:
+        return done
+    for _ in range(MAX_CONFLICT_RETRIES):
+        recorded = await store.read_stream(tenant_id, stream_id)
+        state = fold(initial, evolve, recorded)
+        try:
+            events = decide(envelope.command, state)
+            return await store.append(
+                stream_id, len(recorded), events, metadata=metadata_for(envelope), status=status
+            )
+        except DomainError as refused:
+            return await store.record_outcome(
+                tenant_id,
+                Outcome(
+                    command_id=envelope.command_id,
+                    status=refused.status,
+                    stream_id=stream_id,
+                    error=refused.message,
+                    field=refused.field,
+                ),
+            )
+        except CommandAlreadyProcessed as dup:
+            return dup.outcome
+        except WrongExpectedVersion:
+            continue
+    raise WrongExpectedVersion(stream_id, -1, -1)  # transient: the consumer NAKs and retries later

@@ -1,0 +1,60 @@
+"""User JWTs: the embedded default's local issuer (`weft token`) and verification for the gateway."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import jwt
+import msgspec
+
+from libs.events.bus import TENANT_RE
+from libs.events.settings import Settings
+
+# Fixed in code: a token can never choose its own algorithm (no "none", no RS/HS confusion).
+ALGORITHMS = ["HS256"]
+
+
+class Principal(msgspec.Struct, frozen=True):
+    tenant_id: str
+    user_id: str
+
+
+class InvalidToken(Exception):
+    pass
+
+
+def issue_token(settings: Settings, tenant_id: str, user_id: str, ttl_s: int = 12 * 3600) -> str:
+    if not TENANT_RE.match(tenant_id):
+        raise ValueError("tenant must be 1-64 characters of letters, digits, '_' or '-'")
+    now = int(time.time())
+    claims = {
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "sub": user_id,
+        settings.jwt_tenant_claim: tenant_id,
+        "iat": now,
+        "exp": now + ttl_s,
+        "jti": str(uuid.uuid4()),
+    }
+    return jwt.encode(claims, settings.jwt_secret, algorithm=ALGORITHMS[0])
+
+
+def verify_token(settings: Settings, token: str) -> Principal:
+    try:
+        claims = jwt.decode(
+            token,
+            settings.jwt_secret,
+            algorithms=ALGORITHMS,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            options={"require": ["exp", "iss", "aud", "sub"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise InvalidToken("token has expired") from exc
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(f"invalid token: {exc}") from exc
+    tenant = claims.get(settings.jwt_tenant_claim)
+    if not isinstance(tenant, str) or not TENANT_RE.match(tenant):
+        raise InvalidToken(f"token has no valid {settings.jwt_tenant_claim} claim")
+    return Principal(tenant_id=tenant, user_id=str(claims["sub"]))

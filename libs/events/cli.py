@@ -1,0 +1,72 @@
+"""The `weft` command: token, migrate, projections rebuild, up."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+
+def _token(args: argparse.Namespace) -> int:
+    from libs.events.auth import issue_token
+    from libs.events.settings import load_settings
+
+    print(issue_token(load_settings(), args.tenant, args.user, ttl_s=args.ttl))
+    return 0
+
+
+def _migrate(_: argparse.Namespace) -> int:
+    from libs.events.migrate import migrate
+    from libs.events.settings import load_settings
+
+    applied = asyncio.run(migrate(load_settings().database_url))
+    print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    return 0
+
+
+def _rebuild(_: argparse.Namespace) -> int:
+    import asyncpg
+
+    from libs.events.projections import rebuild
+    from libs.events.settings import load_settings
+
+    async def run() -> int:
+        conn = await asyncpg.connect(load_settings().database_url)
+        try:
+            return await rebuild(conn)
+        finally:
+            await conn.close()
+
+    print(f"rebuilt read models from {asyncio.run(run())} events")
+    return 0
+
+
+def _up(_: argparse.Namespace) -> int:
+    from deploy.local.stack import up
+
+    return up()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="weft", description="Weft workflow automation platform")
+    sub = parser.add_subparsers(dest="command", required=True)
+    token = sub.add_parser("token", help="print a signed dev JWT (local issuer)")
+    token.add_argument("--tenant", required=True)
+    token.add_argument("--user", required=True)
+    token.add_argument("--ttl", type=int, default=12 * 3600, help="seconds (default 12 h)")
+    token.set_defaults(fn=_token)
+    sub.add_parser("migrate", help="apply pending SQL migrations").set_defaults(fn=_migrate)
+    projections = sub.add_parser("projections", help="read-model maintenance")
+    psub = projections.add_subparsers(dest="action", required=True)
+    psub.add_parser("rebuild", help="rebuild every read model from the event log").set_defaults(fn=_rebuild)
+    sub.add_parser("up", help="run the whole platform on the embedded default").set_defaults(fn=_up)
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except ValueError as exc:
+        print(f"weft: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

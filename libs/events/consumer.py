@@ -1,0 +1,148 @@
+"""Durable pull consumers with explicit ack after commit, NAK with delay, and poison handling.
+
+FastStream's default ack policy terminates a message on any exception, which would silently drop a
+command whose handler failed once; every Weft subscriber uses AckPolicy.MANUAL and this wrapper.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import nats
+import structlog
+from faststream import AckPolicy
+from faststream.nats import ConsumerConfig, NatsBroker, NatsMessage, PullSub
+from faststream.nats.schemas import JStream
+
+from libs.events.bus import COMMANDS_STREAM, EVENTS_STREAM, reply_subject
+from libs.events.schemas import CommandEnvelope, CommandRejected, Metadata, Outcome
+from libs.events.settings import Settings
+from libs.events.store import CommandAlreadyProcessed, EventStore
+
+log = structlog.get_logger()
+
+
+def backoff(settings: Settings, deliveries: int) -> float:
+    return min(settings.nak_delay_s * 2 ** max(deliveries - 1, 0), 30.0)
+
+
+def _consumer_config(settings: Settings) -> ConsumerConfig:
+    return ConsumerConfig(max_deliver=settings.max_deliver, ack_wait=settings.ack_wait_s)
+
+
+async def reject_command(
+    store: EventStore, *, tenant_id: str, command_id: uuid.UUID, subject: str, reason: str, deliveries: int
+) -> Outcome:
+    """Record a poison command as a CommandRejected event (and its outcome) in one transaction."""
+    event = CommandRejected(
+        command_id=command_id, subject=subject, reason=reason[:2000], deliveries=deliveries, at=datetime.now(UTC)
+    )
+    try:
+        return await store.append(
+            f"command-{command_id}",
+            0,
+            [event],
+            metadata=Metadata(tenant_id=tenant_id, command_id=str(command_id)),
+            status=500,
+        )
+    except CommandAlreadyProcessed as done:
+        return done.outcome
+
+
+def subscribe_commands(
+    broker: NatsBroker,
+    *,
+    service: str,
+    settings: Settings,
+    store: EventStore,
+    nc: nats.NATS,
+    command_type: Any,
+    handle: Callable[[CommandEnvelope], Awaitable[Outcome]],
+) -> None:
+    """Register the service's command subscriber on weft.cmd.<service>.> (durable, pull, manual ack)."""
+    decoder = msgspec.json.Decoder(CommandEnvelope[command_type])  # type: ignore[index]
+
+    @broker.subscriber(
+        f"weft.cmd.{service}.>",
+        stream=JStream(COMMANDS_STREAM, declare=False),
+        durable=f"{service}-commands",
+        pull_sub=PullSub(batch_size=16, timeout=1.0),
+        config=_consumer_config(settings),
+        ack_policy=AckPolicy.MANUAL,
+        no_reply=True,
+    )
+    async def on_command(msg: NatsMessage) -> None:
+        raw = msg.raw_message
+        deliveries = raw.metadata.num_delivered
+        tenant_id = raw.subject.split(".")[3]
+        structlog.contextvars.bind_contextvars(tenant_id=tenant_id, subject=raw.subject, deliveries=deliveries)
+        try:
+            envelope = decoder.decode(raw.data)
+        except msgspec.MsgspecError as exc:
+            # Undecodable: it will never succeed, so reject it now rather than after MaxDeliver.
+            command_id = uuid.UUID(raw.headers.get("Nats-Msg-Id")) if raw.headers else uuid.uuid4()
+            await reject_command(store, tenant_id=tenant_id, command_id=command_id, subject=raw.subject,
+                                 reason=f"undecodable command: {exc}", deliveries=deliveries)
+            await msg.reject()
+            log.error("command_undecodable", error=str(exc))
+            return
+        structlog.contextvars.bind_contextvars(
+            command_id=str(envelope.command_id), correlation_id=envelope.correlation_id,
+            causation_id=str(envelope.command_id),
+        )
+        try:
+            outcome = await handle(envelope)
+        except Exception as exc:  # noqa: BLE001 - every failure is either retried or recorded
+            if deliveries >= settings.max_deliver:
+                outcome = await reject_command(
+                    store, tenant_id=tenant_id, command_id=envelope.command_id, subject=raw.subject,
+                    reason=f"{type(exc).__name__}: {exc}", deliveries=deliveries,
+                )
+                await msg.reject()
+                log.error("command_rejected", error=str(exc))
+                await nc.publish(reply_subject(tenant_id, envelope.command_id), msgspec.json.encode(outcome))
+                return
+            delay = backoff(settings, deliveries)
+            await msg.nack(delay=delay)
+            log.warning("command_nacked", error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
+            return
+        # Ack only after the outcome is committed; then announce it to whoever waits.
+        await msg.ack()
+        await nc.publish(reply_subject(tenant_id, envelope.command_id), msgspec.json.encode(outcome))
+        log.info("command_handled", status=outcome.status)
+
+
+def subscribe_events(
+    broker: NatsBroker,
+    *,
+    durable: str,
+    subject: str,
+    settings: Settings,
+    handle: Callable[[str, dict[str, Any], bytes], Awaitable[None]],
+) -> None:
+    """Register a durable event subscriber on WEFT_EVENTS; handle(subject, headers, data) must be idempotent."""
+
+    @broker.subscriber(
+        subject,
+        stream=JStream(EVENTS_STREAM, declare=False),
+        durable=durable,
+        pull_sub=PullSub(batch_size=16, timeout=1.0),
+        config=ConsumerConfig(ack_wait=settings.ack_wait_s),
+        ack_policy=AckPolicy.MANUAL,
+        no_reply=True,
+    )
+    async def on_event(msg: NatsMessage) -> None:
+        raw = msg.raw_message
+        structlog.contextvars.bind_contextvars(subject=raw.subject, message_id=(raw.headers or {}).get("Nats-Msg-Id"))
+        try:
+            await handle(raw.subject, dict(raw.headers or {}), raw.data)
+        except Exception as exc:  # noqa: BLE001 - events are retried until handled; nothing is dropped
+            delay = backoff(settings, raw.metadata.num_delivered)
+            await msg.nack(delay=delay)
+            log.warning("event_nacked", error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
+            return
+        await msg.ack()

@@ -1,0 +1,118 @@
+"""The relay: tails the event store in global order and publishes each event to JetStream.
+
+Nats-Msg-Id is the event id, so republishing after a crash (events sent, checkpoint not yet saved) is
+dropped by the stream's duplicate window. One relay leads at a time (a session advisory lock); others wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import structlog
+from nats.js import JetStreamContext
+
+from libs.events.bus import EVENTS_STREAM, event_subject
+from libs.events.store import NOTIFY_CHANNEL, RecordedEvent, read_all
+
+log = structlog.get_logger()
+RELAY_LOCK_KEY = 0x5745_4654_0000_0003
+CHECKPOINT = "relay"
+
+
+def headers_for(rec: RecordedEvent) -> dict[str, str]:
+    headers = {
+        "Nats-Msg-Id": str(rec.event_id),
+        "Weft-Tenant": rec.tenant_id,
+        "Weft-Stream": rec.stream_id,
+        "Weft-Version": str(rec.version),
+        "Weft-Position": str(rec.global_position),
+        "Weft-Type": rec.type,
+    }
+    for key in ("correlation_id", "causation_id"):
+        if rec.metadata.get(key):
+            headers[f"Weft-{key.replace('_', '-').title()}"] = str(rec.metadata[key])
+    return headers
+
+
+class Relay:
+    def __init__(self, dsn: str, js: JetStreamContext, *, poll_s: float = 0.5, batch: int = 256):
+        self.dsn, self.js, self.poll_s, self.batch = dsn, js, poll_s, batch
+        self._wake = asyncio.Event()
+
+    async def run(self) -> None:
+        """Lead and relay until cancelled; reconnects after database errors."""
+        while True:
+            try:
+                await self._lead()
+            except asyncio.CancelledError:
+                raise
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("relay_db_error", error=str(exc))
+                await asyncio.sleep(1.0)
+
+    async def _lead(self) -> None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
+                await asyncio.sleep(1.0)
+            log.info("relay_leading")
+            await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+            position = await conn.fetchval("SELECT position FROM checkpoints WHERE name = $1", CHECKPOINT) or 0
+            while True:
+                self._wake.clear()
+                chunk = await read_all(conn, position, self.batch)
+                if chunk:
+                    await self.publish(chunk)
+                    position = chunk[-1].global_position
+                    await conn.execute(
+                        "INSERT INTO checkpoints (name, position) VALUES ($1, $2)"
+                        " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                        CHECKPOINT,
+                        position,
+                    )
+                    continue
+                # NOTIFY only wakes us early; the poll is what guarantees progress.
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                except TimeoutError:
+                    pass
+        finally:
+            await conn.close(timeout=2)
+
+    async def publish(self, chunk: list[RecordedEvent]) -> None:
+        # Pipelined on one connection: the server stores them in send order; all PubAcks are awaited
+        # before the checkpoint moves.
+        await asyncio.gather(
+            *(
+                self.js.publish(
+                    event_subject(rec.tenant_id, rec.stream_id, rec.type),
+                    rec.data,
+                    stream=EVENTS_STREAM,
+                    headers=headers_for(rec),
+                    timeout=10.0,
+                )
+                for rec in chunk
+            )
+        )
+
+
+def create_app(settings=None):
+    """The relay as a process: health routes plus the relay loop as a background task."""
+    from libs.events.service import create_service_app
+    from libs.events.settings import load_settings
+
+    settings = settings or load_settings(service="relay")
+
+    async def setup(ctx) -> None:
+        ctx.tasks.append(asyncio.create_task(Relay(settings.database_url, ctx.js, poll_s=settings.relay_poll_s).run()))
+
+    return create_service_app(settings, name="relay", setup=setup)
+
+
+if __name__ == "__main__":
+    from libs.events.service import serve
+    from libs.events.settings import load_settings
+
+    _settings = load_settings(service="relay")
+    serve(create_app(_settings), _settings)

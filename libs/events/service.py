@@ -1,0 +1,122 @@
+"""The runtime every service shares: pools, NATS, FastStream broker, health and readiness routes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import asyncpg
+import nats
+import structlog
+from faststream.nats import NatsBroker
+from litestar import Litestar, get
+from litestar.datastructures import State
+from litestar.response import Response
+from nats.js import JetStreamContext
+
+from libs.events.bus import ensure_streams
+from libs.events.db import create_pool
+from libs.events.logging import configure_logging
+from libs.events.projections import project
+from libs.events.settings import Settings
+from libs.events.store import EventStore
+
+log = structlog.get_logger()
+
+
+@dataclass
+class ServiceContext:
+    settings: Settings
+    pool: asyncpg.Pool
+    store: EventStore
+    nc: nats.NATS
+    js: JetStreamContext
+    broker: NatsBroker
+    tasks: list[asyncio.Task] = field(default_factory=list)
+
+
+Setup = Callable[[ServiceContext], Awaitable[None]]
+
+
+async def connect_nats(settings: Settings, name: str) -> nats.NATS:
+    return await nats.connect(
+        settings.nats_url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5
+    )
+
+
+@asynccontextmanager
+async def service_resources(settings: Settings, name: str, setup: Setup | None) -> AsyncIterator[ServiceContext]:
+    pool = await create_pool(settings)
+    nc = await connect_nats(settings, name)
+    js = nc.jetstream()
+    await ensure_streams(js, settings)
+    # graceful_timeout: on shutdown, in-flight handlers get this long to finish before their messages
+    # are left unacked (JetStream redelivers them).
+    broker = NatsBroker(settings.nats_url, graceful_timeout=15.0, max_reconnect_attempts=-1)
+    ctx = ServiceContext(
+        settings=settings, pool=pool, store=EventStore(pool, app_role=settings.db_app_role, projector=project),
+        nc=nc, js=js, broker=broker,
+    )
+    try:
+        if setup is not None:
+            await setup(ctx)
+        await broker.start()
+        log.info("service_started", port=settings.port)
+        yield ctx
+    finally:
+        await broker.stop()
+        for task in ctx.tasks:
+            task.cancel()
+        await asyncio.gather(*ctx.tasks, return_exceptions=True)
+        await nc.drain()
+        await pool.close()
+        log.info("service_stopped")
+
+
+async def ready(state: State) -> Response:
+    ctx: ServiceContext | None = getattr(state, "ctx", None)
+    checks = {"database": False, "nats": False}
+    if ctx is not None:
+        checks["nats"] = ctx.nc.is_connected
+        try:
+            await asyncio.wait_for(ctx.pool.fetchval("SELECT 1"), 2.0)
+            checks["database"] = True
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            pass
+    ok = all(checks.values())
+    return Response({"status": "ready" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
+
+
+@get("/health/live", sync_to_thread=False)
+def live() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/health/ready")
+async def ready_route(state: State) -> Response:
+    return await ready(state)
+
+
+def create_service_app(
+    settings: Settings, *, name: str, setup: Setup | None = None, route_handlers: Sequence = (), **litestar_kwargs
+) -> Litestar:
+    """A Litestar app whose lifespan owns the service's resources; `setup` registers subscribers/tasks."""
+    configure_logging(name, settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with service_resources(settings, name, setup) as ctx:
+            app.state.ctx = ctx
+            yield
+
+    return Litestar(route_handlers=[live, ready_route, *route_handlers], lifespan=[lifespan], **litestar_kwargs)
+
+
+def serve(app: Litestar, settings: Settings) -> None:
+    """Run under uvicorn; SIGTERM/SIGINT trigger the lifespan shutdown (graceful)."""
+    import uvicorn
+
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                timeout_graceful_shutdown=20)

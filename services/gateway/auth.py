@@ -1,0 +1,19 @@
+"""Bearer-token authentication for the tenant API."""
+
+from __future__ import annotations
+
+from litestar import Request
+
+from libs.events.auth import InvalidToken, Principal, verify_token
+from services.gateway.errors import ApiError
+
+
+async def authenticate(request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "Missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    try:
+        return verify_token(request.app.state.settings, token.strip())
+    except InvalidToken as exc:
+        raise ApiError(401, str(exc).capitalize(), headers={"WWW-Authenticate": "Bearer"}) from exc
