@@ -1,0 +1,28 @@
+# Weft: `make up` runs the platform on the embedded default; `make test` runs the suite.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: up test test-soak bench clean-data
+
+$(BIN)/weft: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Weft needs Python 3.11+, found " + sys.version.split()[0])'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+up: $(BIN)/weft
+	$(BIN)/weft up
+
+test: $(BIN)/weft
+	$(BIN)/python -m pytest
+
+test-soak: $(BIN)/weft
+	$(BIN)/python -m pytest -m soak
+
+bench: $(BIN)/weft
+	$(BIN)/python bench/bench_append.py
+
+clean-data:
+	rm -rf .weft
