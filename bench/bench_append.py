@@ -1,0 +1,138 @@
+"""Append throughput: EventStore.append against raw asyncpg INSERTs into the same events table.
+
+    .venv/bin/python bench/bench_append.py [--n 2000] [--writers 4]
+
+Starts its own Postgres from the pgserver wheel (fsync on, as `make up` runs it) in a temporary
+directory, migrates it, and measures in one run:
+
+  store   single-event EventStore.append calls (tenant transaction as weft_app with row-level
+          security, expected-version check, advisory append lock, NOTIFY; no projector)
+  raw     single-row INSERTs of equivalent rows (same columns and payload sizes) as the superuser,
+          one autocommit statement each: the floor any event store on this table pays per commit
+
+each with one writer and with --writers concurrent writers. Every append/INSERT is its own commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from libs.events.embedded import EmbeddedPostgres, free_port  # noqa: E402
+from libs.events.migrate import migrate  # noqa: E402
+from libs.events.schemas import Metadata  # noqa: E402
+from libs.events.schemas.run import StepStarted  # noqa: E402
+from libs.events.store import EventStore  # noqa: E402
+
+STREAM_LENGTH = 20  # events per stream before a writer moves to a fresh stream (a run-sized stream)
+TENANT = "tbench"
+
+
+def event(run_id: uuid.UUID, i: int) -> StepStarted:
+    return StepStarted(run_id=run_id, step_id=f"step-{i}", at=datetime.now(UTC))
+
+
+async def store_writer(store: EventStore, count: int) -> None:
+    meta = Metadata(tenant_id=TENANT, correlation_id=str(uuid.uuid4()), actor="bench")
+    version, run_id = 0, uuid.uuid4()
+    for i in range(count):
+        if version == STREAM_LENGTH:
+            version, run_id = 0, uuid.uuid4()
+        await store.append(f"run-{run_id}", version, [event(run_id, i)], metadata=meta)
+        version += 1
+
+
+async def raw_writer(pool: asyncpg.Pool, count: int) -> None:
+    meta = msgspec.json.encode(Metadata(tenant_id=TENANT, correlation_id=str(uuid.uuid4()), actor="bench")).decode()
+    version, run_id = 0, uuid.uuid4()
+    async with pool.acquire() as conn:
+        for i in range(count):
+            if version == STREAM_LENGTH:
+                version, run_id = 0, uuid.uuid4()
+            version += 1
+            await conn.execute(
+                "INSERT INTO events (event_id, stream_id, version, type, data, metadata, tenant_id)"
+                " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7)",
+                uuid.uuid4(),
+                f"run-{run_id}",
+                version,
+                "StepStarted",
+                msgspec.json.encode(event(run_id, i)).decode(),
+                meta,
+                TENANT,
+            )
+
+
+async def measure(label: str, total: int, writers: int, one: Callable[[int], Awaitable[None]]) -> float:
+    per_writer = total // writers
+    started = time.perf_counter()
+    await asyncio.gather(*(one(per_writer) for _ in range(writers)))
+    elapsed = time.perf_counter() - started
+    rate = per_writer * writers / elapsed
+    print(f"  {label:<34} {per_writer * writers:>6} in {elapsed:6.2f} s  {rate:9.0f} /s", flush=True)
+    return rate
+
+
+async def bench(dsn: str, n: int, writers: int) -> None:
+    await migrate(dsn)
+    pool = await asyncpg.create_pool(dsn, min_size=writers + 1, max_size=writers + 1)
+    try:
+        store = EventStore(pool, app_role="weft_app", projector=None)
+        # Warm up connections, prepared statements and the table before timing anything.
+        await store_writer(store, 100)
+        await raw_writer(pool, 100)
+
+        rates: dict[str, float] = {}
+        print(f"single-event appends, each its own commit (n={n})", flush=True)
+        rates["store1"] = await measure("EventStore.append, 1 writer", n, 1, lambda c: store_writer(store, c))
+        rates["raw1"] = await measure("raw asyncpg INSERT, 1 writer", n, 1, lambda c: raw_writer(pool, c))
+        if writers > 1:
+            rates["storeN"] = await measure(
+                f"EventStore.append, {writers} writers", n, writers, lambda c: store_writer(store, c)
+            )
+            rates["rawN"] = await measure(
+                f"raw asyncpg INSERT, {writers} writers", n, writers, lambda c: raw_writer(pool, c)
+            )
+        print("ratio store/raw", flush=True)
+        print(f"  1 writer:  {rates['store1'] / rates['raw1']:.2f}", flush=True)
+        if writers > 1:
+            print(f"  {writers} writers: {rates['storeN'] / rates['rawN']:.2f}", flush=True)
+        total = await pool.fetchval("SELECT count(*) FROM events")
+        print(f"events table rows at the end: {total}", flush=True)
+    finally:
+        await pool.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=2000, help="appends per measurement (default 2000)")
+    parser.add_argument("--writers", type=int, default=4, help="concurrent writers; 1 to skip (default 4)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="weft-bench-") as tmp:
+        pg = EmbeddedPostgres(Path(tmp) / "pg", free_port(), Path(tmp) / "postgres.log")
+        try:
+            started = time.perf_counter()
+            pg.start()
+            pg.create_database("weft_bench")
+            print(f"postgres ready on port {pg.port} in {time.perf_counter() - started:.1f} s", flush=True)
+            asyncio.run(bench(pg.dsn("weft_bench"), args.n, args.writers))
+        finally:
+            pg.stop()
+            print("postgres stopped", flush=True)
+
+
+if __name__ == "__main__":
+    main()
