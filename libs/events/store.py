@@ -120,27 +120,43 @@ class EventStore:
             stream_id=stream_id,
             version=expected_version + len(events),
         )
-        async with self.tenant_transaction(tenant_id) as conn:
+        async with self.pool.acquire() as conn, conn.transaction():
+            # One round trip: become the app role for this tenant (transaction-local, as in
+            # tenant_transaction) and take the append lock. Appends are serialised by this
+            # transaction-scoped advisory lock, held until commit, so global_position order is commit
+            # order: a reader that has seen position N can never later find a committed event below N
+            # (no skipped late committers; see docs/decisions/0001-global-order.md). Postgres releases
+            # transaction locks only after the commit is visible (CommitTransaction:
+            # ProcArrayEndTransaction before ResourceOwnerRelease).
+            await conn.execute(
+                "SELECT set_config('role', coalesce(nullif($1, ''), current_user), true),"
+                " set_config('weft.tenant_id', $2, true), pg_advisory_xact_lock($3)",
+                self.app_role,
+                tenant_id,
+                APPEND_LOCK_KEY,
+            )
             if metadata.command_id:
                 await self._record_command(conn, tenant_id, outcome)
-            # Appends are serialised by a transaction-scoped advisory lock held until commit, so
-            # global_position order is commit order: a reader that has seen position N can never later
-            # find a committed event below N (no skipped late committers; see
-            # docs/decisions/0001-global-order.md). Postgres releases transaction locks only after the
-            # commit is visible (CommitTransaction: ProcArrayEndTransaction before ResourceOwnerRelease).
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK_KEY)
-            actual = await conn.fetchval(
-                "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1", stream_id
-            )
-            if actual != expected_version:
-                raise WrongExpectedVersion(stream_id, expected_version, actual)
             if not events:
+                await self._check_version(conn, stream_id, expected_version)
                 return outcome
-            recorded = await self._insert(conn, stream_id, expected_version, events, metadata)
+            try:
+                recorded = await self._insert(conn, stream_id, expected_version, events, metadata)
+            except asyncpg.UniqueViolationError as exc:
+                # Only reachable when the stream id is taken by another tenant (invisible under RLS).
+                raise WrongExpectedVersion(stream_id, expected_version, -1) from exc
+            if not recorded:  # the guarded insert wrote nothing: the stream is not at expected_version
+                await self._check_version(conn, stream_id, expected_version)
+                raise WrongExpectedVersion(stream_id, expected_version, expected_version)
             if self.projector is not None:
                 await self.projector(conn, recorded)
-            await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
         return outcome
+
+    @staticmethod
+    async def _check_version(conn: asyncpg.Connection, stream_id: str, expected_version: int) -> None:
+        actual = await conn.fetchval("SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1", stream_id)
+        if actual != expected_version:
+            raise WrongExpectedVersion(stream_id, expected_version, actual)
 
     async def _record_command(self, conn: asyncpg.Connection, tenant_id: str, outcome: Outcome) -> None:
         # Concurrent deliveries of one command block here on the primary key until the first commits.
@@ -173,6 +189,9 @@ class EventStore:
             "INSERT INTO events (event_id, stream_id, version, type, data, metadata, tenant_id)"
             " SELECT e.id, $2, $3 + e.n, e.type, e.data::jsonb, $4::jsonb, $5"
             " FROM unnest($1::uuid[], $6::text[], $7::text[]) WITH ORDINALITY AS e(id, type, data, n)"
+            # The expected-version check rides on the insert: no rows are written unless the stream is
+            # exactly at expected_version (race-free under the append lock).
+            " WHERE (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $2) = $3"
             " ORDER BY e.n RETURNING global_position, version, recorded_at",
             ids,
             stream_id,
@@ -182,6 +201,8 @@ class EventStore:
             types,
             [d.decode() for d in datas],
         )
+        if not rows:
+            return []
         by_version = {r["version"]: r for r in rows}
         meta_dict = msgspec.to_builtins(metadata)
         return [
