@@ -78,7 +78,7 @@ class CommandBus:
     def __init__(self, nc: nats.NATS, js: JetStreamContext, timeout_s: float):
         self.nc, self.js, self.timeout_s = nc, js, timeout_s
 
-    async def send(self, service: str, envelope: CommandEnvelope) -> Outcome | None:
+    async def send(self, service: str, envelope: CommandEnvelope, timeout_s: float | None = None) -> Outcome | None:
         """Returns the outcome, or None when the service did not answer in time (the caller says 202)."""
         tenant_id, command_id = envelope.tenant_id, envelope.command_id
         # Subscribe before publishing so a fast reply cannot be missed.
@@ -95,7 +95,7 @@ class CommandBus:
             except (nats.errors.Error, asyncio.TimeoutError) as exc:
                 raise CommandNotAccepted(str(exc) or type(exc).__name__) from exc
             try:
-                msg = await sub.next_msg(timeout=self.timeout_s)
+                msg = await sub.next_msg(timeout=timeout_s or self.timeout_s)
             except (TimeoutError, asyncio.TimeoutError, nats.errors.TimeoutError):
                 return None
         finally:

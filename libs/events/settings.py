@@ -28,6 +28,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     events_duplicate_window_s: float = 120.0
     relay_poll_s: float = 0.5
     log_level: str = "info"
+    # Planner: an OpenAI-compatible endpoint; empty base URL = the offline planner.
+    llm_base_url: str = ""
+    llm_api_key: str = ""
+    llm_model: str = "gpt-4o-mini"
+    llm_timeout_s: float = 30.0
+    plan_cache_ttl_s: float = 3600.0
+    # How long the gateway waits for a planning command (it includes the model's time) before 202.
+    planning_timeout_s: float = 90.0
 
 
 def _coerce(field_type: Any, raw: str) -> Any:

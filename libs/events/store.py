@@ -106,6 +106,8 @@ class EventStore:
         *,
         metadata: Metadata,
         status: int = 200,
+        error: str | None = None,
+        field: str | None = None,
     ) -> Outcome:
         """Append events at expected_version + 1.. in one transaction and return the recorded outcome.
 
@@ -119,6 +121,8 @@ class EventStore:
             status=status,
             stream_id=stream_id,
             version=expected_version + len(events),
+            error=error,
+            field=field,
         )
         async with self.pool.acquire() as conn, conn.transaction():
             # One round trip: become the app role for this tenant (transaction-local, as in

@@ -39,9 +39,11 @@ def step_context(run: domain.Run, node: dict[str, Any]) -> dict[str, Any]:
 
 async def run_step(run: domain.Run, node: dict[str, Any]) -> tuple[bool, Any]:
     """(ok, output-or-error message)."""
-    fn = REGISTRY.get(node["type"])
+    # Integrations are named by their action (http.request, email.send); other nodes by their type.
+    key = node.get("action") if node["type"] == "integration" else node["type"]
+    fn = REGISTRY.get(key)
     if fn is None:
-        return False, f"unsupported step type {node['type']!r}"
+        return False, f"unsupported step type {key!r}"
     try:
         return True, await fn(node, step_context(run, node))
     except (StepError, MissingPath) as exc:

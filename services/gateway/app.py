@@ -7,7 +7,7 @@ from litestar import Litestar
 from libs.events.bus import CommandBus
 from libs.events.service import ServiceContext, create_service_app
 from libs.events.settings import Settings, load_settings
-from services.gateway import v2
+from services.gateway import assistant, console, v2
 from services.gateway.commands import Dispatcher
 from services.gateway.errors import EXCEPTION_HANDLERS
 
@@ -19,13 +19,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     async def setup(ctx: ServiceContext) -> None:
         app.state.settings = settings
-        app.state.dispatcher = Dispatcher(CommandBus(ctx.nc, ctx.js, settings.command_timeout_s), ctx.store)
+        app.state.bus = CommandBus(ctx.nc, ctx.js, settings.command_timeout_s)
+        app.state.dispatcher = Dispatcher(app.state.bus, ctx.store)
 
     app = create_service_app(
         settings,
         name=SERVICE,
         setup=setup,
-        route_handlers=[v2.router],
+        route_handlers=[v2.router, console.router, assistant.router],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
     )

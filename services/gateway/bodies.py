@@ -30,6 +30,38 @@ class PatchWorkflowBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     status: str | msgspec.UnsetType = UNSET
 
 
+class ParseContext(msgspec.Struct, kw_only=True):
+    availableTools: list[str] | None = None  # noqa: N815 - the contract's field name
+    organizationId: str | None = None  # noqa: N815
+
+
+class ParseBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    instruction: Annotated[str, msgspec.Meta(max_length=10000)]
+    context: ParseContext | None = None
+
+
+class GoalBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    goal: Annotated[str, msgspec.Meta(max_length=10000)]
+    schedule: str | None = None
+
+
+class CommandBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    command: Annotated[str, msgspec.Meta(max_length=10000)]
+
+
+class EditStep(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    id: str
+    action: str
+    description: str = ""
+    config: dict[str, Any] = {}
+    input_from: str | None = None
+    depends_on: list[str] = []
+
+
+class StepsBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    steps: Annotated[list[EditStep], msgspec.Meta(min_length=1, max_length=50)]
+
+
 class ExecuteBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     inputs: dict[str, Any] = {}
 

@@ -45,12 +45,16 @@ class Dispatcher:
         make_command: Callable[[uuid.UUID], Any],
         render: Render,
         body: bytes = b"",
+        *,
+        timeout_s: float | None = None,
+        shape: Callable[[int, str, str | None], dict] | None = None,
     ) -> Response:
         """Publish the command, wait for its outcome, render it. With an Idempotency-Key the first
         response is stored and replayed for every later request carrying that key."""
         key = request.headers.get("idempotency-key")
         if key is None:
-            response, _, _ = await self._send(request, principal, service, uuid.uuid4(), make_command, render)
+            response, _, _ = await self._send(request, principal, service, uuid.uuid4(), make_command, render,
+                                              timeout_s, shape)
             return response
         if not key or len(key) > MAX_KEY_LENGTH:
             raise ApiError(400, f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} characters", "Idempotency-Key")
@@ -61,7 +65,8 @@ class Dispatcher:
         if stored is not None:
             return self._replay(stored, request_hash)
         command_id = uuid.uuid5(_KEY_NAMESPACE, f"{principal.tenant_id}/{principal.user_id}/{key}")
-        response, status, payload = await self._send(request, principal, service, command_id, make_command, render)
+        response, status, payload = await self._send(request, principal, service, command_id, make_command, render,
+                                                     timeout_s, shape)
         if status == 202:
             return response  # not settled yet; a retry with the key waits again
         async with self.store.tenant_transaction(principal.tenant_id) as conn:
@@ -92,7 +97,7 @@ class Dispatcher:
             headers={"Idempotent-Replayed": "true"},
         )
 
-    async def _send(self, request, principal, service, command_id, make_command, render):
+    async def _send(self, request, principal, service, command_id, make_command, render, timeout_s=None, shape=None):
         envelope = CommandEnvelope(
             command_id=command_id,
             tenant_id=principal.tenant_id,
@@ -101,7 +106,7 @@ class Dispatcher:
             command=make_command(command_id),
             issued_at=now(),
         )
-        outcome = await self.bus.send(service, envelope)
+        outcome = await self.bus.send(service, envelope, timeout_s)
         if outcome is None:
             # The reply can be missed (service restarted after commit): the record is authoritative.
             outcome = await self.store.outcome(principal.tenant_id, command_id)
@@ -115,7 +120,9 @@ class Dispatcher:
             }
             return Response(payload, status_code=202, headers={"Location": payload["location"]}), 202, payload
         if not outcome.ok:
-            payload = error_body(outcome.error or "Command refused", outcome.field)
-            return Response(payload, status_code=outcome.status), outcome.status, payload
+            message = outcome.error or "Command refused"
+            payload = shape(outcome.status, message, outcome.field) if shape else error_body(message, outcome.field)
+            headers = {"Retry-After": "5"} if outcome.status == 503 else None
+            return Response(payload, status_code=outcome.status, headers=headers), outcome.status, payload
         status, payload = await render(outcome)
         return Response(payload, status_code=status), status, payload

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from http import HTTPStatus
 
 import asyncpg
 import nats
@@ -27,6 +28,27 @@ def error_body(message: str, field: str | None = None) -> dict:
     if field:
         body["field"] = field
     return body
+
+
+def plain_error_body(status: int, message: str, field: str | None = None) -> dict:
+    """The console and assistant contracts' shape: {"error": "<type>", "message": "<detail>"}."""
+    body: dict = {"error": HTTPStatus(status).phrase, "message": message}
+    if field:
+        body["field"] = field
+    return body
+
+
+def plain_api_error_handler(_: Request, exc: ApiError) -> Response:
+    return Response(plain_error_body(exc.status, exc.message, exc.field), status_code=exc.status, headers=exc.headers)
+
+
+def plain_http_exception_handler(_: Request, exc: HTTPException) -> Response:
+    message = exc.detail if isinstance(exc.detail, str) and exc.detail else "Request failed"
+    return Response(plain_error_body(exc.status_code, message), status_code=exc.status_code,
+                    headers=exc.headers or None)
+
+
+PLAIN_EXCEPTION_HANDLERS = {ApiError: plain_api_error_handler, HTTPException: plain_http_exception_handler}
 
 
 def api_error_handler(_: Request, exc: ApiError) -> Response:

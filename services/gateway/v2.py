@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -13,13 +14,15 @@ from libs.events.auth import Principal
 from libs.events.definition import validate_definition
 from libs.events.errors import DomainError
 from libs.events.schemas import Outcome
+from libs.events.schemas.plan import ParseInstruction
 from libs.events.schemas.run import StartRun
 from libs.events.schemas.workflow import CreateWorkflow, DeleteWorkflow, UpdateWorkflow
 from services.gateway import queries
 from services.gateway.auth import authenticate
-from services.gateway.bodies import CreateWorkflowBody, ExecuteBody, PatchWorkflowBody, decode_body
+from services.gateway.bodies import CreateWorkflowBody, ExecuteBody, ParseBody, PatchWorkflowBody, decode_body
 from services.gateway.commands import Dispatcher, entity_id, now
 from services.gateway.errors import ApiError
+from services.gateway.plans import plan_event
 
 WORKFLOW_STATUSES = ("active", "archived")
 
@@ -63,6 +66,52 @@ def health() -> dict[str, str]:
         "version": "2.0.0",
         "timestamp": queries.iso(now()),
     }
+
+
+def plan_json(event) -> dict[str, Any]:
+    """A generated plan in the v2 parse shape, plus what a reviewer needs (hash, cost, planner)."""
+    body: dict[str, Any] = {
+        "type": "generated",
+        "name": event.name,
+        "description": event.description,
+        "steps": event.definition["nodes"],
+        "confidence": event.confidence,
+        "source": event.source,
+        "valid": True,
+        "schedule": event.schedule,
+        "planHash": event.plan_hash,
+        "estimatedCostUsd": event.est_cost_usd,
+        "outboundSteps": event.outbound_steps,
+        "planner": {"model": event.model, "promptVersion": event.prompt_version, "cached": event.cached,
+                    "promptTokens": event.prompt_tokens, "completionTokens": event.completion_tokens},
+    }
+    if event.source == "offline-planner":
+        body["message"] = "Planned by the offline planner (no LLM configured); confidence is low, review the steps."
+    return body
+
+
+@post("/parse", status_code=200)
+async def parse_instruction(request: Request, principal: Principal) -> Response:
+    raw = await request.body()
+    body = decode_body(raw, ParseBody)
+    instruction = body.instruction.strip()
+    if len(instruction) < 5:
+        raise ApiError(400, "instruction must be at least 5 characters", "instruction")
+    started = time.perf_counter()
+    ctx, dispatcher = _ctx(request)
+    tools = body.context.availableTools if body.context else None
+
+    def make(command_id: uuid.UUID) -> ParseInstruction:
+        return ParseInstruction(plan_id=entity_id(command_id), instruction=instruction, available_tools=tools,
+                                organization_id=body.context.organizationId if body.context else None, at=now())
+
+    async def render(outcome: Outcome):
+        event = await plan_event(ctx.store, principal.tenant_id, outcome.stream_id)
+        return 200, {"success": True, "workflow": plan_json(event),
+                     "parseTimeMs": round((time.perf_counter() - started) * 1000)}
+
+    return await dispatcher.dispatch(request, principal, "planner", make, render, raw,
+                                     timeout_s=request.app.state.settings.planning_timeout_s)
 
 
 @get("/")
@@ -235,7 +284,7 @@ async def command_status(request: Request, principal: Principal, command_id: str
 router = Router(
     path="/api/v2/workflows",
     route_handlers=[
-        health, list_workflows, create_workflow, get_workflow, patch_workflow, delete_workflow,
+        health, parse_instruction, list_workflows, create_workflow, get_workflow, patch_workflow, delete_workflow,
         execute_workflow, list_runs, get_run, command_status,
     ],
     dependencies={"principal": Provide(authenticate)},

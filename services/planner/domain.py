@@ -1,4 +1,4 @@
-"""The workflow decider: pure, no I/O. Ids and `at` arrive with the command."""
+"""The workflow decider: pure, no I/O. Ids, `at` and planning results arrive from outside."""
 
 from __future__ import annotations
 
@@ -7,6 +7,13 @@ import msgspec
 from libs.events.definition import validate_definition
 from libs.events.errors import DomainError
 from libs.events.schemas import Event
+from libs.events.schemas.plan import (
+    CreateWorkflowFromGoal,
+    PlanApprovalRequested,
+    PlanGenerated,
+    PlanRevised,
+    ReviseWorkflowPlan,
+)
 from libs.events.schemas.workflow import (
     CreateWorkflow,
     DeleteWorkflow,
@@ -15,6 +22,7 @@ from libs.events.schemas.workflow import (
     WorkflowDeleted,
     WorkflowUpdated,
 )
+from services.planner.validation import outbound_steps, plan_hash, to_definition, validate_plan, estimated_cost
 
 STATUSES = ("active", "archived")
 
@@ -24,6 +32,8 @@ class Workflow(msgspec.Struct, frozen=True, kw_only=True):
     deleted: bool = False
     name: str = ""
     status: str = ""
+    plan_version: int = 0
+    plan_hash: str = ""
 
 
 initial = Workflow()
@@ -41,6 +51,8 @@ def evolve(state: Workflow, event: Event) -> Workflow:
             )
         case WorkflowDeleted():
             return msgspec.structs.replace(state, deleted=True)
+        case PlanGenerated(plan_version=version, plan_hash=digest) | PlanRevised(plan_version=version, plan_hash=digest):
+            return msgspec.structs.replace(state, plan_version=version, plan_hash=digest)
     return state
 
 
@@ -67,6 +79,8 @@ def decide(command, state: Workflow) -> list[Event]:
                 validate_definition(c.definition)
             if c.status is not msgspec.UNSET and c.status not in STATUSES:
                 raise DomainError(400, "status must be one of: active, archived", "status")
+            if state.status == "draft" and c.status == "active":
+                raise DomainError(409, "A draft workflow is activated by approving its plan", "status")
             return [
                 WorkflowUpdated(
                     workflow_id=c.workflow_id, name=c.name, description=c.description, definition=c.definition,
@@ -76,4 +90,47 @@ def decide(command, state: Workflow) -> list[Event]:
         case DeleteWorkflow() as c:
             _live(state)
             return [WorkflowDeleted(workflow_id=c.workflow_id, at=c.at)]
+        case ReviseWorkflowPlan() as c:
+            _live(state)
+            if state.status != "draft":
+                raise DomainError(409, f"Only draft workflows can be edited; this one is {state.status}", "status")
+            plan = {"name": state.name, "description": "", "confidence": 1.0, "schedule": None, "steps": c.steps}
+            defects = validate_plan(plan, None)
+            if defects:
+                raise DomainError(422, "; ".join(defects), "steps")
+            definition = to_definition(plan)
+            digest = plan_hash(definition)
+            if digest == state.plan_hash:
+                return []  # nothing changed: same plan, same version
+            version = state.plan_version + 1
+            return [
+                PlanRevised(workflow_id=c.workflow_id, plan_version=version, plan_hash=digest, definition=definition,
+                            revised_by=c.revised_by, at=c.at),
+                PlanApprovalRequested(workflow_id=c.workflow_id, plan_version=version, plan_hash=digest,
+                                      requested_by=c.revised_by, outbound_steps=outbound_steps(definition),
+                                      est_cost_usd=estimated_cost(definition), at=c.at),
+            ]
     raise DomainError(400, f"unknown command {type(command).__name__}")
+
+
+def decide_planned(command: CreateWorkflowFromGoal, plan: PlanGenerated, name: str, state: Workflow) -> list[Event]:
+    """A workflow from a planning result: a draft awaiting plan approval, or (assistant, nothing outbound)
+    active at once. Outbound steps in a generated plan always need approval."""
+    if state.exists:
+        raise DomainError(409, "Workflow already exists")
+    status = "active" if command.activate_if_safe and not plan.outbound_steps else "draft"
+    events: list[Event] = [
+        WorkflowCreated(
+            workflow_id=command.workflow_id, name=name, description=plan.description, definition=plan.definition,
+            status=status, created_by=command.created_by, at=command.at, goal=command.goal,
+            schedule=command.schedule or plan.schedule, source=command.source,
+        ),
+        plan,
+    ]
+    if status == "draft":
+        events.append(PlanApprovalRequested(
+            workflow_id=command.workflow_id, plan_version=plan.plan_version, plan_hash=plan.plan_hash,
+            requested_by=command.created_by, outbound_steps=plan.outbound_steps, est_cost_usd=plan.est_cost_usd,
+            at=command.at,
+        ))
+    return events

@@ -38,8 +38,11 @@ async def project(conn: asyncpg.Connection, rec: RecordedEvent) -> None:
     match event_of(rec):
         case RunCreated() as e:
             await conn.execute(
+                # Run numbers count per workflow in log order (appends are serialised), so a rebuild
+                # gives every run the same number again.
                 "INSERT INTO runs (id, tenant_id, workflow_id, status, inputs, created_by, created_at,"
-                " started_at, stream_version) VALUES ($1, $2, $3, 'pending', $4::jsonb, $5, $6, $6, $7)"
+                " started_at, stream_version, run_number) VALUES ($1, $2, $3, 'pending', $4::jsonb, $5, $6, $6, $7,"
+                " (SELECT coalesce(max(run_number), 0) + 1 FROM runs WHERE workflow_id = $3))"
                 " ON CONFLICT (id) DO NOTHING",
                 e.run_id,
                 rec.tenant_id,

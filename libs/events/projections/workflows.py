@@ -7,6 +7,7 @@ import msgspec
 
 from libs.events.errors import DomainError
 from libs.events.schemas.registry import event_of
+from libs.events.schemas.plan import PlanApprovalRequested, PlanGenerated, PlanRevised
 from libs.events.schemas.workflow import WorkflowCreated, WorkflowDeleted, WorkflowUpdated
 from libs.events.store import RecordedEvent
 
@@ -27,8 +28,8 @@ async def _apply(conn: asyncpg.Connection, rec: RecordedEvent) -> None:
         case WorkflowCreated() as e:
             await conn.execute(
                 "INSERT INTO workflows (id, tenant_id, name, description, definition, version, status,"
-                " created_by, created_at, updated_at, stream_version)"
-                " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $9, $10)",
+                " created_by, created_at, updated_at, stream_version, goal, schedule, source)"
+                " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $9, $10, $11, $12, $13)",
                 e.workflow_id,
                 rec.tenant_id,
                 e.name,
@@ -39,7 +40,24 @@ async def _apply(conn: asyncpg.Connection, rec: RecordedEvent) -> None:
                 e.created_by,
                 e.at,
                 rec.version,
+                e.goal,
+                e.schedule,
+                e.source,
             )
+        case PlanGenerated() as e:
+            await conn.execute(
+                "UPDATE workflows SET plan_version = $2, plan_hash = $3, stream_version = $4 WHERE id = $1",
+                e.workflow_id, e.plan_version, e.plan_hash, rec.version,
+            )
+        case PlanRevised() as e:
+            await conn.execute(
+                "UPDATE workflows SET definition = $2::jsonb, plan_version = $3, plan_hash = $4, updated_at = $5,"
+                " stream_version = $6 WHERE id = $1",
+                e.workflow_id, msgspec.json.encode(e.definition).decode(), e.plan_version, e.plan_hash, e.at,
+                rec.version,
+            )
+        case PlanApprovalRequested() as e:
+            await conn.execute("UPDATE workflows SET stream_version = $2 WHERE id = $1", e.workflow_id, rec.version)
         case WorkflowUpdated() as e:
             sets, args = ["updated_at = $2", "stream_version = $3"], [e.workflow_id, e.at, rec.version]
             for column in _COLUMNS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from libs.events.schemas.base import CommandRejected, Event
+from libs.events.schemas.plan import PlanStreamEvent
 from libs.events.schemas.run import RunEvent
 from libs.events.schemas.workflow import WorkflowEvent
 
@@ -12,6 +13,7 @@ _DECODERS: dict[str, msgspec.json.Decoder] = {
     "workflow": msgspec.json.Decoder(WorkflowEvent),
     "run": msgspec.json.Decoder(RunEvent),
     "command": msgspec.json.Decoder(CommandRejected),
+    "plan": msgspec.json.Decoder(PlanStreamEvent),
 }
 
 

@@ -9,6 +9,14 @@ from uuid import UUID
 import msgspec
 
 from libs.events.schemas.base import Command, Event
+from libs.events.schemas.plan import (
+    CreateWorkflowFromGoal,
+    ParseInstruction,
+    PlanApprovalRequested,
+    PlanGenerated,
+    PlanRevised,
+    ReviseWorkflowPlan,
+)
 
 UNSET: Any = msgspec.UNSET
 
@@ -22,6 +30,9 @@ class WorkflowCreated(Event, frozen=True, kw_only=True):
     status: str = "active"
     created_by: str
     at: datetime
+    goal: str | None = None
+    schedule: str | None = None
+    source: str = "api"
 
 
 class WorkflowUpdated(Event, frozen=True, kw_only=True):
@@ -41,8 +52,12 @@ class WorkflowDeleted(Event, frozen=True, kw_only=True):
     at: datetime
 
 
-WorkflowEvent = WorkflowCreated | WorkflowUpdated | WorkflowDeleted
-WORKFLOW_EVENTS: tuple[type[Event], ...] = (WorkflowCreated, WorkflowUpdated, WorkflowDeleted)
+WorkflowEvent = (
+    WorkflowCreated | WorkflowUpdated | WorkflowDeleted | PlanGenerated | PlanRevised | PlanApprovalRequested
+)
+WORKFLOW_EVENTS: tuple[type[Event], ...] = (
+    WorkflowCreated, WorkflowUpdated, WorkflowDeleted, PlanGenerated, PlanRevised, PlanApprovalRequested,
+)
 
 
 class CreateWorkflow(Command, frozen=True, kw_only=True):
@@ -70,4 +85,6 @@ class DeleteWorkflow(Command, frozen=True, kw_only=True):
     at: datetime
 
 
-WorkflowCommand = CreateWorkflow | UpdateWorkflow | DeleteWorkflow
+WorkflowCommand = (
+    CreateWorkflow | UpdateWorkflow | DeleteWorkflow | ParseInstruction | CreateWorkflowFromGoal | ReviseWorkflowPlan
+)

@@ -1,0 +1,76 @@
+"""The assistant contract (spec A): one natural-language command -> plan -> run."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, Router, post
+from litestar.di import Provide
+
+from libs.events.auth import Principal
+from libs.events.catalog import assistant_steps
+from libs.events.schemas import CommandEnvelope, Outcome
+from libs.events.schemas.plan import CreateWorkflowFromGoal
+from libs.events.schemas.run import StartRun
+from services.gateway.auth import authenticate
+from services.gateway.bodies import CommandBody, decode_body
+from services.gateway.commands import entity_id, now
+from services.gateway.errors import PLAIN_EXCEPTION_HANDLERS, ApiError, plain_error_body
+
+
+@post("/execute", status_code=200)
+async def execute_command(request: Request, principal: Principal) -> Response:
+    raw = await request.body()
+    body = decode_body(raw, CommandBody)
+    command = body.command.strip()
+    if len(command) < 10:
+        raise ApiError(400, "command must be at least 10 characters", "command")
+    ctx, dispatcher, settings = request.app.state.ctx, request.app.state.dispatcher, request.app.state.settings
+
+    def make(command_id: uuid.UUID) -> CreateWorkflowFromGoal:
+        return CreateWorkflowFromGoal(workflow_id=entity_id(command_id), goal=command, activate_if_safe=True,
+                                      source="assistant", created_by=principal.user_id, at=now())
+
+    async def render(outcome: Outcome):
+        workflow_id = uuid.UUID(outcome.stream_id.split("-", 1)[1])
+        async with ctx.store.tenant_transaction(principal.tenant_id) as conn:
+            row = await conn.fetchrow("SELECT status, stream_version, definition::text AS definition FROM workflows"
+                                      " WHERE tenant_id = $1 AND id = $2", principal.tenant_id, workflow_id)
+        definition = msgspec.json.decode(row["definition"])
+        steps = [{"id": s["id"], "agentName": s["agentName"], "action": s["action"], "description": s["description"],
+                  "status": "pending", "order": i} for i, s in enumerate(assistant_steps(definition))]
+        payload: dict[str, Any] = {"success": True, "workflowId": str(workflow_id), "steps": steps}
+        if row["status"] != "active":
+            payload["status"] = "awaiting_plan_approval"
+            payload["message"] = ("Workflow created and planned successfully; it sends data outside Weft, so it "
+                                  "waits for plan approval before it runs")
+            return 200, payload
+        # The run's command id derives from the planning command's, so a retried request starts one run.
+        run_command_id = uuid.uuid5(outcome.command_id, "run")
+        envelope = CommandEnvelope(
+            command_id=run_command_id, tenant_id=principal.tenant_id, actor=principal.user_id,
+            correlation_id=str(outcome.command_id),
+            command=StartRun(run_id=entity_id(run_command_id), workflow_id=workflow_id,
+                             workflow_version=row["stream_version"], definition=definition, inputs={},
+                             created_by=principal.user_id, at=now()),
+            issued_at=now(),
+        )
+        started = await request.app.state.bus.send("executor", envelope) or await ctx.store.outcome(principal.tenant_id,
+                                                                                       run_command_id)
+        payload["runId"] = str(entity_id(run_command_id))
+        payload["status"] = "running" if started is not None else "starting"
+        payload["message"] = "Workflow created and planned successfully"
+        return 200, payload
+
+    return await dispatcher.dispatch(request, principal, "planner", make, render, raw,
+                                     timeout_s=settings.planning_timeout_s, shape=plain_error_body)
+
+
+router = Router(
+    path="/api/workflow",
+    route_handlers=[execute_command],
+    dependencies={"principal": Provide(authenticate)},
+    exception_handlers=PLAIN_EXCEPTION_HANDLERS,
+)
