@@ -23,6 +23,7 @@ test-soak: $(BIN)/weft
 
 bench: $(BIN)/weft
 	$(BIN)/python bench/bench_append.py
+	$(BIN)/python bench/bench_planner.py
 
 clean-data:
 	rm -rf .weft
