@@ -151,3 +151,26 @@ async def test_redelivered_command_appends_nothing(settings, store, nc, tenant, 
     second = await handle_workflow_command(store, envelope)
     assert first == second and first.status == 201
     assert len(await store.read_stream(tenant, first.stream_id)) == 1
+
+
+async def test_a_slow_handler_is_not_redelivered_while_it_works(settings, store, nc, tenant, service_name):
+    """A model call can outlast ack_wait; in-progress heartbeats keep JetStream from handing it out again."""
+    settings = msgspec.structs.replace(settings, ack_wait_s=1.0)
+    calls: list[int] = []
+
+    async def slow(envelope: CommandEnvelope):
+        calls.append(1)
+        await asyncio.sleep(2.5)
+        return await handle_workflow_command(store, envelope)
+
+    broker = NatsBroker(settings.nats_url)
+    subscribe_commands(broker, service=service_name, settings=settings, store=store, nc=nc,
+                       command_type=WorkflowCommand, handle=slow, max_workers=2)
+    await broker.start()
+    try:
+        outcome = await CommandBus(nc, nc.jetstream(), 10.0).send(service_name, _envelope(tenant, "slow"))
+        await asyncio.sleep(1.5)  # a redelivery would have arrived by now
+    finally:
+        await broker.stop()
+    assert outcome is not None and outcome.status == 201
+    assert len(calls) == 1

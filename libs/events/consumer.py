@@ -6,6 +6,7 @@ command whose handler failed once; every Weft subscriber uses AckPolicy.MANUAL a
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -28,6 +29,16 @@ log = structlog.get_logger()
 
 def backoff(settings: Settings, deliveries: int) -> float:
     return min(settings.nak_delay_s * 2 ** max(deliveries - 1, 0), 30.0)
+
+
+async def _keep_in_progress(msg: NatsMessage, every_s: float) -> None:
+    """Tell JetStream a long handler (a model call) is still working, so it is not redelivered meanwhile."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await msg.in_progress()
+        except nats.errors.Error:
+            return
 
 
 def _consumer_config(settings: Settings) -> ConsumerConfig:
@@ -62,8 +73,13 @@ def subscribe_commands(
     nc: nats.NATS,
     command_type: Any,
     handle: Callable[[CommandEnvelope], Awaitable[Outcome]],
+    max_workers: int = 1,
 ) -> None:
-    """Register the service's command subscriber on weft.cmd.<service>.> (durable, pull, manual ack)."""
+    """Register the service's command subscriber on weft.cmd.<service>.> (durable, pull, manual ack).
+
+    max_workers > 1 handles that many commands at once (the planner's model calls are slow); commands on
+    one aggregate stay safe through expected-version checks.
+    """
     decoder = msgspec.json.Decoder(CommandEnvelope[command_type])  # type: ignore[index]
 
     @broker.subscriber(
@@ -74,6 +90,7 @@ def subscribe_commands(
         config=_consumer_config(settings),
         ack_policy=AckPolicy.MANUAL,
         no_reply=True,
+        **({"max_workers": max_workers} if max_workers > 1 else {}),
     )
     async def on_command(msg: NatsMessage) -> None:
         raw = msg.raw_message
@@ -94,6 +111,7 @@ def subscribe_commands(
             command_id=str(envelope.command_id), correlation_id=envelope.correlation_id,
             causation_id=str(envelope.command_id),
         )
+        keepalive = asyncio.create_task(_keep_in_progress(msg, settings.ack_wait_s / 3))
         try:
             outcome = await handle(envelope)
         except Exception as exc:  # noqa: BLE001 - every failure is either retried or recorded
@@ -110,6 +128,8 @@ def subscribe_commands(
             await msg.nack(delay=delay)
             log.warning("command_nacked", error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
             return
+        finally:
+            keepalive.cancel()
         # Ack only after the outcome is committed; then announce it to whoever waits.
         await msg.ack()
         await nc.publish(reply_subject(tenant_id, envelope.command_id), msgspec.json.encode(outcome))

@@ -23,6 +23,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     command_timeout_s: float = 5.0
     max_body_bytes: int = 1_048_576
     max_deliver: int = 5
+    command_workers: int = 4  # commands a planner handles at once
     ack_wait_s: float = 30.0
     nak_delay_s: float = 0.5
     events_duplicate_window_s: float = 120.0

@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None, *, handler=handle_workflow_comm
 
         subscribe_commands(
             ctx.broker, service=SERVICE, settings=settings, store=ctx.store, nc=ctx.nc,
-            command_type=WorkflowCommand, handle=handle,
+            command_type=WorkflowCommand, handle=handle, max_workers=settings.command_workers,
         )
 
     return create_service_app(settings, name=SERVICE, setup=setup)

@@ -37,14 +37,20 @@ class LLMClient:
             response_format={"type": "json_schema", "json_schema": {"name": "workflow_plan", "strict": True,
                                                                      "schema": schema}},
         )
-        usage = response.usage
-        return Completion(
-            content=(response.choices[0].message.content or "") if response.choices else "",
-            model=response.model or self.model,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            latency_ms=(time.perf_counter() - started) * 1000,
-        )
+        try:  # a 200 whose JSON is not a chat completion is as garbled as one that is not JSON
+            usage = response.usage
+            content = (response.choices[0].message.content or "") if response.choices else ""
+            if not isinstance(content, str):
+                raise TypeError(f"message content is {type(content).__name__}")
+            return Completion(
+                content=content,
+                model=response.model or self.model,
+                prompt_tokens=usage.prompt_tokens if usage else 0,
+                completion_tokens=usage.completion_tokens if usage else 0,
+                latency_ms=(time.perf_counter() - started) * 1000,
+            )
+        except (AttributeError, TypeError, IndexError, KeyError) as exc:
+            raise ValueError(f"malformed chat completion: {exc}") from exc
 
     async def close(self) -> None:
         await self._client.close()

@@ -65,7 +65,7 @@ def _schema_defects(plan: Any) -> list[str]:
             defects.append(f"steps: {len(steps)} steps; at most {MAX_PLAN_STEPS} allowed")
         for i, step in enumerate(steps[:MAX_PLAN_STEPS]):
             action = step.get("action") if isinstance(step, dict) else None
-            if action not in _STEP_VALIDATORS:
+            if not isinstance(action, str) or action not in _STEP_VALIDATORS:
                 defects.append(f"steps/{i}/action: {action!r} is not a known step type")
                 continue
             for error in _STEP_VALIDATORS[action].iter_errors(step):
@@ -137,7 +137,9 @@ def validate_plan(plan: Any, allowed: set[str] | None) -> list[str]:
                 continue
             if root == "input" and node.get("input_from"):
                 continue
-            if root in ancestors[node["id"]] or (root == "steps" and "." in path):
+            if root == "steps" and "." in path:  # ${steps.<id>...}: the same check, on <id>
+                root = path.strip().removeprefix("$.").split(".")[1]
+            if root in ancestors[node["id"]]:
                 continue
             defects.append(f"steps/{i}/config: ${{{path}}} refers to {root!r}, which is not an earlier step "
                            "this step depends on, nor inputs")
