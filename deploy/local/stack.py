@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from libs.events.embedded import EmbeddedNats, EmbeddedPostgres
+from libs.events.embedded import EmbeddedNats, EmbeddedPostgres, stop_process
 from libs.events.migrate import migrate
 
 # name -> (python module, port offset from the gateway's port)
@@ -48,14 +48,7 @@ class ServiceProcess:
             self.proc.wait()
 
     def stop(self, timeout: float = 25.0) -> None:
-        if not self.alive():
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, signal.SIGTERM, timeout)
 
 
 def service_env(base: dict[str, str], *, name: str, port: int, database_url: str, nats_url: str) -> dict[str, str]:

@@ -21,6 +21,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen | None, sig: int, timeout: float) -> None:
+    """Signal a child we started and wait for it; SIGKILL if it outlives the timeout."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -123,14 +135,7 @@ class EmbeddedPostgres:
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> None:
         """SIGINT is Postgres' fast shutdown; SIGKILL simulates a crash."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, sig, timeout)
 
 
 NATS_CONFIG = """\
@@ -178,11 +183,4 @@ class EmbeddedNats:
         _wait_port(self.port, self.proc, "nats-server")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, sig, timeout)
