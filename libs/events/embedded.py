@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-import pgserver
+import importlib.util
+import warnings
 
 
 def free_port() -> int:
@@ -47,7 +48,11 @@ def _wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30
 
 
 def _pg_bin(name: str) -> str:
-    return str(Path(pgserver.__file__).parent / "pginstall" / "bin" / name)
+    # Locate the pgserver wheel's binaries without importing it (its import warns about XDG_RUNTIME_DIR).
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("pgserver is not installed: pip install pgserver")
+    return str(Path(spec.submodule_search_locations[0]) / "pginstall" / "bin" / name)
 
 
 def _pg_system_user(data_dir: Path) -> str | None:
@@ -56,7 +61,9 @@ def _pg_system_user(data_dir: Path) -> str | None:
         return None
     import pwd
 
-    from pgserver import utils
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pgserver import utils
 
     user = "pgserver"
     utils.ensure_user_exists(user)
