@@ -7,6 +7,7 @@ command whose handler failed once; every Weft subscriber uses AckPolicy.MANUAL a
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -111,6 +112,7 @@ def subscribe_commands(
             command_id=str(envelope.command_id), correlation_id=envelope.correlation_id,
             causation_id=str(envelope.command_id),
         )
+        started = time.perf_counter()
         keepalive = asyncio.create_task(_keep_in_progress(msg, settings.ack_wait_s / 3))
         try:
             outcome = await handle(envelope)
@@ -133,7 +135,7 @@ def subscribe_commands(
         # Ack only after the outcome is committed; then announce it to whoever waits.
         await msg.ack()
         await nc.publish(reply_subject(tenant_id, envelope.command_id), msgspec.json.encode(outcome))
-        log.info("command_handled", status=outcome.status)
+        log.info("command_handled", status=outcome.status, handled_ms=round((time.perf_counter() - started) * 1000, 2))
 
 
 def subscribe_events(

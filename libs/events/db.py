@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
 
 from libs.events.settings import Settings
+
+# Both values are inlined into SQL below, so they must be plain identifiers (tenant ids already are:
+# they come from verified tokens or subjects and match bus.TENANT_RE).
+_SAFE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
@@ -16,22 +21,32 @@ async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 
     )
 
 
+def tenant_begin_sql(tenant_id: str, app_role: str, lock_key: int | None = None) -> str:
+    """BEGIN plus the transaction-local role and tenant (and a transaction lock), in one round trip."""
+    if not _SAFE.match(tenant_id) or (app_role and not _SAFE.match(app_role)):
+        raise ValueError(f"unsafe tenant id or role: {tenant_id!r}, {app_role!r}")
+    role = f"set_config('role', '{app_role}', true), " if app_role else ""
+    lock = f", pg_advisory_xact_lock({int(lock_key)})" if lock_key is not None else ""
+    return f"BEGIN; SELECT {role}set_config('weft.tenant_id', '{tenant_id}', true){lock}"
+
+
 @asynccontextmanager
 async def tenant_transaction(
-    pool: asyncpg.Pool, tenant_id: str, app_role: str
+    pool: asyncpg.Pool, tenant_id: str, app_role: str, lock_key: int | None = None
 ) -> AsyncIterator[asyncpg.Connection]:
     """A transaction that runs as the app role with row-level security bound to one tenant.
 
     Both settings are transaction-local (set_config(..., true)), so nothing leaks into the pooled
     connection's next user, whatever the pool resets.
     """
-    async with pool.acquire() as conn, conn.transaction():
-        if app_role:
-            await conn.execute(
-                "SELECT set_config('role', $1, true), set_config('weft.tenant_id', $2, true)",
-                app_role,
-                tenant_id,
-            )
-        else:
-            await conn.execute("SELECT set_config('weft.tenant_id', $1, true)", tenant_id)
-        yield conn
+    async with pool.acquire() as conn:
+        await conn.execute(tenant_begin_sql(tenant_id, app_role, lock_key))
+        try:
+            yield conn
+        except BaseException:
+            try:
+                await conn.execute("ROLLBACK")
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                pass  # the pool discards a broken connection; the original error is what matters
+            raise
+        await conn.execute("COMMIT")

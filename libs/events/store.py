@@ -124,21 +124,12 @@ class EventStore:
             error=error,
             field=field,
         )
-        async with self.pool.acquire() as conn, conn.transaction():
-            # One round trip: become the app role for this tenant (transaction-local, as in
-            # tenant_transaction) and take the append lock. Appends are serialised by this
-            # transaction-scoped advisory lock, held until commit, so global_position order is commit
-            # order: a reader that has seen position N can never later find a committed event below N
-            # (no skipped late committers; see docs/decisions/0001-global-order.md). Postgres releases
-            # transaction locks only after the commit is visible (CommitTransaction:
-            # ProcArrayEndTransaction before ResourceOwnerRelease).
-            await conn.execute(
-                "SELECT set_config('role', coalesce(nullif($1, ''), current_user), true),"
-                " set_config('weft.tenant_id', $2, true), pg_advisory_xact_lock($3)",
-                self.app_role,
-                tenant_id,
-                APPEND_LOCK_KEY,
-            )
+        # Appends are serialised by a transaction-scoped advisory lock (taken in the BEGIN round trip, held
+        # until commit), so global_position order is commit order: a reader that has seen position N can
+        # never later find a committed event below N (no skipped late committers; see
+        # docs/decisions/0001-global-order.md). Postgres releases transaction locks only after the commit
+        # is visible (CommitTransaction: ProcArrayEndTransaction before ResourceOwnerRelease).
+        async with tenant_transaction(self.pool, tenant_id, self.app_role, lock_key=APPEND_LOCK_KEY) as conn:
             if metadata.command_id:
                 await self._record_command(conn, tenant_id, outcome)
             if not events:

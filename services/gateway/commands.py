@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import structlog
 from litestar import Request, Response
 
 from libs.events.auth import Principal
@@ -16,6 +18,8 @@ from libs.events.bus import CommandBus
 from libs.events.schemas import CommandEnvelope, Outcome
 from libs.events.store import EventStore
 from services.gateway.errors import ApiError, error_body
+
+log = structlog.get_logger()
 
 # Namespace for ids derived from an Idempotency-Key: the same key always names the same command and entity.
 _KEY_NAMESPACE = uuid.UUID("5d0f6c2e-8f5b-4a8e-9a57-3c1e4f6b2a10")
@@ -106,7 +110,9 @@ class Dispatcher:
             command=make_command(command_id),
             issued_at=now(),
         )
+        started = time.perf_counter()
         outcome = await self.bus.send(service, envelope, timeout_s)
+        replied = time.perf_counter()
         if outcome is None:
             # The reply can be missed (service restarted after commit): the record is authoritative.
             outcome = await self.store.outcome(principal.tenant_id, command_id)
@@ -125,4 +131,7 @@ class Dispatcher:
             headers = {"Retry-After": "5"} if outcome.status == 503 else None
             return Response(payload, status_code=outcome.status, headers=headers), outcome.status, payload
         status, payload = await render(outcome)
+        log.debug("command_dispatched", command_id=str(command_id), service=service,
+                  outcome_ms=round((replied - started) * 1000, 2),
+                  render_ms=round((time.perf_counter() - replied) * 1000, 2))
         return Response(payload, status_code=status), status, payload

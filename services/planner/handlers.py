@@ -67,27 +67,41 @@ async def _free_name(store: EventStore, tenant_id: str, name: str) -> str:
     return candidate
 
 
-async def handle_planning_command(store: EventStore, planner: Planner, envelope: CommandEnvelope) -> Outcome:
+async def _plan(store: EventStore, planner: Planner, envelope: CommandEnvelope, goal: str,
+                tools: list[str] | None) -> PlanResult | Outcome:
+    """A cache hit, else the recorded outcome of a redelivered command (the model is never asked twice),
+    else a fresh plan. Appending a cache hit for a processed command is harmless: the append is idempotent."""
+    hit = await planner.cached(envelope.tenant_id, goal, tools)
+    if hit is not None:
+        return hit
     done = await store.outcome(envelope.tenant_id, envelope.command_id)
     if done is not None:
-        return done  # a redelivery never calls the model again
+        return done
+    return await planner.plan(envelope.tenant_id, goal, tools, check_cache=False)
+
+
+async def handle_planning_command(store: EventStore, planner: Planner, envelope: CommandEnvelope) -> Outcome:
     command = envelope.command
     if isinstance(command, ParseInstruction):
         try:
-            result = await planner.plan(envelope.tenant_id, command.instruction, command.available_tools)
+            result = await _plan(store, planner, envelope, command.instruction, command.available_tools)
         except PlanningFailed as failed:
             return await _record_failure(store, envelope, command.plan_id, None, command.instruction, failed,
                                          "instruction")
+        if isinstance(result, Outcome):
+            return result
         event = plan_generated(command.plan_id, None, command.instruction, result, command.at)
         try:
             return await store.append(f"plan-{command.plan_id}", 0, [event], metadata=metadata_for(envelope))
         except CommandAlreadyProcessed as dup:
             return dup.outcome
     try:
-        result = await planner.plan(envelope.tenant_id, command.goal, command.available_tools)
+        result = await _plan(store, planner, envelope, command.goal, command.available_tools)
     except PlanningFailed as failed:
         return await _record_failure(store, envelope, command.workflow_id, command.workflow_id, command.goal,
                                      failed, "goal")
+    if isinstance(result, Outcome):
+        return result
     plan = plan_generated(command.workflow_id, command.workflow_id, command.goal, result, command.at)
     name = await _free_name(store, envelope.tenant_id, result.name)
     return await handle_command(

@@ -80,22 +80,29 @@ class Planner:
                             else None])
         return hashlib.sha256(basis.encode()).hexdigest()
 
-    async def plan(self, tenant_id: str, goal: str, available: list[str] | None) -> PlanResult:
+    async def cached(self, tenant_id: str, goal: str, available: list[str] | None) -> PlanResult | None:
+        """The cached plan for an identical request within the TTL, marked as such; None on a miss."""
+        if self.cache is None:
+            return None
+        started = time.perf_counter()
+        hit = await self.cache.get(tenant_id, self.cache_key(goal, allowed_tools(available)))
+        if hit is None:
+            return None
+        return msgspec.structs.replace(hit, cached=True, prompt_tokens=0, completion_tokens=0, model_latency_ms=0.0,
+                                       attempts=0, latency_ms=(time.perf_counter() - started) * 1000)
+
+    async def plan(self, tenant_id: str, goal: str, available: list[str] | None, *, check_cache: bool = True
+                   ) -> PlanResult:
+        if check_cache and (hit := await self.cached(tenant_id, goal, available)) is not None:
+            return hit
         started = time.perf_counter()
         allowed = allowed_tools(available)
-        key = self.cache_key(goal, allowed)
-        if self.cache is not None:
-            hit = await self.cache.get(tenant_id, key)
-            if hit is not None:
-                return msgspec.structs.replace(hit, cached=True, prompt_tokens=0, completion_tokens=0,
-                                               model_latency_ms=0.0, attempts=0,
-                                               latency_ms=(time.perf_counter() - started) * 1000)
         if self.llm is None:
             result = self._offline(goal, allowed, started)
         else:
             result = await self._with_model(goal, allowed, started)
         if self.cache is not None:
-            await self.cache.put(tenant_id, key, result)
+            await self.cache.put(tenant_id, self.cache_key(goal, allowed), result)
         return result
 
     def _offline(self, goal: str, allowed: set[str] | None, started: float) -> PlanResult:
