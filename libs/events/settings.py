@@ -37,6 +37,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     plan_cache_ttl_s: float = 3600.0
     # How long the gateway waits for a planning command (it includes the model's time) before 202.
     planning_timeout_s: float = 90.0
+    # Outbound HTTP (http.request, slack, agent endpoints, webhooks): public addresses only, except these
+    # comma-separated hosts or IPs; bounded time and size; never follows redirects.
+    outbound_allow_hosts: str = ""
+    outbound_timeout_s: float = 10.0
+    outbound_max_bytes: int = 1_048_576
+    # email.send: SMTP when smtp_host is set, else messages are written to mail_sink_dir (embedded default).
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_from: str = "weft@localhost"
+    smtp_starttls: bool = False
+    mail_sink_dir: str = ".weft/mail"
+    slack_webhook_url: str = ""
+    # Live streams: heartbeat interval of SSE/WebSocket connections.
+    stream_heartbeat_s: float = 30.0
 
 
 def _coerce(field_type: Any, raw: str) -> Any:

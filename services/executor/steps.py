@@ -1,18 +1,59 @@
-"""Step types: a registry a new module extends with `@step("type")` without touching the engine."""
+"""Step types: a registry a new module extends with `@step("type")` without touching the engine.
+
+A step function receives the definition node, the `${}` context, the call (run, step, attempt and the
+idempotency key every side effect must carry) and the executor's shared dependencies. It returns the
+step's output (or a StepResult with variables), or raises StepError (retryable or not).
+"""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from services.executor.interpolation import interpolate
 
 
 class StepError(Exception):
-    """The step failed; the message says why in the user's terms."""
+    """The attempt failed; the message says why in the user's terms. Retryable errors follow the
+    step's retry policy; others fail the step at once."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
-StepFn = Callable[[dict[str, Any], dict[str, Any]], Awaitable[Any]]
+@dataclass(frozen=True)
+class StepCall:
+    tenant_id: str
+    run_id: uuid.UUID
+    step_id: str
+    attempt: int
+
+    @property
+    def idempotency_key(self) -> str:
+        """Sent with every side effect (HTTP `Idempotency-Key` header or equivalent)."""
+        return f"{self.run_id}:{self.step_id}:{self.attempt}"
+
+
+@dataclass(frozen=True)
+class StepResult:
+    output: Any
+    variables: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepDeps:
+    """What integrations share, built once in the executor's app: settings, the guarded HTTP client, ..."""
+
+    settings: Any = None
+    http: Any = None
+    llm: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+StepFn = Callable[[dict[str, Any], dict[str, Any], StepCall, StepDeps], Awaitable[Any]]
 REGISTRY: dict[str, StepFn] = {}
 
 
@@ -25,17 +66,24 @@ def step(*types: str) -> Callable[[StepFn], StepFn]:
     return register
 
 
+def config_of(node: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """The node's config with every `${}` resolved (a missing path raises MissingPath)."""
+    return interpolate(node.get("config") or {}, context)
+
+
 @step("transform")
-async def transform(node: dict[str, Any], context: dict[str, Any]) -> Any:
+async def transform(node: dict[str, Any], context: dict[str, Any], call: StepCall | None = None,
+                    deps: StepDeps | None = None) -> Any:
     """Build a value from templates: config.template, or the whole config when there is none."""
     config = node.get("config") or {}
     return interpolate(config.get("template", config), context)
 
 
 @step("echo", "noop")
-async def echo(node: dict[str, Any], context: dict[str, Any]) -> Any:
+async def echo(node: dict[str, Any], context: dict[str, Any], call: StepCall | None = None,
+               deps: StepDeps | None = None) -> Any:
     """Return config.message (interpolated) if given, else the step's input unchanged."""
     config = node.get("config") or {}
-    if "message" in config:
+    if config.get("message") is not None:
         return interpolate(config["message"], context)
     return context.get("input")
