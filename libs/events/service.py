@@ -35,6 +35,7 @@ class ServiceContext:
     js: JetStreamContext
     broker: NatsBroker
     tasks: list[asyncio.Task] = field(default_factory=list)
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 Setup = Callable[[ServiceContext], Awaitable[None]]
@@ -67,6 +68,8 @@ async def service_resources(settings: Settings, name: str, setup: Setup | None) 
         yield ctx
     finally:
         await broker.stop()
+        for stop in ctx.on_stop:
+            await stop()
         for task in ctx.tasks:
             task.cancel()
         await asyncio.gather(*ctx.tasks, return_exceptions=True)

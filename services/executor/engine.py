@@ -1,23 +1,42 @@
-"""Drives a run forward: fold its events, take the next action, record the result, repeat."""
+"""Drives runs: one driver task per active run folds its events, starts every ready step concurrently,
+records each result as an event, and sleeps until a step finishes, a timer is due, or an event arrives."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import structlog
 
 from libs.events.aggregate import fold
+from libs.events.faults import crash_point
 from libs.events.schemas import Event, Metadata
-from libs.events.schemas.run import RunCompleted, RunFailed, RunStarted, StepCompleted, StepFailed, StepStarted
+from libs.events.schemas.run import (
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    RunStarted,
+    StepAwaitingApproval,
+    StepCompleted,
+    StepFailed,
+    StepRetryScheduled,
+    StepSkipped,
+    StepStarted,
+    StepWaiting,
+)
 from libs.events.store import EventStore, RecordedEvent, WrongExpectedVersion
 from services.executor import domain
 from services.executor.interpolation import MissingPath
-from services.executor.steps import REGISTRY, StepError
+from services.executor.steps import REGISTRY, StepCall, StepDeps, StepError, StepResult
 
 log = structlog.get_logger()
+
+DEFAULT_RETRY = {"max_attempts": 3, "backoff_s": 1.0, "multiplier": 2.0, "max_backoff_s": 30.0, "jitter": 0.2}
 
 
 def _now() -> datetime:
@@ -25,10 +44,10 @@ def _now() -> datetime:
 
 
 def step_context(run: domain.Run, node: dict[str, Any]) -> dict[str, Any]:
-    """What `${...}` can see: inputs, every finished step's output by id (also under `steps`), and
-    `input`, the output of the step named by input_from."""
+    """What `${...}` can see: inputs, variables, every finished step's output by id (also under `steps`),
+    and `input`, the output of the step(s) named by input_from."""
     outputs = {sid: s.output for sid, s in run.steps.items() if s.status == "completed"}
-    context: dict[str, Any] = {**outputs, "steps": outputs, "inputs": run.inputs, "variables": {}}
+    context: dict[str, Any] = {**outputs, "steps": outputs, "inputs": run.inputs, "variables": run.variables}
     source = node.get("input_from")
     if isinstance(source, str):
         context["input"] = outputs.get(source)
@@ -37,78 +56,209 @@ def step_context(run: domain.Run, node: dict[str, Any]) -> dict[str, Any]:
     return context
 
 
-async def run_step(run: domain.Run, node: dict[str, Any]) -> tuple[bool, Any]:
-    """(ok, output-or-error message)."""
-    # Integrations are named by their action (http.request, email.send); other nodes by their type.
-    key = node.get("action") if node["type"] == "integration" else node["type"]
-    fn = REGISTRY.get(key)
-    if fn is None:
-        return False, f"unsupported step type {key!r}"
-    try:
-        return True, await fn(node, step_context(run, node))
-    except (StepError, MissingPath) as exc:
-        return False, str(exc)
+def retry_policy(node: dict[str, Any]) -> dict[str, float]:
+    policy = dict(DEFAULT_RETRY)
+    if isinstance(node.get("retry"), dict):
+        policy.update({k: v for k, v in node["retry"].items() if k in DEFAULT_RETRY and isinstance(v, int | float)})
+    return policy
+
+
+def backoff_s(policy: dict[str, float], attempt: int, rng: random.Random) -> float:
+    """Exponential backoff with jitter: base * multiplier^(attempt-1), capped, +- jitter."""
+    base = min(policy["max_backoff_s"], policy["backoff_s"] * policy["multiplier"] ** (attempt - 1))
+    return max(0.0, base * (1 + rng.uniform(-policy["jitter"], policy["jitter"])))
+
+
+def step_key(node: dict[str, Any]) -> str:
+    return node.get("action") if node["type"] == "integration" else node["type"]
 
 
 class Engine:
-    def __init__(self, store: EventStore, clock: Callable[[], datetime] = _now):
-        self.store, self.clock = store, clock
+    def __init__(self, store: EventStore, deps: StepDeps | None = None, clock: Callable[[], datetime] = _now,
+                 rng: random.Random | None = None):
+        self.store, self.deps, self.clock = store, deps or StepDeps(), clock
+        self.rng = rng or random.Random()
+        self.drivers: dict[tuple[str, uuid.UUID], RunDriver] = {}
 
-    async def _append(self, tenant_id: str, stream_id: str, recorded: list[RecordedEvent], events: list[Event]) -> None:
-        first = recorded[0].metadata
-        await self.store.append(
-            stream_id,
-            len(recorded),
-            events,
-            metadata=Metadata(
-                tenant_id=tenant_id,
-                correlation_id=first.get("correlation_id"),
-                causation_id=str(recorded[-1].event_id),
-                actor="executor",
-            ),
-        )
+    def poke(self, tenant_id: str, run_id: uuid.UUID) -> RunDriver:
+        """Make sure a driver looks at this run now. Idempotent; cheap to call on every run event."""
+        key = (tenant_id, run_id)
+        driver = self.drivers.get(key)
+        if driver is not None and not driver.task.done():
+            driver.wake.set()
+            return driver
+        driver = RunDriver(self, tenant_id, run_id)
+        self.drivers[key] = driver
+        driver.task = asyncio.create_task(driver.drive(), name=f"run-{run_id}")
+        driver.task.add_done_callback(lambda _t, k=key, d=driver: self._forget(k, d))
+        return driver
+
+    def _forget(self, key, driver) -> None:
+        if self.drivers.get(key) is driver:
+            del self.drivers[key]
+        if not driver.task.cancelled() and driver.task.exception() is not None:
+            log.error("run_driver_failed", run_id=str(key[1]), error=repr(driver.task.exception()))
 
     async def advance(self, tenant_id: str, run_id: uuid.UUID) -> str | None:
-        """Take actions until the run is terminal or waits; idempotent, safe to call on any run event.
+        """Drive a run until it needs nothing more right now (tests and tools); returns its status."""
+        driver = self.poke(tenant_id, run_id)
+        await asyncio.shield(driver.task)
+        recorded = await self.store.read_stream(tenant_id, f"run-{run_id}")
+        return fold(domain.initial, domain.evolve, recorded).status or None
 
-        Returns the run's status after the last action (None if the run does not exist).
-        """
-        stream_id = f"run-{run_id}"
+    async def recover(self, pool: asyncpg.Pool) -> int:
+        """After a restart: look at every unfinished run again, re-arming its timers and redoing crashed steps."""
+        rows = await pool.fetch("SELECT tenant_id, id FROM runs WHERE status IN ('pending', 'running')")
+        for row in rows:
+            self.poke(row["tenant_id"], row["id"])
+        return len(rows)
+
+    async def stop(self) -> None:
+        drivers = list(self.drivers.values())
+        for driver in drivers:
+            driver.task.cancel()
+        await asyncio.gather(*(d.task for d in drivers), return_exceptions=True)
+
+
+class RunDriver:
+    def __init__(self, engine: Engine, tenant_id: str, run_id: uuid.UUID):
+        self.engine, self.tenant_id, self.run_id = engine, tenant_id, run_id
+        self.stream_id = f"run-{run_id}"
+        self.wake = asyncio.Event()
+        self.in_flight: dict[str, asyncio.Task] = {}
+        self.task: asyncio.Task
+
+    async def drive(self) -> None:
+        try:
+            await self._drive()
+        finally:
+            for task in self.in_flight.values():
+                task.cancel()
+
+    async def _drive(self) -> None:
+        store = self.engine.store
         while True:
-            recorded = await self.store.read_stream(tenant_id, stream_id)
+            self.wake.clear()
+            recorded = await store.read_stream(self.tenant_id, self.stream_id)
             run = fold(domain.initial, domain.evolve, recorded)
-            action = domain.next_action(run)
-            if action is None:
-                return run.status or None
-            now = self.clock()
+            if not run.exists or run.status in domain.TERMINAL:
+                return  # terminated or finished: `finally` abandons anything still running
+            now = self.engine.clock()
+            plan = domain.next_actions(run, now, frozenset(self.in_flight))
+            events, starts = self._events_for(run, plan.actions, now)
+            if events:
+                try:
+                    await self._append(recorded, events)
+                except WrongExpectedVersion:
+                    continue  # someone else moved the run; look again
+                for node, attempt in starts:
+                    self.in_flight[node["id"]] = asyncio.create_task(self._execute(run, node, attempt))
+                continue
+            if not self.in_flight and plan.wake_at is None:
+                return  # nothing running, nothing due: the next run event pokes a new driver
+            timeout = None if plan.wake_at is None else max(0.0, (plan.wake_at - now).total_seconds())
             try:
-                match action:
-                    case domain.Begin():
-                        await self._append(tenant_id, stream_id, recorded, [RunStarted(run_id=run_id, at=now)])
-                    case domain.Fail(error=error):
-                        await self._append(tenant_id, stream_id, recorded, [RunFailed(run_id=run_id, error=error, at=now)])
-                    case domain.Finish(outputs=outputs):
-                        await self._append(
-                            tenant_id, stream_id, recorded, [RunCompleted(run_id=run_id, outputs=outputs, at=now)]
-                        )
-                    case domain.Execute(node=node, attempt=attempt):
-                        await self._execute(tenant_id, stream_id, recorded, run, run_id, node, attempt)
-            except WrongExpectedVersion:
-                continue  # someone else moved the run; reload and decide again
+                await asyncio.wait_for(self.wake.wait(), timeout)
+            except TimeoutError:
+                pass
 
-    async def _execute(self, tenant_id, stream_id, recorded, run, run_id, node, attempt) -> None:
-        step_id = node["id"]
-        # Record the start before the work, so a crash mid-step is visible and retried as a new attempt.
-        started = StepStarted(run_id=run_id, step_id=step_id, attempt=attempt, at=self.clock())
-        await self._append(tenant_id, stream_id, recorded, [started])
-        log.info("step_started", run_id=str(run_id), step_id=step_id, attempt=attempt)
-        ok, result = await run_step(run, node)
-        recorded = await self.store.read_stream(tenant_id, stream_id)
-        at = self.clock()
-        event: Event = (
-            StepCompleted(run_id=run_id, step_id=step_id, attempt=attempt, output=result, at=at)
-            if ok
-            else StepFailed(run_id=run_id, step_id=step_id, attempt=attempt, error=result, at=at)
-        )
-        await self._append(tenant_id, stream_id, recorded, [event])
-        log.info("step_finished", run_id=str(run_id), step_id=step_id, ok=ok)
+    def _events_for(self, run: domain.Run, actions, now: datetime) -> tuple[list[Event], list]:
+        rid = self.run_id
+        events: list[Event] = []
+        starts: list = []
+        for action in actions:
+            match action:
+                case domain.Begin():
+                    events.append(RunStarted(run_id=rid, at=now))
+                case domain.Skip(step_id=sid, reason=reason):
+                    events.append(StepSkipped(run_id=rid, step_id=sid, reason=reason, at=now))
+                case domain.EndWait(step_id=sid, attempt=attempt):
+                    events.append(StepCompleted(run_id=rid, step_id=sid, attempt=attempt,
+                                                output={"waited_until": run.steps[sid].wake_at.isoformat()}, at=now))
+                case domain.Finish(outputs=outputs):
+                    events.append(RunCompleted(run_id=rid, outputs=outputs, at=now))
+                case domain.Fail(error=error):
+                    events.append(RunFailed(run_id=rid, error=error, at=now))
+                case domain.FinishCancel():
+                    events.append(RunCancelled(run_id=rid, reason=run.cancel_reason or "Cancelled by user", at=now))
+                case domain.Execute(node=node, attempt=attempt):
+                    sid = node["id"]
+                    events.append(StepStarted(run_id=rid, step_id=sid, attempt=attempt, at=now))
+                    kind = step_key(node)
+                    if kind == "delay":
+                        # A delay is a durable timer: the wake-up time is an event, re-armed after restarts.
+                        seconds = float((node.get("config") or {}).get("seconds", 0))
+                        events.append(StepWaiting(run_id=rid, step_id=sid, attempt=attempt,
+                                                  until=now + timedelta(seconds=seconds), at=now))
+                    elif kind == "approval":
+                        events.append(StepAwaitingApproval(run_id=rid, step_id=sid,
+                                                           approval=dict(node.get("config") or {}), at=now))
+                    else:
+                        starts.append((node, attempt))
+        return events, starts
+
+    def _metadata(self, recorded: list[RecordedEvent]) -> Metadata:
+        return Metadata(tenant_id=self.tenant_id, correlation_id=recorded[0].metadata.get("correlation_id"),
+                        causation_id=str(recorded[-1].event_id), actor="executor")
+
+    async def _append(self, recorded: list[RecordedEvent], events: list[Event]) -> None:
+        await self.engine.store.append(self.stream_id, len(recorded), events, metadata=self._metadata(recorded))
+
+    async def _append_latest(self, events: list[Event]) -> None:
+        """Append a step's result at whatever version the run has reached (its meaning does not depend on it)."""
+        while True:
+            recorded = await self.engine.store.read_stream(self.tenant_id, self.stream_id)
+            try:
+                await self._append(recorded, events)
+                return
+            except WrongExpectedVersion:
+                continue
+
+    async def _execute(self, run: domain.Run, node: dict[str, Any], attempt: int) -> None:
+        sid = node["id"]
+        try:
+            crash_point("after_step_started")
+            ok, result, retryable = await self._call(run, node, attempt)
+            crash_point("after_side_effect")
+            now = self.engine.clock()
+            if ok:
+                value = result if isinstance(result, StepResult) else StepResult(result)
+                event: Event = StepCompleted(run_id=self.run_id, step_id=sid, attempt=attempt, output=value.output,
+                                             variables=value.variables, at=now)
+            else:
+                policy = retry_policy(node)
+                if retryable and attempt < policy["max_attempts"]:
+                    delay = backoff_s(policy, attempt, self.engine.rng)
+                    event = StepRetryScheduled(run_id=self.run_id, step_id=sid, attempt=attempt, error=result,
+                                               retry_at=now + timedelta(seconds=delay), at=now)
+                else:
+                    event = StepFailed(run_id=self.run_id, step_id=sid, attempt=attempt, error=result, at=now)
+            await self._append_latest([event])
+            log.info("step_finished", run_id=str(self.run_id), step_id=sid, attempt=attempt, event=type(event).__name__)
+        finally:
+            self.in_flight.pop(sid, None)
+            self.wake.set()
+
+    async def _call(self, run: domain.Run, node: dict[str, Any], attempt: int) -> tuple[bool, Any, bool]:
+        """(ok, output or error message, retryable)."""
+        fn = REGISTRY.get(step_key(node))
+        if fn is None:
+            return False, f"unsupported step type {step_key(node)!r}", False
+        call = StepCall(tenant_id=self.tenant_id, run_id=self.run_id, step_id=node["id"], attempt=attempt)
+        timeout = node.get("timeout_s")
+        try:
+            work = fn(node, step_context(run, node), call, self.engine.deps)
+            result = await (asyncio.wait_for(work, timeout) if isinstance(timeout, int | float) else work)
+            return True, result, False
+        except StepError as exc:
+            return False, str(exc), exc.retryable
+        except MissingPath as exc:
+            return False, str(exc), False
+        except TimeoutError:
+            return False, f"Step timed out after {timeout} s", True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug in a step must fail the step, not the engine
+            log.exception("step_crashed", step_id=node["id"])
+            return False, f"Unexpected error: {type(exc).__name__}: {exc}", False
+

@@ -1,4 +1,4 @@
-"""The run decider and next_action, given/when/then: given run events, when a command or a tick, then
+"""The run decider and next_actions (first action), given/when/then: given run events, when a command or a tick, then
 events, an error, or the next action."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from services.executor.domain import (
     decide,
     evolve,
     initial,
-    next_action,
+    next_actions,
     run_outputs,
 )
 
@@ -40,6 +40,12 @@ RID, WID = uuid4(), uuid4()
 A = {"id": "a", "type": "echo"}
 B = {"id": "b", "type": "transform", "input_from": "a"}
 CHAIN = {"nodes": [A, B]}
+
+
+def next_action(run: Run):
+    """The first action the engine would take now, with nothing in flight in this process."""
+    plan = next_actions(run, AT)
+    return plan.actions[0] if plan.actions else None
 
 
 def given(*events) -> Run:
@@ -170,10 +176,13 @@ def test_step_left_running_by_a_crash_is_retried_with_the_next_attempt():
     assert next_action(state) == Execute(A, 3)
 
 
-def test_crashed_step_is_retried_before_new_steps_are_started():
+def test_crashed_step_is_retried_alongside_newly_ready_steps():
     independent = {"nodes": [{"id": "x", "type": "echo"}, {"id": "y", "type": "echo"}]}
     state = given(run_created(independent), started(), step_started("y"))
-    assert next_action(state) == Execute({"id": "y", "type": "echo"}, 2)
+    assert next_actions(state, AT).actions == [Execute({"id": "x", "type": "echo"}, 1),
+                                               Execute({"id": "y", "type": "echo"}, 2)]
+    # The same step running in this very process is not a crash: nothing to redo.
+    assert next_actions(state, AT, frozenset({"y"})).actions == [Execute({"id": "x", "type": "echo"}, 1)]
 
 
 # --- next_action: ordering ------------------------------------------------------------------------------

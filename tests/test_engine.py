@@ -1,0 +1,225 @@
+"""The engine against the real event store (in-process): parallel branches, skips, retries, timeouts,
+delays, cancel and terminate, crash recovery, and the one-active-run rule."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from datetime import UTC, datetime
+
+import msgspec
+import pytest
+
+from libs.events.aggregate import fold
+from libs.events.schemas import CommandEnvelope, Metadata
+from libs.events.schemas.run import CancelRun, StartRun, StepStarted, TerminateRun
+from services.executor import domain
+from services.executor.engine import Engine
+from services.executor.handlers import handle_run_command
+from services.executor.steps import StepError, step
+from tests.conftest import poll
+
+CALLS: dict[str, int] = {}
+
+
+@step("test.sleep")
+async def _sleep(node, context, call, deps):
+    await asyncio.sleep(node["config"]["seconds"])
+    return {"slept": node["config"]["seconds"], "at": time.monotonic()}
+
+
+@step("test.flaky")
+async def _flaky(node, context, call, deps):
+    key = f"{call.run_id}:{node['id']}"
+    CALLS[key] = CALLS.get(key, 0) + 1
+    if CALLS[key] <= node["config"]["failures"]:
+        raise StepError(f"transient failure {CALLS[key]}", retryable=node["config"].get("retryable", True))
+    return {"attempt": call.attempt, "key": call.idempotency_key}
+
+
+def _env(tenant: str, command) -> CommandEnvelope:
+    cid = uuid.uuid4()
+    return CommandEnvelope(command_id=cid, tenant_id=tenant, actor="alice", correlation_id=str(cid), command=command,
+                           issued_at=datetime.now(UTC))
+
+
+async def _start(store, tenant: str, nodes: list[dict], workflow_id: uuid.UUID | None = None, **definition):
+    run_id = uuid.uuid4()
+    outcome = await handle_run_command(store, _env(tenant, StartRun(
+        run_id=run_id, workflow_id=workflow_id or uuid.uuid4(), workflow_version=1,
+        definition={"nodes": nodes, **definition}, inputs={"n": 2}, created_by="alice", at=datetime.now(UTC))))
+    return run_id, outcome
+
+
+async def _types(store, tenant: str, run_id) -> list[tuple[str, str | None]]:
+    recorded = await store.read_stream(tenant, f"run-{run_id}")
+    return [(r.type, msgspec.json.decode(r.data).get("step_id")) for r in recorded]
+
+
+async def _state(store, tenant, run_id) -> domain.Run:
+    return fold(domain.initial, domain.evolve, await store.read_stream(tenant, f"run-{run_id}"))
+
+
+@pytest.fixture
+def engine(store):
+    eng = Engine(store, rng=random.Random(7))
+    yield eng
+
+
+async def test_independent_branches_run_concurrently(engine, store, tenant):
+    nodes = [{"id": "a", "type": "test.sleep", "config": {"seconds": 0.6}},
+             {"id": "b", "type": "test.sleep", "config": {"seconds": 0.6}},
+             {"id": "c", "type": "echo", "depends_on": ["a", "b"], "config": {"message": "${a.slept}"}}]
+    run_id, _ = await _start(store, tenant, nodes)
+    started = time.monotonic()
+    assert await engine.advance(tenant, run_id) == "completed"
+    assert time.monotonic() - started < 1.1  # a and b overlapped
+    types = await _types(store, tenant, run_id)
+    starts = [i for i, (t, s) in enumerate(types) if t == "StepStarted" and s in ("a", "b")]
+    first_done = min(i for i, (t, s) in enumerate(types) if t == "StepCompleted")
+    assert len(starts) == 2 and max(starts) < first_done
+    assert (await _state(store, tenant, run_id)).steps["c"].output == 0.6
+
+
+async def test_false_condition_skips_its_branch(engine, store, tenant):
+    nodes = [{"id": "check", "type": "condition", "config": {}},
+             {"id": "then", "type": "echo", "input_from": "check", "config": {"message": "ran"}},
+             {"id": "after", "type": "echo", "input_from": "then"},
+             {"id": "other", "type": "echo", "config": {"message": "independent"}}]
+    from services.executor import steps as registry
+
+    async def fake_condition(node, context, call, deps):
+        return {"passed": False}
+
+    original = registry.REGISTRY.get("condition")
+    registry.REGISTRY["condition"] = fake_condition
+    try:
+        run_id, _ = await _start(store, tenant, nodes)
+        assert await engine.advance(tenant, run_id) == "completed"
+    finally:
+        if original is not None:
+            registry.REGISTRY["condition"] = original
+    run = await _state(store, tenant, run_id)
+    assert {sid: s.status for sid, s in run.steps.items()} == {
+        "check": "completed", "then": "skipped", "after": "skipped", "other": "completed"}
+    assert "condition check was false" in run.steps["then"].error
+
+
+async def test_retryable_errors_retry_with_backoff_and_attempts_recorded(engine, store, tenant):
+    nodes = [{"id": "f", "type": "test.flaky", "config": {"failures": 2},
+              "retry": {"max_attempts": 3, "backoff_s": 0.05, "jitter": 0.1}}]
+    run_id, _ = await _start(store, tenant, nodes)
+    assert await engine.advance(tenant, run_id) == "completed"
+    types = [t for t, s in await _types(store, tenant, run_id) if s == "f"]
+    assert types == ["StepStarted", "StepRetryScheduled", "StepStarted", "StepRetryScheduled", "StepStarted",
+                     "StepCompleted"]
+    run = await _state(store, tenant, run_id)
+    assert run.steps["f"].attempt == 3 and run.steps["f"].output["key"] == f"{run_id}:f:3"
+
+
+async def test_exhausted_or_permanent_errors_fail_the_run(engine, store, tenant):
+    nodes = [{"id": "f", "type": "test.flaky", "config": {"failures": 9}, "retry": {"max_attempts": 2, "backoff_s": 0.01}}]
+    run_id, _ = await _start(store, tenant, nodes)
+    assert await engine.advance(tenant, run_id) == "failed"
+    nodes = [{"id": "p", "type": "test.flaky", "config": {"failures": 1, "retryable": False}}]
+    run_id, _ = await _start(store, tenant, nodes)
+    assert await engine.advance(tenant, run_id) == "failed"
+    assert [t for t, _ in await _types(store, tenant, run_id)][-2:] == ["StepFailed", "RunFailed"]
+
+
+async def test_on_error_continue_skips_dependents_and_completes(engine, store, tenant):
+    nodes = [{"id": "p", "type": "test.flaky", "on_error": "continue", "config": {"failures": 1, "retryable": False}},
+             {"id": "q", "type": "echo", "input_from": "p"},
+             {"id": "r", "type": "echo", "config": {"message": "fine"}}]
+    run_id, _ = await _start(store, tenant, nodes)
+    assert await engine.advance(tenant, run_id) == "completed"
+    run = await _state(store, tenant, run_id)
+    assert (run.steps["p"].status, run.steps["q"].status, run.steps["r"].status) == ("failed", "skipped", "completed")
+
+
+async def test_step_and_run_timeouts(engine, store, tenant):
+    nodes = [{"id": "s", "type": "test.sleep", "timeout_s": 0.1, "retry": {"max_attempts": 1}, "config": {"seconds": 5}}]
+    run_id, _ = await _start(store, tenant, nodes)
+    assert await engine.advance(tenant, run_id) == "failed"
+    assert "timed out after 0.1 s" in (await _state(store, tenant, run_id)).steps["s"].error
+    nodes = [{"id": "s", "type": "test.sleep", "config": {"seconds": 5}}]
+    run_id, _ = await _start(store, tenant, nodes, timeout_s=0.3)
+    started = time.monotonic()
+    assert await engine.advance(tenant, run_id) == "failed"
+    assert time.monotonic() - started < 2
+
+
+async def test_delay_is_a_durable_timer(engine, store, tenant):
+    nodes = [{"id": "d", "type": "delay", "config": {"seconds": 0.5}}, {"id": "e", "type": "echo", "input_from": "d"}]
+    run_id, _ = await _start(store, tenant, nodes)
+    driver = engine.poke(tenant, run_id)
+    await poll(lambda: _types(store, tenant, run_id), lambda ts: ("StepWaiting", "d") in ts)
+    # The process "dies" while waiting; a new engine finds the timer in the log and fires it once.
+    driver.task.cancel()
+    await asyncio.gather(driver.task, return_exceptions=True)
+    fresh = Engine(store)
+    assert await fresh.advance(tenant, run_id) == "completed"
+    assert [t for t, s in await _types(store, tenant, run_id) if s == "d"] == ["StepStarted", "StepWaiting",
+                                                                             "StepCompleted"]
+
+
+async def test_cancel_lets_the_running_step_finish_and_starts_nothing_new(engine, store, tenant):
+    nodes = [{"id": "s", "type": "test.sleep", "config": {"seconds": 0.8}}, {"id": "next", "type": "echo", "input_from": "s"}]
+    run_id, _ = await _start(store, tenant, nodes)
+    engine.poke(tenant, run_id)
+    await poll(lambda: _types(store, tenant, run_id), lambda ts: ("StepStarted", "s") in ts)
+    outcome = await handle_run_command(store, _env(tenant, CancelRun(run_id=run_id, requested_by="alice",
+                                                                      at=datetime.now(UTC))))
+    assert outcome.status == 200
+    assert await engine.advance(tenant, run_id) == "cancelled"
+    types = await _types(store, tenant, run_id)
+    assert ("StepCompleted", "s") in types and ("StepStarted", "next") not in types
+    assert types[-1][0] == "RunCancelled"
+    again = await handle_run_command(store, _env(tenant, CancelRun(run_id=run_id, requested_by="alice",
+                                                                    at=datetime.now(UTC))))
+    assert again.status == 400 and "already cancelled" in again.error
+
+
+async def test_terminate_stops_now(engine, store, tenant):
+    nodes = [{"id": "s", "type": "test.sleep", "config": {"seconds": 5}}]
+    run_id, _ = await _start(store, tenant, nodes)
+    driver = engine.poke(tenant, run_id)
+    await poll(lambda: _types(store, tenant, run_id), lambda ts: ("StepStarted", "s") in ts)
+    await handle_run_command(store, _env(tenant, TerminateRun(run_id=run_id, requested_by="alice", at=datetime.now(UTC))))
+    engine.poke(tenant, run_id)
+    started = time.monotonic()
+    await asyncio.wait_for(asyncio.shield(driver.task), 3)
+    assert time.monotonic() - started < 1
+    assert [t for t, _ in await _types(store, tenant, run_id)][-1] == "RunTerminated"
+    assert (await _state(store, tenant, run_id)).status == "cancelled"
+
+
+async def test_a_step_started_by_a_dead_process_runs_again_as_a_new_attempt(engine, store, tenant):
+    nodes = [{"id": "f", "type": "test.flaky", "config": {"failures": 0}}]
+    run_id, _ = await _start(store, tenant, nodes)
+    recorded = await store.read_stream(tenant, f"run-{run_id}")
+    from libs.events.schemas.run import RunStarted
+
+    now = datetime.now(UTC)
+    await store.append(f"run-{run_id}", len(recorded), [RunStarted(run_id=run_id, at=now),
+                                                         StepStarted(run_id=run_id, step_id="f", attempt=1, at=now)],
+                       metadata=Metadata(tenant_id=tenant))
+    assert await engine.advance(tenant, run_id) == "completed"
+    run = await _state(store, tenant, run_id)
+    assert run.steps["f"].attempt == 2 and run.steps["f"].output["key"].endswith(":f:2")
+
+
+async def test_one_active_run_per_workflow_unless_unlimited(engine, store, tenant):
+    workflow_id = uuid.uuid4()
+    nodes = [{"id": "s", "type": "test.sleep", "config": {"seconds": 0.3}}]
+    first, ok = await _start(store, tenant, nodes, workflow_id)
+    _, refused = await _start(store, tenant, nodes, workflow_id)
+    assert ok.status == 201 and refused.status == 409 and "already active" in refused.error
+    assert await engine.advance(tenant, first) == "completed"
+    _, after = await _start(store, tenant, nodes, workflow_id)
+    assert after.status == 201
+    other = uuid.uuid4()
+    outcomes = [(await _start(store, tenant, nodes, other, concurrency="unlimited"))[1] for _ in range(3)]
+    assert [o.status for o in outcomes] == [201, 201, 201]
