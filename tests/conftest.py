@@ -90,6 +90,23 @@ def store(pool: asyncpg.Pool, settings: Settings) -> EventStore:
     return EventStore(pool, app_role=settings.db_app_role, projector=project)
 
 
+@pytest.fixture(scope="session")
+async def isolated_store(infra: Infra, settings: Settings) -> AsyncIterator[EventStore]:
+    """A store on a database of its own: no relay or service process reads it, so in-process engine tests
+    are not raced by the session's real executor."""
+    name = f"weft_iso_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(infra.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = infra.database_url.rsplit("/", 1)[0] + f"/{name}"
+    await migrate(dsn)
+    p = await asyncpg.create_pool(dsn, min_size=2, max_size=20)
+    yield EventStore(p, app_role=settings.db_app_role, projector=project)
+    await p.close()
+
+
 @pytest.fixture
 def tenant() -> str:
     return f"t{uuid.uuid4().hex[:12]}"

@@ -139,10 +139,15 @@ async def test_assistant_runs_a_safe_plan_at_once_and_holds_an_outbound_one(stac
 async def test_console_lists_with_step_counts_latest_runs_and_run_history(stack, tenant):
     async with stack.client(tenant) as c:
         body = (await c.post("/api/workflow/execute", json={"command": SAFE_COMMAND})).json()
-        wid = body["workflowId"]
-        for _ in range(2):
-            r = await c.post(f"/api/v2/workflows/{wid}/execute", json={})
-            assert r.status_code == 201
+        wid, run_id = body["workflowId"], body["runId"]
+        for _ in range(3):
+            # One active run per workflow: wait for each before starting the next.
+            await poll(lambda rid=run_id: c.get(f"/api/v2/workflows/{wid}/runs/{rid}"),
+                       lambda resp: resp.json()["run"]["status"] == "completed")
+            if _ < 2:
+                r = await c.post(f"/api/v2/workflows/{wid}/execute", json={})
+                assert r.status_code == 201, r.text
+                run_id = r.json()["run"]["id"]
         draft = (await c.post("/api/workflows", json={"goal": OUTBOUND_GOAL})).json()
         listing = (await c.get("/api/workflows")).json()
         by_id = {w["id"]: w for w in listing}

@@ -1,5 +1,6 @@
-"""The engine against the real event store (in-process): parallel branches, skips, retries, timeouts,
-delays, cancel and terminate, crash recovery, and the one-active-run rule."""
+"""The engine against the real event store (in-process, on a database no service process watches):
+parallel branches, skips, retries, timeouts, delays, cancel and terminate, crash recovery, and the
+one-active-run rule."""
 
 from __future__ import annotations
 
@@ -60,6 +61,11 @@ async def _types(store, tenant: str, run_id) -> list[tuple[str, str | None]]:
 
 async def _state(store, tenant, run_id) -> domain.Run:
     return fold(domain.initial, domain.evolve, await store.read_stream(tenant, f"run-{run_id}"))
+
+
+@pytest.fixture
+def store(isolated_store):
+    return isolated_store
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
-"""Executor composition root: owns runs; accepts StartRun and drives runs from their own events."""
+"""Executor composition root: owns runs; accepts run commands and drives runs from their own events."""
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 
 from litestar import Litestar
@@ -10,6 +11,7 @@ from libs.events.consumer import subscribe_commands, subscribe_events
 from libs.events.schemas.run import RunCommand
 from libs.events.service import ServiceContext, create_service_app
 from libs.events.settings import Settings, load_settings
+from services.executor import integrations
 from services.executor.engine import Engine
 from services.executor.handlers import handle_run_command, on_run_event
 
@@ -20,14 +22,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings(service=SERVICE)
 
     async def setup(ctx: ServiceContext) -> None:
+        deps = integrations.build_deps(settings, ctx.store)
+        engine = Engine(ctx.store, deps)
         subscribe_commands(
             ctx.broker, service=SERVICE, settings=settings, store=ctx.store, nc=ctx.nc,
-            command_type=RunCommand, handle=partial(handle_run_command, ctx.store),
+            command_type=RunCommand, handle=partial(handle_run_command, ctx.store), max_workers=settings.command_workers,
         )
-        # Each run event wakes the engine for that run; advancing is idempotent, so redelivery is safe.
+        # Each run event wakes that run's driver; the driver reads the log, so redelivery is harmless.
         subscribe_events(
             ctx.broker, durable="executor-run-driver", subject="weft.evt.*.run.>", settings=settings,
-            handle=partial(on_run_event, Engine(ctx.store)),
+            handle=partial(on_run_event, engine),
         )
+        ctx.tasks.append(asyncio.create_task(engine.recover(ctx.pool)))
+        ctx.on_stop.append(engine.stop)
+        ctx.on_stop.append(partial(integrations.close_deps, deps))
 
     return create_service_app(settings, name=SERVICE, setup=setup)

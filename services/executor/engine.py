@@ -234,7 +234,7 @@ class RunDriver:
                 else:
                     event = StepFailed(run_id=self.run_id, step_id=sid, attempt=attempt, error=result, at=now)
             await self._append_latest([event])
-            log.info("step_finished", run_id=str(self.run_id), step_id=sid, attempt=attempt, event=type(event).__name__)
+            log.info("step_finished", run_id=str(self.run_id), step_id=sid, attempt=attempt, result=type(event).__name__)
         finally:
             self.in_flight.pop(sid, None)
             self.wake.set()

@@ -7,7 +7,7 @@ from litestar import Litestar
 from libs.events.bus import CommandBus
 from libs.events.service import ServiceContext, create_service_app
 from libs.events.settings import Settings, load_settings
-from services.gateway import assistant, console, v2
+from services.gateway import assistant, console, executions, streams, v2
 from services.gateway.commands import Dispatcher
 from services.gateway.errors import EXCEPTION_HANDLERS
 
@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         settings,
         name=SERVICE,
         setup=setup,
-        route_handlers=[v2.router, console.router, assistant.router],
+        route_handlers=[v2.router, console.router, assistant.router, executions.router, *streams.routers],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
     )

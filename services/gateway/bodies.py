@@ -49,6 +49,10 @@ class CommandBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     command: Annotated[str, msgspec.Meta(max_length=10000)]
 
 
+class CancelBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    workflowId: str  # noqa: N815 - the contract's field name
+
+
 class EditStep(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     id: str
     action: str

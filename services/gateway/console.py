@@ -14,7 +14,8 @@ from libs.events.auth import Principal
 from libs.events.catalog import step_type
 from libs.events.schemas import Outcome
 from libs.events.schemas.plan import CreateWorkflowFromGoal, PlanGenerated, ReviseWorkflowPlan
-from services.gateway import queries
+from libs.events.schemas.run import TerminateRun
+from services.gateway import queries, runs
 from services.gateway.auth import authenticate
 from services.gateway.bodies import GoalBody, StepsBody, decode_body
 from services.gateway.commands import entity_id, now
@@ -23,6 +24,7 @@ from services.gateway.plans import diff_plans, plan_event, plan_versions
 
 CONSOLE_RUN_STATUS = {"pending": "running", "running": "running", "awaiting_approval": "awaiting_approval",
                       "completed": "completed", "failed": "failed", "cancelled": "failed"}
+STOPPED = "Stopped by user"  # how the console names a cancelled run (DESIGN section 5)
 _CRON_FIELD = re.compile(r"^[\w*/,-]+$")
 
 
@@ -50,7 +52,8 @@ def _run_json(row) -> dict[str, Any]:
     return {
         "id": str(row["id"]), "runNumber": row["run_number"], "status": CONSOLE_RUN_STATUS.get(row["status"], row["status"]),
         "inputs": msgspec.json.decode(row["inputs"]), "outputs": msgspec.json.decode(row["outputs"]) if row["outputs"] else None,
-        "error": row["error"], "startedAt": queries.iso(row["started_at"]), "finishedAt": queries.iso(row["finished_at"]),
+        "error": STOPPED if row["status"] == "cancelled" else row["error"],
+        "startedAt": queries.iso(row["started_at"]), "finishedAt": queries.iso(row["finished_at"]),
     }
 
 
@@ -195,9 +198,61 @@ async def diff_plan_versions(request: Request, principal: Principal, workflow_id
             **diff_plans(versions[frm]["definition"], versions[to]["definition"])}
 
 
+@post("/{workflow_id:str}/run", status_code=201)
+async def run_workflow(request: Request, principal: Principal, workflow_id: str) -> Response:
+    """Start a run; 422 unless the workflow is active, 409 (from the executor) while another run is active."""
+    row, definition = await _load(request, principal, workflow_id)
+    if row["status"] != "active":
+        raise ApiError(422, f"Workflow is {row['status']}; only an active workflow can run", "status")
+    inputs = runs.prepare_inputs(definition, {})
+    ctx = request.app.state.ctx
+
+    async def render(outcome: Outcome):
+        run_id = runs.run_id_of(outcome)
+        async with ctx.store.tenant_transaction(principal.tenant_id) as conn:
+            number = await conn.fetchval("SELECT run_number FROM runs WHERE tenant_id = $1 AND id = $2",
+                                         principal.tenant_id, run_id)
+        return 201, {"runId": number, "conversationId": str(run_id), "message": "Workflow run started"}
+
+    return await request.app.state.dispatcher.dispatch(
+        request, principal, "executor",
+        runs.start_command(row["id"], row["stream_version"], definition, inputs, principal.user_id), render,
+        shape=plain_error_body)
+
+
+@post("/{workflow_id:str}/runs/{run_id:str}/stop", status_code=200)
+async def stop_run(request: Request, principal: Principal, workflow_id: str, run_id: str) -> Response:
+    """Terminate a run named by its number (or uuid); the console then shows it failed, "Stopped by user"."""
+    row, _ = await _load(request, principal, workflow_id)
+    number = int(run_id) if run_id.isascii() and run_id.isdigit() and len(run_id) < 10 else None
+    try:
+        rid = None if number is not None else uuid.UUID(run_id)
+    except ValueError:
+        raise ApiError(404, "Run not found") from None
+    ctx = request.app.state.ctx
+    async with ctx.store.tenant_transaction(principal.tenant_id) as conn:
+        run = await conn.fetchrow(
+            "SELECT id, run_number, status FROM runs WHERE tenant_id = $1 AND workflow_id = $2"
+            " AND (run_number = $3 OR id = $4)", principal.tenant_id, row["id"], number, rid)
+    if run is None:
+        raise ApiError(404, "Run not found")
+    if run["status"] in runs.TERMINAL_STATUSES:
+        status = CONSOLE_RUN_STATUS[run["status"]]
+        raise ApiError(400, f"Run {run['run_number']} is already {status}; only a running run can be stopped")
+
+    async def render(_: Outcome):
+        return 200, {"message": "Run stopped", "runId": run["run_number"], "status": "failed", "error": STOPPED}
+
+    return await request.app.state.dispatcher.dispatch(
+        request, principal, "executor",
+        lambda _: TerminateRun(run_id=run["id"], reason=STOPPED, requested_by=principal.user_id, at=now()),
+        render, shape=plain_error_body)
+
+
 router = Router(
     path="/api/workflows",
-    route_handlers=[create_from_goal, list_workflows, get_workflow, edit_steps, list_plan_versions, diff_plan_versions],
+    route_handlers=[create_from_goal, list_workflows, get_workflow, edit_steps, list_plan_versions, diff_plan_versions,
+                    run_workflow, stop_run],
     dependencies={"principal": Provide(authenticate)},
     exception_handlers=PLAIN_EXCEPTION_HANDLERS,
 )

@@ -13,11 +13,12 @@ from litestar.di import Provide
 from libs.events.auth import Principal
 from libs.events.definition import validate_definition
 from libs.events.errors import DomainError
+from libs.events.run_view import RunView
 from libs.events.schemas import Outcome
 from libs.events.schemas.plan import ParseInstruction
-from libs.events.schemas.run import StartRun
+from libs.events.schemas.run import TerminateRun
 from libs.events.schemas.workflow import CreateWorkflow, DeleteWorkflow, UpdateWorkflow
-from services.gateway import queries
+from services.gateway import queries, runs
 from services.gateway.auth import authenticate
 from services.gateway.bodies import CreateWorkflowBody, ExecuteBody, ParseBody, PatchWorkflowBody, decode_body
 from services.gateway.commands import Dispatcher, entity_id, now
@@ -217,17 +218,12 @@ async def execute_workflow(request: Request, principal: Principal, workflow_id: 
         raise ApiError(409, f"Workflow is {row['status']}; only active workflows can be executed", "status")
     ctx, dispatcher = _ctx(request)
     definition = msgspec.json.decode(row["definition"])
-
-    def make(command_id: uuid.UUID) -> StartRun:
-        return StartRun(
-            run_id=entity_id(command_id), workflow_id=row["id"], workflow_version=row["stream_version"],
-            definition=definition, inputs=body.inputs, created_by=principal.user_id, at=now(),
-        )
+    inputs = runs.prepare_inputs(definition, body.inputs)
+    make = runs.start_command(row["id"], row["stream_version"], definition, inputs, principal.user_id)
 
     async def render(outcome: Outcome):
-        run_id = uuid.UUID(outcome.stream_id.split("-", 1)[1])
         async with ctx.store.tenant_transaction(principal.tenant_id) as conn:
-            run = await queries.get_run(conn, principal.tenant_id, row["id"], run_id)
+            run = await queries.get_run(conn, principal.tenant_id, row["id"], runs.run_id_of(outcome))
         if run is None:
             raise ApiError(404, "Run not found")
         return 201, {"success": True, "run": queries.run_json(run)}
@@ -250,15 +246,77 @@ async def list_runs(request: Request, principal: Principal, workflow_id: str) ->
     return {"success": True, "runs": [queries.run_json(r) for r in rows], "count": total}
 
 
+@get("/{workflow_id:str}/schema")
+async def get_schema(request: Request, principal: Principal, workflow_id: str) -> dict[str, Any]:
+    row = await _workflow_or_404(request, principal, workflow_id)
+    definition = msgspec.json.decode(row["definition"])
+    empty = {"type": "object", "properties": {}}
+    return {"success": True, "schema": {"inputs": definition.get("inputs") or empty,
+                                        "outputs": definition.get("outputs") or empty}}
+
+
+def _view_json(view: RunView) -> dict[str, Any]:
+    """A folded run in the same shape as queries.run_json, plus the number of events folded."""
+    return {
+        "id": str(view.run_id), "workflow_id": str(view.workflow_id),
+        "status": queries.V2_RUN_STATUS.get(view.status, view.status), "inputs": view.inputs,
+        "outputs": view.outputs, "error": view.error, "started_at": queries.iso(view.started_at),
+        "finished_at": queries.iso(view.finished_at), "version": view.version,
+    }
+
+
+def _at_version(request: Request) -> int | None:
+    raw = request.query_params.get("at_version")
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ApiError(400, "at_version must be a positive integer (an event number of the run)", "at_version")
+    return min(value, 2**31 - 1)  # versions are int4; anything larger means "the latest" anyway
+
+
 @get("/{workflow_id:str}/runs/{run_id:str}")
 async def get_run(request: Request, principal: Principal, workflow_id: str, run_id: str) -> dict[str, Any]:
+    """The run from the read model, or with `?at_version=N` the run folded from its first N events.
+
+    N past the run's last event is not an error: the answer is the state after the last event, and
+    "version" says how many events were folded, so a client sees where the run's history ends.
+    """
+    at_version = _at_version(request)
     wid, rid = _uuid(workflow_id, "Workflow"), _uuid(run_id, "Run")
     ctx, _ = _ctx(request)
+    if at_version is not None:
+        view = await runs.load_view(ctx.store, principal.tenant_id, rid, at_version)
+        if view is None or view.workflow_id != wid:
+            raise ApiError(404, "Run not found")
+        return {"success": True, "run": _view_json(view)}
     async with ctx.store.tenant_transaction(principal.tenant_id) as conn:
         row = await queries.get_run(conn, principal.tenant_id, wid, rid)
     if row is None:
         raise ApiError(404, "Run not found")
     return {"success": True, "run": queries.run_json(row)}
+
+
+@delete("/{workflow_id:str}/runs/{run_id:str}", status_code=200)
+async def terminate_run(request: Request, principal: Principal, workflow_id: str, run_id: str) -> Response:
+    wid, rid = _uuid(workflow_id, "Workflow"), _uuid(run_id, "Run")
+    ctx, dispatcher = _ctx(request)
+    async with ctx.store.tenant_transaction(principal.tenant_id) as conn:
+        row = await queries.get_run(conn, principal.tenant_id, wid, rid)
+    if row is None:
+        raise ApiError(404, "Run not found")
+    if row["status"] in runs.TERMINAL_STATUSES:
+        word = queries.V2_RUN_STATUS[row["status"]]
+        raise ApiError(400, f"Run is already {word}; only a running run can be terminated", "status")
+
+    async def render(_: Outcome):
+        return 200, {"success": True, "message": "Workflow run terminated successfully"}
+
+    return await dispatcher.dispatch(request, principal, "executor", lambda _: TerminateRun(
+        run_id=rid, reason="Terminated by user", requested_by=principal.user_id, at=now()), render)
 
 
 @get("/commands/{command_id:str}")
@@ -285,7 +343,7 @@ router = Router(
     path="/api/v2/workflows",
     route_handlers=[
         health, parse_instruction, list_workflows, create_workflow, get_workflow, patch_workflow, delete_workflow,
-        execute_workflow, list_runs, get_run, command_status,
+        execute_workflow, get_schema, list_runs, get_run, terminate_run, command_status,
     ],
     dependencies={"principal": Provide(authenticate)},
 )
