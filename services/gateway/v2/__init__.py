@@ -1,0 +1,29 @@
+"""The v2 tenant API (spec E): workflow CRUD, parse, execute, runs. Thin adapters over commands and read models."""
+
+from litestar import Router
+from litestar.di import Provide
+
+from services.gateway.auth import authenticate
+from services.gateway.v2.parse import parse_instruction
+from services.gateway.v2.runs import execute_workflow, get_run, list_runs, terminate_run
+from services.gateway.v2.workflows import (
+    command_status,
+    create_workflow,
+    delete_workflow,
+    get_schema,
+    get_workflow,
+    health,
+    list_workflows,
+    patch_workflow,
+)
+
+router = Router(
+    path="/api/v2/workflows",
+    route_handlers=[
+        health, parse_instruction, list_workflows, create_workflow, get_workflow, patch_workflow, delete_workflow,
+        execute_workflow, get_schema, list_runs, get_run, terminate_run, command_status,
+    ],
+    dependencies={"principal": Provide(authenticate)},
+)
+
+__all__ = ["router"]

@@ -1,0 +1,64 @@
+"""v2 natural-language parsing: POST /parse plans a workflow without creating it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from litestar import Request, Response, post
+
+from libs.events.auth import Principal
+from libs.events.schemas import Outcome
+from libs.events.schemas.plan import ParseInstruction
+from services.gateway.bodies import ParseBody, decode_body
+from services.gateway.commands import entity_id, now
+from services.gateway.errors import ApiError
+from services.gateway.plans import plan_event
+from services.gateway.v2.common import _ctx
+
+
+def plan_json(event) -> dict[str, Any]:
+    """A generated plan in the v2 parse shape, plus what a reviewer needs (hash, cost, planner)."""
+    body: dict[str, Any] = {
+        "type": "generated",
+        "name": event.name,
+        "description": event.description,
+        "steps": event.definition["nodes"],
+        "confidence": event.confidence,
+        "source": event.source,
+        "valid": True,
+        "schedule": event.schedule,
+        "planHash": event.plan_hash,
+        "estimatedCostUsd": event.est_cost_usd,
+        "outboundSteps": event.outbound_steps,
+        "planner": {"model": event.model, "promptVersion": event.prompt_version, "cached": event.cached,
+                    "promptTokens": event.prompt_tokens, "completionTokens": event.completion_tokens},
+    }
+    if event.source == "offline-planner":
+        body["message"] = "Planned by the offline planner (no LLM configured); confidence is low, review the steps."
+    return body
+
+
+@post("/parse", status_code=200)
+async def parse_instruction(request: Request, principal: Principal) -> Response:
+    raw = await request.body()
+    body = decode_body(raw, ParseBody)
+    instruction = body.instruction.strip()
+    if len(instruction) < 5:
+        raise ApiError(400, "instruction must be at least 5 characters", "instruction")
+    started = time.perf_counter()
+    ctx, dispatcher = _ctx(request)
+    tools = body.context.availableTools if body.context else None
+
+    def make(command_id: uuid.UUID) -> ParseInstruction:
+        return ParseInstruction(plan_id=entity_id(command_id), instruction=instruction, available_tools=tools,
+                                organization_id=body.context.organizationId if body.context else None, at=now())
+
+    async def render(outcome: Outcome):
+        event = await plan_event(ctx.store, principal.tenant_id, outcome.stream_id)
+        return 200, {"success": True, "workflow": plan_json(event),
+                     "parseTimeMs": round((time.perf_counter() - started) * 1000)}
+
+    return await dispatcher.dispatch(request, principal, "planner", make, render, raw,
+                                     timeout_s=request.app.state.settings.planning_timeout_s)
