@@ -85,6 +85,7 @@ class CommandBus:
         sub = await self.nc.subscribe(reply_subject(tenant_id, command_id), max_msgs=1)
         try:
             try:
+                await self._connected()
                 await self.js.publish(
                     command_subject(service, tenant_id, type(envelope.command).__name__),
                     msgspec.json.encode(envelope),
@@ -104,3 +105,13 @@ class CommandBus:
             except nats.errors.BadSubscriptionError:
                 pass
         return _outcome_decoder.decode(msg.data)
+
+    async def _connected(self) -> None:
+        """Wait, bounded, for a live connection before publishing. While reconnecting, the client would
+        buffer the command and send it after the reconnect, even after the caller was told 503 (nothing
+        accepted) and retried: a second run. Not publishing at all keeps 503 meaning "not accepted"."""
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        while not self.nc.is_connected:
+            if self.nc.is_closed or asyncio.get_running_loop().time() >= deadline:
+                raise CommandNotAccepted("not connected to NATS")
+            await asyncio.sleep(0.05)

@@ -10,14 +10,30 @@ import asyncpg
 
 from libs.events.settings import Settings
 
+# What a Postgres restart or failover looks like to a client (the server went away, is shutting down or
+# starting up): wait and try again, never a dead task, a poison command or a 500. asyncpg raises
+# InternalClientError ("cannot switch to state ...; another operation is in progress") when the server
+# goes away between the messages of one operation.
+DB_UNAVAILABLE = (ConnectionError, asyncpg.InterfaceError, asyncpg.InternalClientError, asyncpg.PostgresConnectionError,
+                  asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.CannotConnectNowError)
+
 # Both values are inlined into SQL below, so they must be plain identifiers (tenant ids already are:
 # they come from verified tokens or subjects and match bus.TENANT_RE).
 _SAFE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
+async def _reset(conn: asyncpg.Connection) -> None:
+    """Return a connection to the pool without asyncpg's default reset query (advisory unlock, CLOSE ALL,
+    UNLISTEN, RESET ALL: a round trip on every release). Nothing here needs it: tenant settings and the
+    append lock are transaction-scoped, and LISTEN and session locks live on dedicated connections. Only
+    a connection still inside a transaction (a cancelled task) is rolled back."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     return await asyncpg.create_pool(
-        settings.database_url, min_size=min_size, max_size=max_size, command_timeout=30
+        settings.database_url, min_size=min_size, max_size=max_size, command_timeout=30, reset=_reset
     )
 
 

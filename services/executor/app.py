@@ -16,6 +16,7 @@ from services.executor.engine import Engine
 from services.executor.handlers import handle_run_command, on_run_event
 
 SERVICE = "executor"
+WAKING_EVENTS = ("RunCreated", "RunCancelRequested", "RunTerminated")
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -28,11 +29,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ctx.broker, service=SERVICE, settings=settings, store=ctx.store, nc=ctx.nc,
             command_type=RunCommand, handle=partial(handle_run_command, ctx.store), max_workers=settings.command_workers,
         )
-        # Each run event wakes that run's driver; the driver reads the log, so redelivery is harmless.
-        subscribe_events(
-            ctx.broker, durable="executor-run-driver", subject="weft.evt.*.run.>", settings=settings,
-            handle=partial(on_run_event, engine),
-        )
+        # Only events written outside the run's driver wake it: a new run, cancel, terminate. The driver's
+        # own events would only make it re-read what it just wrote (9 deliveries per 3-step run); a crash is
+        # recovered by `engine.recover` at start-up, not by redelivery. Redelivery is harmless anyway.
+        for event_type in WAKING_EVENTS:
+            subscribe_events(
+                ctx.broker, durable=f"executor-{event_type}", subject=f"weft.evt.*.run.*.{event_type}",
+                settings=settings, handle=partial(on_run_event, engine),
+            )
         ctx.tasks.append(asyncio.create_task(engine.recover(ctx.pool)))
         ctx.on_stop.append(engine.stop)
         ctx.on_stop.append(partial(integrations.close_deps, deps))

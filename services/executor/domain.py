@@ -41,6 +41,9 @@ class StepState(msgspec.Struct, frozen=True, kw_only=True):
     output: Any = None
     error: str | None = None
     wake_at: datetime | None = None  # retrying: next attempt; waiting: end of the delay
+    # running: the attempt whose idempotency key this attempt carries, when not its own (it re-executes
+    # a crashed attempt that recorded no result); None means `attempt`.
+    key_attempt: int | None = None
 
 
 class Run(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,6 +72,9 @@ def evolve(state: Run, event: Event) -> Run:
         case RunStarted():
             return msgspec.structs.replace(state, status="running")
         case StepStarted(step_id=sid, attempt=attempt):
+            prev = state.steps.get(sid)
+            if prev is not None and prev.status == "running":  # re-executes a crashed attempt: same key
+                return _step(state, sid, status="running", attempt=attempt, key_attempt=prev.key_attempt or prev.attempt)
             return _step(state, sid, status="running", attempt=attempt)
         case StepCompleted(step_id=sid, attempt=attempt, output=output, variables=variables):
             state = _step(state, sid, status="completed", attempt=attempt, output=output)

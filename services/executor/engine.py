@@ -14,6 +14,7 @@ import asyncpg
 import structlog
 
 from libs.events.aggregate import fold
+from libs.events.db import DB_UNAVAILABLE
 from libs.events.faults import crash_point
 from libs.events.schemas import Event, Metadata
 from libs.events.schemas.run import (
@@ -129,8 +130,19 @@ class RunDriver:
         self.task: asyncio.Task
 
     async def drive(self) -> None:
+        # A database outage (restart, failover) is waited out: a driver that hits one looks again later
+        # instead of dying and leaving its run unfinished until something else happens to poke it.
+        delay = 0.2
         try:
-            await self._drive()
+            while True:
+                try:
+                    await self._drive()
+                    return
+                except DB_UNAVAILABLE as exc:
+                    log.warning("run_driver_db_error", run_id=str(self.run_id), error=f"{type(exc).__name__}: {exc}",
+                                retry_in_s=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
         finally:
             for task in self.in_flight.values():
                 task.cancel()
@@ -151,8 +163,8 @@ class RunDriver:
                     await self._append(recorded, events)
                 except WrongExpectedVersion:
                     continue  # someone else moved the run; look again
-                for node, attempt in starts:
-                    self.in_flight[node["id"]] = asyncio.create_task(self._execute(run, node, attempt))
+                for node, attempt, key_attempt in starts:
+                    self.in_flight[node["id"]] = asyncio.create_task(self._execute(run, node, attempt, key_attempt))
                 continue
             if not self.in_flight and plan.wake_at is None:
                 return  # nothing running, nothing due: the next run event pokes a new driver
@@ -194,7 +206,11 @@ class RunDriver:
                         events.append(StepAwaitingApproval(run_id=rid, step_id=sid,
                                                            approval=dict(node.get("config") or {}), at=now))
                     else:
-                        starts.append((node, attempt))
+                        # A step left running by a crash recorded no result, yet its side effect may have
+                        # happened: the re-execution carries the crashed attempt's idempotency key.
+                        prev = run.steps.get(sid)
+                        key_attempt = (prev.key_attempt or prev.attempt) if prev and prev.status == "running" else None
+                        starts.append((node, attempt, key_attempt))
         return events, starts
 
     def _metadata(self, recorded: list[RecordedEvent]) -> Metadata:
@@ -214,11 +230,12 @@ class RunDriver:
             except WrongExpectedVersion:
                 continue
 
-    async def _execute(self, run: domain.Run, node: dict[str, Any], attempt: int) -> None:
+    async def _execute(self, run: domain.Run, node: dict[str, Any], attempt: int,
+                       key_attempt: int | None = None) -> None:
         sid = node["id"]
         try:
             crash_point("after_step_started")
-            ok, result, retryable = await self._call(run, node, attempt)
+            ok, result, retryable = await self._call(run, node, attempt, key_attempt)
             crash_point("after_side_effect")
             now = self.engine.clock()
             if ok:
@@ -235,16 +252,23 @@ class RunDriver:
                     event = StepFailed(run_id=self.run_id, step_id=sid, attempt=attempt, error=result, at=now)
             await self._append_latest([event])
             log.info("step_finished", run_id=str(self.run_id), step_id=sid, attempt=attempt, result=type(event).__name__)
+        except DB_UNAVAILABLE as exc:
+            # Not recorded (or not known to be): the step stays running in the log, so the driver runs it
+            # again under the same idempotency key once the database is back.
+            log.warning("step_result_not_recorded", run_id=str(self.run_id), step_id=sid, attempt=attempt,
+                        error=f"{type(exc).__name__}: {exc}")
         finally:
             self.in_flight.pop(sid, None)
             self.wake.set()
 
-    async def _call(self, run: domain.Run, node: dict[str, Any], attempt: int) -> tuple[bool, Any, bool]:
+    async def _call(self, run: domain.Run, node: dict[str, Any], attempt: int,
+                    key_attempt: int | None = None) -> tuple[bool, Any, bool]:
         """(ok, output or error message, retryable)."""
         fn = REGISTRY.get(step_key(node))
         if fn is None:
             return False, f"unsupported step type {step_key(node)!r}", False
-        call = StepCall(tenant_id=self.tenant_id, run_id=self.run_id, step_id=node["id"], attempt=attempt)
+        call = StepCall(tenant_id=self.tenant_id, run_id=self.run_id, step_id=node["id"], attempt=attempt,
+                        key_attempt=key_attempt)
         timeout = node.get("timeout_s")
         try:
             work = fn(node, step_context(run, node), call, self.engine.deps)

@@ -30,11 +30,14 @@ class StepCall:
     run_id: uuid.UUID
     step_id: str
     attempt: int
+    # The attempt whose key this call reuses: a re-execution after a crash replaces an attempt that never
+    # recorded a result (its side effect may have happened), so it must carry that attempt's key.
+    key_attempt: int | None = None
 
     @property
     def idempotency_key(self) -> str:
         """Sent with every side effect (HTTP `Idempotency-Key` header or equivalent)."""
-        return f"{self.run_id}:{self.step_id}:{self.attempt}"
+        return f"{self.run_id}:{self.step_id}:{self.key_attempt or self.attempt}"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from litestar import Request, Response
 
 from libs.events.auth import Principal
 from libs.events.bus import CommandBus
+from libs.events.db import DB_UNAVAILABLE
 from libs.events.schemas import CommandEnvelope, Outcome
 from libs.events.store import EventStore
 from services.gateway.errors import ApiError, error_body
@@ -113,9 +114,18 @@ class Dispatcher:
         started = time.perf_counter()
         outcome = await self.bus.send(service, envelope, timeout_s)
         replied = time.perf_counter()
-        if outcome is None:
-            # The reply can be missed (service restarted after commit): the record is authoritative.
-            outcome = await self.store.outcome(principal.tenant_id, command_id)
+        rendered = None
+        try:
+            if outcome is None:
+                # The reply can be missed (service restarted after commit): the record is authoritative.
+                outcome = await self.store.outcome(principal.tenant_id, command_id)
+            if outcome is not None and outcome.ok:
+                rendered = await render(outcome)
+        except DB_UNAVAILABLE as exc:
+            # JetStream has the command (PubAck): it will run once Postgres is back. Not readable now is a
+            # 202 with the lookup location, never a 503, which would invite a retry and so a second run.
+            log.warning("outcome_unreadable", command_id=str(command_id), error=f"{type(exc).__name__}: {exc}")
+            outcome = None
         if outcome is None:
             payload = {
                 "success": True,
@@ -130,7 +140,7 @@ class Dispatcher:
             payload = shape(outcome.status, message, outcome.field) if shape else error_body(message, outcome.field)
             headers = {"Retry-After": "5"} if outcome.status == 503 else None
             return Response(payload, status_code=outcome.status, headers=headers), outcome.status, payload
-        status, payload = await render(outcome)
+        status, payload = rendered
         log.debug("command_dispatched", command_id=str(command_id), service=service,
                   outcome_ms=round((replied - started) * 1000, 2),
                   render_ms=round((time.perf_counter() - replied) * 1000, 2))
