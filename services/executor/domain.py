@@ -199,7 +199,9 @@ def next_actions(run: Run, now: datetime, in_flight: frozenset[str] = frozenset(
     if not run.exists or run.status in TERMINAL:
         return Plan()
     if run.status == "pending":
-        return Plan(actions=[Begin()])
+        # Start the run and its first ready steps in one append.
+        rest = next_actions(msgspec.structs.replace(run, status="running"), now, in_flight)
+        return Plan(actions=[Begin(), *rest.actions], wake_at=rest.wake_at)
     limit = deadline(run)
     if limit is not None and now >= limit:
         return Plan(actions=[Fail(f"Run timed out after {run.definition['timeout_s']} s")])
