@@ -13,6 +13,8 @@ from litestar import Request, Response, Router, post
 from litestar.di import Provide
 
 from libs.events.auth import Principal
+from libs.events.bus import CommandNotAccepted
+from libs.events.db import DB_UNAVAILABLE
 from libs.events.catalog import assistant_steps
 from libs.events.schemas import CommandEnvelope, Outcome
 from libs.events.schemas.plan import CreateWorkflowFromGoal
@@ -64,8 +66,14 @@ async def execute_command(request: Request, principal: Principal) -> Response:
                              created_by=principal.user_id, at=now()),
             issued_at=now(),
         )
-        started = await request.app.state.bus.send("executor", envelope) or await ctx.store.outcome(principal.tenant_id,
-                                                                                       run_command_id)
+        try:
+            started = await request.app.state.bus.send("executor", envelope) or await ctx.store.outcome(
+                principal.tenant_id, run_command_id)
+        except (CommandNotAccepted, *DB_UNAVAILABLE) as exc:
+            # The workflow is committed; only the run's start is unknown. Saying "starting" (with the run id a
+            # retry of this request would reuse) is true; a 503 would invite a retry that plans again.
+            log.warning("assistant_run_start_unknown", error=f"{type(exc).__name__}: {exc}")
+            started = None
         payload["runId"] = str(entity_id(run_command_id))
         payload["status"] = "running" if started is not None else "starting"
         payload["message"] = "Workflow created and planned successfully"
