@@ -30,7 +30,7 @@ from libs.events.schemas.run import (
     StepStarted,
     StepWaiting,
 )
-from libs.events.store import EventStore, RecordedEvent, WrongExpectedVersion
+from libs.events.store import EventStore, WrongExpectedVersion
 from services.executor import domain
 from services.executor.interpolation import MissingPath
 from services.executor.steps import REGISTRY, StepCall, StepDeps, StepError, StepResult
@@ -86,6 +86,7 @@ class Engine:
         key = (tenant_id, run_id)
         driver = self.drivers.get(key)
         if driver is not None and not driver.task.done():
+            driver.stale = True  # something outside the driver changed the run: read the log again
             driver.wake.set()
             return driver
         driver = RunDriver(self, tenant_id, run_id)
@@ -128,6 +129,13 @@ class RunDriver:
         self.wake = asyncio.Event()
         self.in_flight: dict[str, asyncio.Task] = {}
         self.task: asyncio.Task
+        # The run as last read or written by this driver; re-read only when `stale`.
+        self.stale = True
+        self.run = domain.initial
+        self.version = 0
+        self.metadata: Metadata | None = None
+        # Results of finished steps, recorded with the driver's next append (with the steps they unblock).
+        self.results: dict[str, Event] = {}
 
     async def drive(self) -> None:
         # A database outage (restart, failover) is waited out: a driver that hits one looks again later
@@ -141,27 +149,40 @@ class RunDriver:
                 except DB_UNAVAILABLE as exc:
                     log.warning("run_driver_db_error", run_id=str(self.run_id), error=f"{type(exc).__name__}: {exc}",
                                 retry_in_s=delay)
+                    self.stale = True  # an append may or may not have committed: read the log again
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
         finally:
             for task in self.in_flight.values():
                 task.cancel()
 
+    async def _read(self) -> None:
+        recorded = await self.engine.store.read_stream(self.tenant_id, self.stream_id)
+        self.run = fold(domain.initial, domain.evolve, recorded)
+        self.version = len(recorded)
+        if recorded:
+            self.metadata = Metadata(tenant_id=self.tenant_id, correlation_id=recorded[0].metadata.get("correlation_id"),
+                                     causation_id=str(recorded[-1].event_id), actor="executor")
+        self.stale = False
+
     async def _drive(self) -> None:
-        store = self.engine.store
         while True:
             self.wake.clear()
-            recorded = await store.read_stream(self.tenant_id, self.stream_id)
-            run = fold(domain.initial, domain.evolve, recorded)
-            if not run.exists or run.status in domain.TERMINAL:
-                return  # terminated or finished: `finally` abandons anything still running
+            if self.stale:
+                await self._read()
+            results = list(self.results.items())
+            run = self.run
+            for _, event in results:
+                run = domain.evolve(run, event)
+            if not self.run.exists or self.run.status in domain.TERMINAL:
+                if results:  # terminated while steps ran: record what they did, it cannot change the status
+                    await self._record(self.run, results, [])
+                return  # finished or terminated: `finally` abandons anything still running
             now = self.engine.clock()
             plan = domain.next_actions(run, now, frozenset(self.in_flight))
             events, starts = self._events_for(run, plan.actions, now)
-            if events:
-                try:
-                    await self._append(recorded, events)
-                except WrongExpectedVersion:
+            if results or events:
+                if not await self._record(run, results, events):
                     continue  # someone else moved the run; look again
                 for node, attempt, key_attempt in starts:
                     self.in_flight[node["id"]] = asyncio.create_task(self._execute(run, node, attempt, key_attempt))
@@ -173,6 +194,22 @@ class RunDriver:
                 await asyncio.wait_for(self.wake.wait(), timeout)
             except TimeoutError:
                 pass
+
+    async def _record(self, run: domain.Run, results: list[tuple[str, Event]], events: list[Event]) -> bool:
+        """Append step results and new decisions in one transaction at the known version; False on a conflict."""
+        batch = [event for _, event in results] + events
+        try:
+            await self.engine.store.append(self.stream_id, self.version, batch, metadata=self.metadata)
+        except WrongExpectedVersion:
+            self.stale = True
+            return False
+        for sid, event in results:
+            if self.results.get(sid) is event:
+                del self.results[sid]
+        for event in events:
+            run = domain.evolve(run, event)
+        self.run, self.version = run, self.version + len(batch)
+        return True
 
     def _events_for(self, run: domain.Run, actions, now: datetime) -> tuple[list[Event], list]:
         rid = self.run_id
@@ -213,23 +250,6 @@ class RunDriver:
                         starts.append((node, attempt, key_attempt))
         return events, starts
 
-    def _metadata(self, recorded: list[RecordedEvent]) -> Metadata:
-        return Metadata(tenant_id=self.tenant_id, correlation_id=recorded[0].metadata.get("correlation_id"),
-                        causation_id=str(recorded[-1].event_id), actor="executor")
-
-    async def _append(self, recorded: list[RecordedEvent], events: list[Event]) -> None:
-        await self.engine.store.append(self.stream_id, len(recorded), events, metadata=self._metadata(recorded))
-
-    async def _append_latest(self, events: list[Event]) -> None:
-        """Append a step's result at whatever version the run has reached (its meaning does not depend on it)."""
-        while True:
-            recorded = await self.engine.store.read_stream(self.tenant_id, self.stream_id)
-            try:
-                await self._append(recorded, events)
-                return
-            except WrongExpectedVersion:
-                continue
-
     async def _execute(self, run: domain.Run, node: dict[str, Any], attempt: int,
                        key_attempt: int | None = None) -> None:
         sid = node["id"]
@@ -250,13 +270,10 @@ class RunDriver:
                                                retry_at=now + timedelta(seconds=delay), at=now)
                 else:
                     event = StepFailed(run_id=self.run_id, step_id=sid, attempt=attempt, error=result, at=now)
-            await self._append_latest([event])
+            # The driver records it with its next append. If this process dies first, the step is still
+            # "running" in the log and runs again under the same idempotency key.
+            self.results[sid] = event
             log.info("step_finished", run_id=str(self.run_id), step_id=sid, attempt=attempt, result=type(event).__name__)
-        except DB_UNAVAILABLE as exc:
-            # Not recorded (or not known to be): the step stays running in the log, so the driver runs it
-            # again under the same idempotency key once the database is back.
-            log.warning("step_result_not_recorded", run_id=str(self.run_id), step_id=sid, attempt=attempt,
-                        error=f"{type(exc).__name__}: {exc}")
         finally:
             self.in_flight.pop(sid, None)
             self.wake.set()
