@@ -20,59 +20,20 @@ import asyncio
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
-import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import raw_writer, store_writer  # noqa: E402
 from libs.events.embedded import EmbeddedPostgres, free_port  # noqa: E402
 from libs.events.migrate import migrate  # noqa: E402
-from libs.events.schemas import Metadata  # noqa: E402
-from libs.events.schemas.run import StepStarted  # noqa: E402
 from libs.events.store import EventStore  # noqa: E402
 
 STREAM_LENGTH = 20  # events per stream before a writer moves to a fresh stream (a run-sized stream)
 TENANT = "tbench"
-
-
-def event(run_id: uuid.UUID, i: int) -> StepStarted:
-    return StepStarted(run_id=run_id, step_id=f"step-{i}", at=datetime.now(UTC))
-
-
-async def store_writer(store: EventStore, count: int) -> None:
-    meta = Metadata(tenant_id=TENANT, correlation_id=str(uuid.uuid4()), actor="bench")
-    version, run_id = 0, uuid.uuid4()
-    for i in range(count):
-        if version == STREAM_LENGTH:
-            version, run_id = 0, uuid.uuid4()
-        await store.append(f"run-{run_id}", version, [event(run_id, i)], metadata=meta)
-        version += 1
-
-
-async def raw_writer(pool: asyncpg.Pool, count: int) -> None:
-    meta = msgspec.json.encode(Metadata(tenant_id=TENANT, correlation_id=str(uuid.uuid4()), actor="bench")).decode()
-    version, run_id = 0, uuid.uuid4()
-    async with pool.acquire() as conn:
-        for i in range(count):
-            if version == STREAM_LENGTH:
-                version, run_id = 0, uuid.uuid4()
-            version += 1
-            await conn.execute(
-                "INSERT INTO events (event_id, stream_id, version, type, data, metadata, tenant_id)"
-                " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7)",
-                uuid.uuid4(),
-                f"run-{run_id}",
-                version,
-                "StepStarted",
-                msgspec.json.encode(event(run_id, i)).decode(),
-                meta,
-                TENANT,
-            )
 
 
 async def measure(label: str, total: int, writers: int, one: Callable[[int], Awaitable[None]]) -> float:
@@ -91,19 +52,19 @@ async def bench(dsn: str, n: int, writers: int) -> None:
     try:
         store = EventStore(pool, app_role="weft_app", projector=None)
         # Warm up connections, prepared statements and the table before timing anything.
-        await store_writer(store, 100)
-        await raw_writer(pool, 100)
+        await store_writer(store, 100, tenant=TENANT)
+        await raw_writer(pool, 100, tenant=TENANT)
 
         rates: dict[str, float] = {}
         print(f"single-event appends, each its own commit (n={n})", flush=True)
-        rates["store1"] = await measure("EventStore.append, 1 writer", n, 1, lambda c: store_writer(store, c))
-        rates["raw1"] = await measure("raw asyncpg INSERT, 1 writer", n, 1, lambda c: raw_writer(pool, c))
+        rates["store1"] = await measure("EventStore.append, 1 writer", n, 1, lambda c: store_writer(store, c, tenant=TENANT, stream_length=STREAM_LENGTH))
+        rates["raw1"] = await measure("raw asyncpg INSERT, 1 writer", n, 1, lambda c: raw_writer(pool, c, tenant=TENANT, stream_length=STREAM_LENGTH))
         if writers > 1:
             rates["storeN"] = await measure(
-                f"EventStore.append, {writers} writers", n, writers, lambda c: store_writer(store, c)
+                f"EventStore.append, {writers} writers", n, writers, lambda c: store_writer(store, c, tenant=TENANT, stream_length=STREAM_LENGTH)
             )
             rates["rawN"] = await measure(
-                f"raw asyncpg INSERT, {writers} writers", n, writers, lambda c: raw_writer(pool, c)
+                f"raw asyncpg INSERT, {writers} writers", n, writers, lambda c: raw_writer(pool, c, tenant=TENANT, stream_length=STREAM_LENGTH)
             )
         print("ratio store/raw", flush=True)
         print(f"  1 writer:  {rates['store1'] / rates['raw1']:.2f}", flush=True)

@@ -33,6 +33,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from libs.events.auth import issue_token  # noqa: E402
+from bench.common import pct, start_services, stop_all, verdict  # noqa: E402
 from libs.events.embedded import EmbeddedNats, EmbeddedPostgres, free_port  # noqa: E402
 from libs.events.migrate import migrate  # noqa: E402
 from libs.events.settings import load_settings  # noqa: E402
@@ -78,19 +79,8 @@ def fake_nodelay() -> None:
     openai_server._Handler.setup = nodelay_setup
 
 
-def pct(values: list[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
 def row(label: str, values: list[float]) -> str:
     return f"  {label:<44} p50 {pct(values, 50):8.2f} ms   p99 {pct(values, 99):8.2f} ms   (n={len(values)})"
-
-
-def verdict(ok: bool) -> str:
-    return "MET" if ok else "NOT MET"
 
 
 # -- 1. planner overhead -----------------------------------------------------------------------------------
@@ -149,11 +139,9 @@ async def bench_overhead(fake: FakeOpenAI, n: int) -> None:
 
 
 def bench_cache_http(fake: FakeOpenAI, hits: int, root: Path) -> None:
-    from deploy.local.stack import PROCESSES, ServiceProcess, service_env, wait_http
-
     pg = EmbeddedPostgres(root / "pg", free_port(), root / "postgres.log")
     nats = EmbeddedNats(root / "nats", free_port())
-    procs: dict[str, ServiceProcess] = {}
+    procs: dict = {}
     ok = False
     try:
         t0 = time.perf_counter()
@@ -162,18 +150,9 @@ def bench_cache_http(fake: FakeOpenAI, hits: int, root: Path) -> None:
         nats.start()
         database_url = pg.dsn("weft_bench")
         asyncio.run(migrate(database_url))
-        # The token is issued with default settings, so the services must not inherit other WEFT_* values.
-        base = {k: v for k, v in os.environ.items() if not k.startswith("WEFT_")}
-        base |= {"WEFT_LLM_BASE_URL": fake.base_url, "WEFT_LLM_API_KEY": "x", "WEFT_LLM_MODEL": MODEL,
-                 "WEFT_LOG_LEVEL": "warning"}
-        ports: dict[str, int] = {}
-        for name in ("gateway", "planner", "relay"):
-            ports[name] = free_port()
-            env = service_env(base, name=name, port=ports[name], database_url=database_url, nats_url=nats.url)
-            procs[name] = ServiceProcess(name, PROCESSES[name][0], env, root / "logs")
-            procs[name].start()
-        for name in procs:
-            wait_http(ports[name])
+        procs, ports = start_services(root, ["gateway", "planner", "relay"], database_url, nats.url, {
+            "WEFT_LLM_BASE_URL": fake.base_url, "WEFT_LLM_API_KEY": "x", "WEFT_LLM_MODEL": MODEL,
+            "WEFT_LOG_LEVEL": "warning"})
         startup_s = time.perf_counter() - t0
 
         token = issue_token(load_settings({}), TENANT, "bench")
@@ -225,15 +204,7 @@ def bench_cache_http(fake: FakeOpenAI, hits: int, root: Path) -> None:
               f"p50 {verdict(pct(hit_ms, 50) < 20)}, p99 {verdict(pct(hit_ms, 99) < 20)}")
         ok = True
     finally:
-        for proc in reversed(list(procs.values())):
-            proc.stop()
-        nats.stop()
-        pg.stop()
-        if not ok:
-            for log in sorted((root / "logs").glob("*.log")):
-                print(f"--- {log} (last 20 lines)", file=sys.stderr)
-                print("\n".join(log.read_text(errors="replace").splitlines()[-20:]), file=sys.stderr)
-
+        stop_all(root, procs, nats, pg, ok)
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

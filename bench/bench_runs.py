@@ -44,22 +44,19 @@ import urllib.request
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
-import msgspec
 import nats
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import pct, raw_writer, start_services, stop_all, store_writer, verdict  # noqa: E402
 from libs.events.auth import issue_token  # noqa: E402
 from libs.events.embedded import EmbeddedNats, EmbeddedPostgres, free_port  # noqa: E402
 from libs.events.migrate import migrate  # noqa: E402
 from libs.events.relay import CHECKPOINT  # noqa: E402
-from libs.events.schemas import Metadata  # noqa: E402
-from libs.events.schemas.run import StepStarted  # noqa: E402
 from libs.events.settings import load_settings  # noqa: E402
 from libs.events.store import EventStore  # noqa: E402
 
@@ -80,50 +77,7 @@ COMPLETION_TIMEOUT_S = 60.0
 ENTITY_NS_NAME = "entity"  # services.gateway.commands.entity_id: uuid5(command_id, "entity")
 
 
-def pct(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (nan for no values)."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
-def verdict(ok: bool) -> str:
-    return "MET" if ok else "NOT MET"
-
-
 # -- 1. the raw ceiling ------------------------------------------------------------------------------------
-
-
-def _ceil_event(run_id: uuid.UUID, i: int) -> StepStarted:
-    return StepStarted(run_id=run_id, step_id=f"step-{i}", at=datetime.now(UTC))
-
-
-async def _store_writer(store: EventStore, count: int) -> None:
-    meta = Metadata(tenant_id=CEIL_TENANT, correlation_id=str(uuid.uuid4()), actor="bench")
-    version, sid = 0, uuid.uuid4()
-    for i in range(count):
-        if version == 10:
-            version, sid = 0, uuid.uuid4()
-        await store.append(f"ceil-{sid}", version, [_ceil_event(sid, i)], metadata=meta)
-        version += 1
-
-
-async def _raw_writer(pool: asyncpg.Pool, count: int) -> None:
-    meta = msgspec.json.encode(Metadata(tenant_id=CEIL_TENANT, correlation_id=str(uuid.uuid4()), actor="bench"))
-    version, sid = 0, uuid.uuid4()
-    async with pool.acquire() as conn:
-        for i in range(count):
-            if version == 10:
-                version, sid = 0, uuid.uuid4()
-            version += 1
-            await conn.execute(
-                "INSERT INTO events (event_id, stream_id, version, type, data, metadata, tenant_id)"
-                " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7)",
-                uuid.uuid4(), f"ceil-{sid}", version, "StepStarted",
-                msgspec.json.encode(_ceil_event(sid, i)).decode(), meta.decode(), CEIL_TENANT,
-            )
 
 
 async def measure_ceiling(dsn: str, n: int) -> dict[str, float]:
@@ -131,13 +85,13 @@ async def measure_ceiling(dsn: str, n: int) -> dict[str, float]:
     rates: dict[str, float] = {}
     try:
         store = EventStore(pool, app_role="weft_app", projector=None)
-        await _store_writer(store, 50)  # warm connections, prepared statements, the table
-        await _raw_writer(pool, 50)
+        await store_writer(store, 50, tenant=CEIL_TENANT, prefix="ceil", stream_length=10)  # warm connections, prepared statements, the table
+        await raw_writer(pool, 50, tenant=CEIL_TENANT, prefix="ceil", stream_length=10)
         for label, key, writers, one in (
-            ("EventStore.append (1 event), 1 writer", "store1", 1, lambda c: _store_writer(store, c)),
-            ("EventStore.append (1 event), 8 writers", "store8", 8, lambda c: _store_writer(store, c)),
-            ("raw asyncpg INSERT, 1 writer", "raw1", 1, lambda c: _raw_writer(pool, c)),
-            ("raw asyncpg INSERT, 8 writers", "raw8", 8, lambda c: _raw_writer(pool, c)),
+            ("EventStore.append (1 event), 1 writer", "store1", 1, lambda c: store_writer(store, c, tenant=CEIL_TENANT, prefix="ceil", stream_length=10)),
+            ("EventStore.append (1 event), 8 writers", "store8", 8, lambda c: store_writer(store, c, tenant=CEIL_TENANT, prefix="ceil", stream_length=10)),
+            ("raw asyncpg INSERT, 1 writer", "raw1", 1, lambda c: raw_writer(pool, c, tenant=CEIL_TENANT, prefix="ceil", stream_length=10)),
+            ("raw asyncpg INSERT, 8 writers", "raw8", 8, lambda c: raw_writer(pool, c, tenant=CEIL_TENANT, prefix="ceil", stream_length=10)),
         ):
             per = n // writers
             started = time.perf_counter()
@@ -815,14 +769,12 @@ def main() -> int:
     parser.add_argument("--log-level", default="info", help="WEFT_LOG_LEVEL of the services (default info, as deployed)")
     args = parser.parse_args()
 
-    from deploy.local.stack import PROCESSES, ServiceProcess, service_env, wait_http
-
     cores = psutil.cpu_count() or 1
     root = Path(tempfile.mkdtemp(prefix="weft-bench-runs-"))
     profile_dir = Path(tempfile.mkdtemp(prefix="weft-bench-runs-profiles-"))
     pg = EmbeddedPostgres(root / "pg", free_port(), root / "postgres.log")
     nats_srv = EmbeddedNats(root / "nats", free_port())
-    procs: dict[str, ServiceProcess] = {}
+    procs: dict = {}
     ok = False
     print(f"python {sys.version.split()[0]}, {cores} CPUs ({os.cpu_count()} visible), log level {args.log_level}")
     try:  # read-only: which code was measured
@@ -847,16 +799,8 @@ def main() -> int:
         rates = asyncio.run(measure_ceiling(dsn, args.ceiling_n))
 
         t0 = time.perf_counter()
-        base = {k: v for k, v in os.environ.items() if not k.startswith("WEFT_")}
-        base |= {"WEFT_LOG_LEVEL": args.log_level, "WEFT_MAIL_SINK_DIR": str(root / "mail")}
-        ports: dict[str, int] = {}
-        for name in SERVICES:
-            ports[name] = free_port()
-            env = service_env(base, name=name, port=ports[name], database_url=dsn, nats_url=nats_srv.url)
-            procs[name] = ServiceProcess(name, PROCESSES[name][0], env, root / "logs")
-            procs[name].start()
-        for name in SERVICES:
-            wait_http(ports[name])
+        procs, ports = start_services(root, list(SERVICES), dsn, nats_srv.url,
+                                      {"WEFT_LOG_LEVEL": args.log_level, "WEFT_MAIL_SINK_DIR": str(root / "mail")})
         print(f"\n{', '.join(SERVICES)} up in {time.perf_counter() - t0:.1f} s (uvicorn, one process each)")
 
         results = asyncio.run(bench_http(args, ports, dsn, procs, pg, nats_srv, profile_dir))
@@ -868,14 +812,7 @@ def main() -> int:
         print(f"\nraw py-spy profiles kept in {profile_dir}")
         ok = True
     finally:
-        for proc in reversed(list(procs.values())):
-            proc.stop()
-        nats_srv.stop()
-        pg.stop()
-        if not ok:
-            for log in sorted((root / "logs").glob("*.log")):
-                print(f"--- {log} (last 20 lines)", file=sys.stderr)
-                print("\n".join(log.read_text(errors="replace").splitlines()[-20:]), file=sys.stderr)
+        stop_all(root, procs, nats_srv, pg, ok)
         shutil.rmtree(root, ignore_errors=True)
     return 0
 

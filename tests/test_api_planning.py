@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 
-import msgspec
 import pytest
 
 from deploy.local.stack import ServiceProcess, service_env, wait_http
