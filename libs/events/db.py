@@ -25,10 +25,9 @@ _SAFE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 async def _reset(conn: asyncpg.Connection) -> None:
     """Return a connection to the pool without asyncpg's default reset query (advisory unlock, CLOSE ALL,
     UNLISTEN, RESET ALL: a round trip on every release). Nothing here needs it: tenant settings and the
-    append lock are transaction-scoped, and LISTEN and session locks live on dedicated connections. Only
-    a connection still inside a transaction (a cancelled task) is rolled back."""
-    if conn.is_in_transaction():
-        await conn.execute("ROLLBACK")
+    append lock are transaction-scoped, and LISTEN and session locks live on dedicated connections. An open
+    transaction (a cancelled task) is rolled back by asyncpg itself before this runs (Connection._reset);
+    tests/test_db.py pins both."""
 
 
 async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
