@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import uuid
 
+import msgspec
+
 from libs.events.aggregate import handle_command, metadata_for
 from libs.events.schemas import CommandEnvelope, Outcome
 from libs.events.schemas.plan import CreateWorkflowFromGoal, ParseInstruction, PlanFailed, PlanGenerated
@@ -30,15 +32,8 @@ async def handle_workflow_command(store: EventStore, envelope: CommandEnvelope) 
 
 
 def plan_generated(plan_id: uuid.UUID, workflow_id: uuid.UUID | None, goal: str, result: PlanResult, at) -> PlanGenerated:
-    return PlanGenerated(
-        plan_id=plan_id, workflow_id=workflow_id, goal=goal, name=result.name, description=result.description,
-        confidence=result.confidence, schedule=result.schedule, definition=result.definition,
-        plan_hash=result.plan_hash, source=result.source, model=result.model, prompt_version=result.prompt_version,
-        prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-        latency_ms=round(result.latency_ms, 3), model_latency_ms=round(result.model_latency_ms, 3),
-        attempts=result.attempts, cached=result.cached, est_cost_usd=result.est_cost_usd,
-        outbound_steps=result.outbound_steps, at=at,
-    )
+    """The event recording a planning result: every result field, plus where it belongs and when."""
+    return PlanGenerated(plan_id=plan_id, workflow_id=workflow_id, goal=goal, at=at, **msgspec.structs.asdict(result))
 
 
 async def _record_failure(store: EventStore, envelope: CommandEnvelope, plan_id: uuid.UUID, workflow_id, goal: str,
