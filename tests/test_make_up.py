@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from libs.events.auth import verify_token
-from libs.events.embedded import free_port
+from libs.events.embedded import free_port, free_port_block
 from libs.events.settings import load_settings
 
 
@@ -48,7 +48,8 @@ def _stop(proc: subprocess.Popen) -> int:
 
 
 def test_weft_up_runs_everything_and_stops_cleanly(tmp_path: Path):
-    ports = {"api": free_port(), "pg": free_port(), "nats": free_port()}
+    # weft up gives the five other services the ports after the gateway's: all six must be free.
+    ports = {"api": free_port_block(6), "pg": free_port(), "nats": free_port()}
     service_ports = [ports["api"] + offset for offset in range(6)]
     proc, token, lines = _start(tmp_path / "data", ports)
     try:

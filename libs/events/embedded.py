@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -20,6 +21,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_port_block(count: int, low: int = 20000, high: int = 30000) -> int:
+    """The first of `count` consecutive free ports (what `weft up` needs: the gateway's port and the next
+    ones). Chosen below Linux's ephemeral range, where the OS never hands out ports of its own."""
+    rng = random.Random()
+    for _ in range(100):
+        base = rng.randrange(low, high - count)
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError(f"no {count} consecutive free ports between {low} and {high}")
 
 
 def stop_process(proc: subprocess.Popen | None, sig: int, timeout: float) -> None:
