@@ -162,10 +162,20 @@ async def test_delay_is_a_durable_timer(engine, store, tenant):
     run_id, _ = await _start(store, tenant, nodes)
     driver = engine.poke(tenant, run_id)
     await poll(lambda: _types(store, tenant, run_id), lambda ts: ("StepWaiting", "d") in ts)
-    # The process "dies" while waiting; a new engine finds the timer in the log and fires it once.
+    # The process "dies" while waiting. The wait's end is a durable timer committed with StepWaiting, which
+    # the scheduler fires (tests/test_scheduler_timers.py); no driver sleeps for it, so here a new engine has
+    # nothing to do until the timer's command is delivered, by hand.
     driver.task.cancel()
     await asyncio.gather(driver.task, return_exceptions=True)
     fresh = Engine(store)
+    assert await fresh.advance(tenant, run_id) == "running"
+    from libs.events.schemas.run import RunCommand
+
+    async with store.tenant_transaction(tenant) as conn:
+        raw = await conn.fetchval("SELECT envelope::text FROM timers WHERE tenant_id = $1 AND status = 'pending'",
+                                  tenant)
+    timer_command = msgspec.json.decode(raw, type=CommandEnvelope[RunCommand])
+    await handle_run_command(store, timer_command, engine=fresh)
     assert await fresh.advance(tenant, run_id) == "completed"
     assert [t for t, s in await _types(store, tenant, run_id) if s == "d"] == ["StepStarted", "StepWaiting",
                                                                              "StepCompleted"]

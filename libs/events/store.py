@@ -12,6 +12,7 @@ import msgspec
 
 from libs.events.db import tenant_transaction
 from libs.events.schemas import Event, Metadata, Outcome
+from libs.events.timers import Timer, set_timers
 
 # One constant key for the append lock (see `append`).
 APPEND_LOCK_KEY = 0x5745_4654_0000_0001
@@ -86,15 +87,18 @@ class EventStore:
         return tenant_transaction(self.pool, tenant_id, self.app_role)
 
     async def read_stream(
-        self, tenant_id: str, stream_id: str, *, to_version: int | None = None
+        self, tenant_id: str, stream_id: str, *, to_version: int | None = None, after_version: int = 0
     ) -> list[RecordedEvent]:
-        """A stream's events in version order; empty when missing or another tenant's."""
+        """A stream's events in version order (those after `after_version` up to `to_version`); empty when
+        missing or another tenant's."""
         async with self.tenant_transaction(tenant_id) as conn:
             rows = await conn.fetch(
-                _SELECT + " WHERE tenant_id = $1 AND stream_id = $2 AND version <= $3 ORDER BY version",
+                _SELECT + " WHERE tenant_id = $1 AND stream_id = $2 AND version <= $3 AND version > $4"
+                " ORDER BY version",
                 tenant_id,
                 stream_id,
                 to_version if to_version is not None else 2**31 - 1,
+                after_version,
             )
         return [_row_to_recorded(r) for r in rows]
 
@@ -108,11 +112,14 @@ class EventStore:
         status: int = 200,
         error: str | None = None,
         field: str | None = None,
+        timers: Sequence[Timer] = (),
     ) -> Outcome:
         """Append events at expected_version + 1.. in one transaction and return the recorded outcome.
 
         With metadata.command_id set, the command is recorded in the same transaction; a second call
         with that id appends nothing and raises CommandAlreadyProcessed with the first outcome.
+        `timers` are set in the same transaction (libs/events/timers.py): an event that calls for a timer
+        and its timer commit together or not at all.
         """
         tenant_id = metadata.tenant_id
         command_id = uuid.UUID(metadata.command_id) if metadata.command_id else uuid.uuid4()
@@ -134,6 +141,7 @@ class EventStore:
                 await self._record_command(conn, tenant_id, outcome)
             if not events:
                 await self._check_version(conn, stream_id, expected_version)
+                await set_timers(conn, tenant_id, timers)
                 return outcome
             try:
                 recorded = await self._insert(conn, stream_id, expected_version, events, metadata)
@@ -145,6 +153,7 @@ class EventStore:
                 raise WrongExpectedVersion(stream_id, expected_version, expected_version)
             if self.projector is not None:
                 await self.projector(conn, recorded)
+            await set_timers(conn, tenant_id, timers)
         return outcome
 
     @staticmethod

@@ -6,6 +6,14 @@ from litestar.di import Provide
 from services.gateway.auth import authenticate
 from services.gateway.v2.parse import parse_instruction
 from services.gateway.v2.runs import execute_workflow, get_run, list_runs, terminate_run
+from services.gateway.v2.schedules import (
+    create_schedule,
+    delete_schedule,
+    get_schedule,
+    list_occurrences,
+    list_schedules,
+    patch_schedule,
+)
 from services.gateway.v2.workflows import (
     command_status,
     create_workflow,
@@ -22,6 +30,7 @@ router = Router(
     route_handlers=[
         health, parse_instruction, list_workflows, create_workflow, get_workflow, patch_workflow, delete_workflow,
         execute_workflow, get_schema, list_runs, get_run, terminate_run, command_status,
+        create_schedule, list_schedules, get_schedule, patch_schedule, delete_schedule, list_occurrences,
     ],
     dependencies={"principal": Provide(authenticate)},
 )

@@ -1,0 +1,108 @@
+"""The timer firing loop: sleep until the earliest pending timer is due (NOTIFY wakes it earlier), publish
+every due timer's command, mark it fired.
+
+Every replica runs it. A due timer is claimed with FOR UPDATE SKIP LOCKED inside the transaction that marks
+it fired, so two replicas never publish the same timer concurrently; a crash after the publish and before
+the commit leaves it pending, and the re-publish carries the same Nats-Msg-Id (dropped by JetStream's
+duplicate window) and command id (a no-op for the receiving handler, which records processed commands).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import asyncpg
+import nats
+import structlog
+from nats.js import JetStreamContext
+
+from libs.events.bus import COMMANDS_STREAM, command_subject
+from libs.events.db import DB_UNAVAILABLE
+from libs.events.faults import crash_point
+from libs.events.timers import NOTIFY_CHANNEL
+
+log = structlog.get_logger()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+async def sleep_until(wake: asyncio.Event, timeout: float) -> None:
+    """Wait for `wake` or `timeout` seconds, whichever comes first."""
+    if timeout <= 0:
+        return
+    try:
+        await asyncio.wait_for(wake.wait(), timeout)
+    except TimeoutError:
+        pass
+
+
+class TimerFirer:
+    def __init__(self, dsn: str, js: JetStreamContext, *, poll_s: float = 30.0, batch: int = 256,
+                 clock: Callable[[], datetime] = utcnow):
+        self.dsn, self.js, self.poll_s, self.batch, self.clock = dsn, js, poll_s, batch, clock
+        self.wake = asyncio.Event()
+        self.fired = 0  # timers this process published (and marked fired)
+
+    async def run(self) -> None:
+        """Fire timers until cancelled; waits out database and NATS outages."""
+        while True:
+            try:
+                await self._loop()
+            except asyncio.CancelledError:
+                raise
+            except (*DB_UNAVAILABLE, asyncpg.PostgresError, nats.errors.Error, TimeoutError) as exc:
+                log.warning("timer_loop_error", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(1.0)
+
+    async def _loop(self) -> None:
+        # One connection of its own: it listens, and runs the claim transactions (all tenants: owner role).
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self.wake.set())
+            while True:
+                self.wake.clear()
+                if await self.fire_due(conn) >= self.batch:
+                    continue  # more may be due
+                next_due = await conn.fetchval("SELECT min(due_at) FROM timers WHERE status = 'pending'")
+                timeout = self.poll_s
+                if next_due is not None:
+                    timeout = min(self.poll_s, (next_due - self.clock()).total_seconds())
+                await sleep_until(self.wake, timeout)
+        finally:
+            await conn.close(timeout=2)
+
+    async def fire_due(self, conn: asyncpg.Connection) -> int:
+        """Publish every pending timer due by now (one batch) and mark them fired; returns how many."""
+        async with conn.transaction():
+            # SKIP LOCKED: a timer another replica is publishing right now is its business, not ours. The row
+            # lock also orders a concurrent cancel_timer: it waits, then finds the timer fired.
+            rows = await conn.fetch(
+                "SELECT timer_id, tenant_id, service, command_type, command_id, envelope::text AS envelope"
+                " FROM timers WHERE status = 'pending' AND due_at <= $1 ORDER BY due_at LIMIT $2"
+                " FOR UPDATE SKIP LOCKED",
+                self.clock(), self.batch,
+            )
+            if not rows:
+                return 0
+            await asyncio.gather(*(
+                self.js.publish(
+                    command_subject(r["service"], r["tenant_id"], r["command_type"]),
+                    r["envelope"].encode(),
+                    stream=COMMANDS_STREAM,
+                    headers={"Nats-Msg-Id": str(r["command_id"])},
+                    timeout=10.0,
+                )
+                for r in rows
+            ))
+            crash_point("timer_published")
+            await conn.execute(
+                "UPDATE timers SET status = 'fired', fired_at = clock_timestamp() WHERE timer_id = ANY($1::uuid[])",
+                [r["timer_id"] for r in rows],
+            )
+        self.fired += len(rows)
+        log.debug("timers_fired", count=len(rows))
+        return len(rows)
