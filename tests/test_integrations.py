@@ -29,6 +29,7 @@ from services.executor.interpolation import MissingPath
 from services.executor.steps import REGISTRY, StepCall, StepDeps, StepError, StepResult
 from tests.fakes.http_receiver import HttpReceiver
 from tests.fakes.openai_server import FakeOpenAI, Reply, Status
+from tests.fakes.smtp_server import Inbox, smtp_server
 
 RUN = uuid.UUID("00000000-0000-4000-8000-00000000abcd")
 PUBLIC_IP = "93.184.216.34"  # a public address: the spy records the dial and refuses it
@@ -375,24 +376,10 @@ async def test_slack_falls_back_to_the_deployment_webhook_and_needs_one(receiver
 # --- email ----------------------------------------------------------------------------------------------
 
 
-class Inbox:
-    def __init__(self) -> None:
-        self.envelopes: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.envelopes.append(envelope)
-        return "250 OK"
-
-
 @pytest.fixture
 def smtp() -> Iterator[tuple[Controller, Inbox]]:
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    try:
-        yield controller, inbox
-    finally:
-        controller.stop()
+    with smtp_server() as served:
+        yield served
 
 
 async def test_email_goes_to_a_real_smtp_server_with_both_parts_and_the_key(smtp):

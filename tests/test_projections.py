@@ -49,15 +49,27 @@ async def _execute(client: httpx.AsyncClient, wid: str, inputs: dict) -> dict:
     return await poll(fetch, lambda run: run["status"] in ("completed", "failed"), timeout=30)
 
 
+PRIMARY_KEYS: dict[str, tuple[str, ...]] = {}  # read-model table -> its primary key columns, read from the catalog
+
+
 async def snapshot(pool: asyncpg.Pool) -> tuple[int, dict[str, list[dict]]]:
-    """(last event position, every row of every read model, all columns, ordered by id) in one snapshot."""
+    """(last event position, every row of every read model, all columns, ordered by primary key) in one snapshot."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         last = await conn.fetchval("SELECT coalesce(max(global_position), 0) FROM events")
-        tables = {
-            table: [dict(r) for r in await conn.fetch(f"SELECT * FROM {table} ORDER BY id")]  # noqa: S608
-            for table in READ_MODEL_TABLES
-        }
+        tables = {}
+        for table in READ_MODEL_TABLES:
+            PRIMARY_KEYS[table] = tuple(await conn.fetchval(
+                "SELECT array_agg(a.attname::text ORDER BY k.ord) FROM pg_index i"
+                " CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)"
+                " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+                " WHERE i.indrelid = $1::regclass AND i.indisprimary", table))
+            order = ", ".join(PRIMARY_KEYS[table])
+            tables[table] = [dict(r) for r in await conn.fetch(f"SELECT * FROM {table} ORDER BY {order}")]  # noqa: S608
     return last, tables
+
+
+def row_key(table: str, row: dict) -> tuple:
+    return tuple(row[c] for c in PRIMARY_KEYS[table])
 
 
 def run_rebuild(database_url: str) -> subprocess.CompletedProcess:
@@ -70,7 +82,8 @@ def run_rebuild(database_url: str) -> subprocess.CompletedProcess:
 
 def first_difference(live: dict[str, list[dict]], rebuilt: dict[str, list[dict]]) -> str:
     for table in READ_MODEL_TABLES:
-        a, b = {r["id"]: r for r in live[table]}, {r["id"]: r for r in rebuilt[table]}
+        a = {row_key(table, r): r for r in live[table]}
+        b = {row_key(table, r): r for r in rebuilt[table]}
         if a.keys() != b.keys():
             return f"{table}: ids only live {sorted(a.keys() - b.keys())[:3]}, only rebuilt {sorted(b.keys() - a.keys())[:3]}"
         for rid, row in a.items():

@@ -40,8 +40,10 @@ async def handle_command(
     decide: Callable[[Any, Any], list[Event]],
     *,
     status: int = 200,
+    timers: Callable[[Sequence[Event]], Sequence[Any]] | None = None,
 ) -> Outcome:
-    """Run a command to its recorded outcome. Idempotent by command id; refusals are recorded too."""
+    """Run a command to its recorded outcome. Idempotent by command id; refusals are recorded too.
+    `timers(events)` names the durable timers the decided events call for, set in the same append."""
     tenant_id = envelope.tenant_id
     done = await store.outcome(tenant_id, envelope.command_id)
     if done is not None:
@@ -52,7 +54,8 @@ async def handle_command(
         try:
             events = decide(envelope.command, state)
             return await store.append(
-                stream_id, len(recorded), events, metadata=metadata_for(envelope), status=status
+                stream_id, len(recorded), events, metadata=metadata_for(envelope), status=status,
+                timers=timers(events) if timers is not None else (),
             )
         except DomainError as refused:
             return await store.record_outcome(

@@ -18,13 +18,15 @@ ALGORITHMS = ["HS256"]
 class Principal(msgspec.Struct, frozen=True):
     tenant_id: str
     user_id: str
+    email: str | None = None  # the token's `email` claim, when it has one (plan-approval emails go there)
 
 
 class InvalidToken(Exception):
     pass
 
 
-def issue_token(settings: Settings, tenant_id: str, user_id: str, ttl_s: int = 12 * 3600) -> str:
+def issue_token(settings: Settings, tenant_id: str, user_id: str, ttl_s: int = 12 * 3600,
+                email: str | None = None) -> str:
     if not TENANT_RE.match(tenant_id):
         raise ValueError("tenant must be 1-64 characters of letters, digits, '_' or '-'")
     now = int(time.time())
@@ -37,6 +39,8 @@ def issue_token(settings: Settings, tenant_id: str, user_id: str, ttl_s: int = 1
         "exp": now + ttl_s,
         "jti": str(uuid.uuid4()),
     }
+    if email:
+        claims["email"] = email
     return jwt.encode(claims, settings.jwt_secret, algorithm=ALGORITHMS[0])
 
 
@@ -57,4 +61,6 @@ def verify_token(settings: Settings, token: str) -> Principal:
     tenant = claims.get(settings.jwt_tenant_claim)
     if not isinstance(tenant, str) or not TENANT_RE.match(tenant):
         raise InvalidToken(f"token has no valid {settings.jwt_tenant_claim} claim")
-    return Principal(tenant_id=tenant, user_id=str(claims["sub"]))
+    email = claims.get("email")
+    return Principal(tenant_id=tenant, user_id=str(claims["sub"]),
+                     email=email if isinstance(email, str) and "@" in email and len(email) <= 320 else None)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
+
+import msgspec
 
 from libs.events.errors import DomainError
 
@@ -84,3 +87,8 @@ def topological_order(nodes: list[dict[str, Any]], field: str = "definition") ->
 
 def dependencies(node: dict[str, Any]) -> list[str]:
     return _deps(node)
+
+
+def plan_hash(definition: dict[str, Any]) -> str:
+    """A stable hash of a plan's definition; plan and step approvals bind to it."""
+    return "sha256:" + hashlib.sha256(msgspec.json.encode(definition, order="sorted")).hexdigest()

@@ -12,6 +12,8 @@ import msgspec
 from libs.events.schemas import Event
 from libs.events.schemas.registry import event_of
 from libs.events.schemas.run import (
+    ApprovalDecisionRecorded,
+    ApprovalEscalated,
     RunCancelled,
     RunCancelRequested,
     RunCompleted,
@@ -137,6 +139,14 @@ def evolve(view: RunView, event: Event) -> RunView:
         case StepAwaitingApproval(step_id=sid, at=at):
             view = _step(view, sid, at, "Awaiting approval", state="RUNNING")
             return msgspec.structs.replace(view, status="awaiting_approval", awaiting=view.awaiting | {sid})
+        case ApprovalDecisionRecorded(step_id=sid, decision=decision, decided_by=who, comment=comment, at=at):
+            verb, note = "Approved" if decision == "approve" else "Rejected", f": {comment}" if comment else ""
+            entry = LogEntry(node_id=sid, message=f"{verb} by {who}{note}", level="info", timestamp=at)
+            return msgspec.structs.replace(view, logs=(*view.logs, entry))
+        case ApprovalEscalated(step_id=sid, approver=approver, at=at):
+            entry = LogEntry(node_id=sid, message=f"Approval deadline passed; escalated to {approver}",
+                             level="warning", timestamp=at)
+            return msgspec.structs.replace(view, logs=(*view.logs, entry))
         case RunCancelRequested():
             return msgspec.structs.replace(view, cancel_requested=True)
         case RunCancelled(reason=reason, at=at):

@@ -27,7 +27,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         engine = Engine(ctx.store, deps)
         subscribe_commands(
             ctx.broker, service=SERVICE, settings=settings, store=ctx.store, nc=ctx.nc,
-            command_type=RunCommand, handle=partial(handle_run_command, ctx.store), max_workers=settings.command_workers,
+            command_type=RunCommand, handle=partial(handle_run_command, ctx.store, engine=engine),
+            max_workers=settings.command_workers,
         )
         # Only events written outside the run's driver wake it: a new run, cancel, terminate. The driver's
         # own events would only make it re-read what it just wrote (9 deliveries per 3-step run); a crash is

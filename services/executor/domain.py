@@ -11,7 +11,13 @@ from libs.events.definition import dependencies, topological_order
 from libs.events.errors import DomainError
 from libs.events.schemas import Event
 from libs.events.schemas.run import (
+    ApprovalDecisionRecorded,
+    ApprovalEscalated,
     CancelRun,
+    DecideApproval,
+    EndDelay,
+    ExpireApproval,
+    RemindApproval,
     RunCancelled,
     RunCancelRequested,
     RunCompleted,
@@ -29,6 +35,7 @@ from libs.events.schemas.run import (
     StepWaiting,
     TerminateRun,
 )
+from services.executor import approvals
 
 TERMINAL = ("completed", "failed", "cancelled")
 DONE_STEP = ("completed", "failed", "skipped")
@@ -56,6 +63,7 @@ class Run(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime | None = None
     cancel_requested: bool = False
     cancel_reason: str = ""
+    approvals: dict[str, approvals.ApprovalState] = {}  # paused approval steps, in the order they paused
 
 
 initial = Run()
@@ -84,7 +92,10 @@ def evolve(state: Run, event: Event) -> Run:
                 state = msgspec.structs.replace(state, status="running")
             return state
         case StepFailed(step_id=sid, attempt=attempt, error=error):
-            return _step(state, sid, status="failed", attempt=attempt, error=error)
+            state = _step(state, sid, status="failed", attempt=attempt, error=error)
+            if state.status == "awaiting_approval" and not _awaiting(state):  # a rejected approval
+                state = msgspec.structs.replace(state, status="running")
+            return state
         case StepSkipped(step_id=sid, reason=reason):
             return _step(state, sid, status="skipped", attempt=0, error=reason)
         case StepRetryScheduled(step_id=sid, attempt=attempt, error=error, retry_at=retry_at):
@@ -94,7 +105,10 @@ def evolve(state: Run, event: Event) -> Run:
         case StepAwaitingApproval(step_id=sid):
             state = _step(state, sid, status="awaiting_approval", attempt=state.steps[sid].attempt
                           if sid in state.steps else 1)
-            return msgspec.structs.replace(state, status="awaiting_approval")
+            return msgspec.structs.replace(state, status="awaiting_approval",
+                                           approvals=approvals.evolve(state.approvals, event))
+        case ApprovalDecisionRecorded() | ApprovalEscalated():
+            return msgspec.structs.replace(state, approvals=approvals.evolve(state.approvals, event))
         case RunCancelRequested(reason=reason):
             return msgspec.structs.replace(state, cancel_requested=True, cancel_reason=reason)
         case RunCompleted():
@@ -119,6 +133,7 @@ def decide(command, state: Run) -> list[Event]:
                 RunCreated(
                     run_id=c.run_id, workflow_id=c.workflow_id, workflow_version=c.workflow_version,
                     definition=c.definition, inputs=c.inputs, created_by=c.created_by, at=c.at,
+                    description=c.description,
                 )
             ]
         case CancelRun() as c:
@@ -129,7 +144,23 @@ def decide(command, state: Run) -> list[Event]:
         case TerminateRun() as c:
             _stoppable(state)
             return [RunTerminated(run_id=c.run_id, reason=c.reason, requested_by=c.requested_by, at=c.at)]
+        case DecideApproval() | ExpireApproval() | RemindApproval():
+            if not state.exists:
+                raise DomainError(404, "Execution not found")
+            return approvals.decide(command, state, finished=state.status in TERMINAL)
+        case EndDelay() as c:
+            step = state.steps.get(c.step_id)
+            if state.status in TERMINAL or step is None or step.status != "waiting" or step.attempt != c.attempt:
+                return []  # a stale timer: the wait already ended, or the run is over
+            return [wait_ended(state, c.run_id, c.step_id, c.at)]
     raise DomainError(400, f"unknown command {type(command).__name__}")
+
+
+def wait_ended(run: Run, run_id, step_id: str, at: datetime) -> StepCompleted:
+    """A delay step's wait is over: the same event whether its timer (EndDelay) or the driver (EndWait) ends it."""
+    step = run.steps[step_id]
+    return StepCompleted(run_id=run_id, step_id=step_id, attempt=step.attempt,
+                         output={"waited_until": step.wake_at.isoformat()}, at=at)
 
 
 def _stoppable(state: Run) -> None:
@@ -228,7 +259,8 @@ def next_actions(run: Run, now: datetime, in_flight: frozenset[str] = frozenset(
             actions.append(Execute(node, step.attempt + 1))
         elif step.status in ("retrying", "waiting"):
             if step.wake_at is not None and step.wake_at > now:
-                wakes.append(step.wake_at)
+                if step.status == "retrying":  # a delay's end arrives as EndDelay from its durable timer
+                    wakes.append(step.wake_at)
             elif step.status == "retrying":
                 actions.append(Execute(node, step.attempt + 1))
             else:

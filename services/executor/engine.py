@@ -22,7 +22,6 @@ from libs.events.schemas.run import (
     RunCompleted,
     RunFailed,
     RunStarted,
-    StepAwaitingApproval,
     StepCompleted,
     StepFailed,
     StepRetryScheduled,
@@ -31,9 +30,10 @@ from libs.events.schemas.run import (
     StepWaiting,
 )
 from libs.events.store import EventStore, WrongExpectedVersion
-from services.executor import domain
+from services.executor import approvals, domain
 from services.executor.interpolation import MissingPath
 from services.executor.steps import REGISTRY, StepCall, StepDeps, StepError, StepResult
+from services.executor.timers import timers_for
 
 log = structlog.get_logger()
 
@@ -110,7 +110,9 @@ class Engine:
 
     async def recover(self, pool: asyncpg.Pool) -> int:
         """After a restart: look at every unfinished run again, re-arming its timers and redoing crashed steps."""
-        rows = await pool.fetch("SELECT tenant_id, id FROM runs WHERE status IN ('pending', 'running')")
+        # awaiting_approval too: a paused run may have other branches still running.
+        rows = await pool.fetch(
+            "SELECT tenant_id, id FROM runs WHERE status IN ('pending', 'running', 'awaiting_approval')")
         for row in rows:
             self.poke(row["tenant_id"], row["id"])
         return len(rows)
@@ -199,7 +201,8 @@ class RunDriver:
         """Append step results and new decisions in one transaction at the known version; False on a conflict."""
         batch = [event for _, event in results] + events
         try:
-            await self.engine.store.append(self.stream_id, self.version, batch, metadata=self.metadata)
+            await self.engine.store.append(self.stream_id, self.version, batch, metadata=self.metadata,
+                                           timers=timers_for(self.tenant_id, self.metadata, batch))
         except WrongExpectedVersion:
             self.stale = True
             return False
@@ -221,9 +224,8 @@ class RunDriver:
                     events.append(RunStarted(run_id=rid, at=now))
                 case domain.Skip(step_id=sid, reason=reason):
                     events.append(StepSkipped(run_id=rid, step_id=sid, reason=reason, at=now))
-                case domain.EndWait(step_id=sid, attempt=attempt):
-                    events.append(StepCompleted(run_id=rid, step_id=sid, attempt=attempt,
-                                                output={"waited_until": run.steps[sid].wake_at.isoformat()}, at=now))
+                case domain.EndWait(step_id=sid):
+                    events.append(domain.wait_ended(run, rid, sid, now))
                 case domain.Finish(outputs=outputs):
                     events.append(RunCompleted(run_id=rid, outputs=outputs, at=now))
                 case domain.Fail(error=error):
@@ -235,13 +237,16 @@ class RunDriver:
                     events.append(StepStarted(run_id=rid, step_id=sid, attempt=attempt, at=now))
                     kind = step_key(node)
                     if kind == "delay":
-                        # A delay is a durable timer: the wake-up time is an event, re-armed after restarts.
+                        # A delay is a durable timer: StepWaiting is appended with a timer whose EndDelay
+                        # command ends the wait (services/executor/timers.py); the driver does not sleep for it.
                         seconds = float((node.get("config") or {}).get("seconds", 0))
                         events.append(StepWaiting(run_id=rid, step_id=sid, attempt=attempt,
                                                   until=now + timedelta(seconds=seconds), at=now))
                     elif kind == "approval":
-                        events.append(StepAwaitingApproval(run_id=rid, step_id=sid,
-                                                           approval=dict(node.get("config") or {}), at=now))
+                        # Pauses the run; the decision arrives as a command (services/executor/approvals.py).
+                        fallback = getattr(self.engine.deps.settings, "approval_email", "approver@localhost")
+                        events.append(approvals.paused(rid, run, node, attempt, step_context(run, node), now,
+                                                       fallback))
                     else:
                         # A step left running by a crash recorded no result, yet its side effect may have
                         # happened: the re-execution carries the crashed attempt's idempotency key.

@@ -40,7 +40,8 @@ async def execute_command(request: Request, principal: Principal) -> Response:
 
     def make(command_id: uuid.UUID) -> CreateWorkflowFromGoal:
         return CreateWorkflowFromGoal(workflow_id=entity_id(command_id), goal=command, activate_if_safe=True,
-                                      source="assistant", created_by=principal.user_id, at=now())
+                                      source="assistant", created_by=principal.user_id, at=now(),
+                                      requester_email=principal.email)
 
     async def render(outcome: Outcome):
         workflow_id = uuid.UUID(outcome.stream_id.split("-", 1)[1])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Any
 
@@ -10,6 +9,7 @@ import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.di import Provide
 
+from libs.events import cron
 from libs.events.auth import Principal
 from libs.events.catalog import step_type
 from libs.events.schemas import Outcome
@@ -25,7 +25,6 @@ from services.gateway.plans import diff_plans, plan_event, plan_versions
 CONSOLE_RUN_STATUS = {"pending": "running", "running": "running", "awaiting_approval": "awaiting_approval",
                       "completed": "completed", "failed": "failed", "cancelled": "failed"}
 STOPPED = "Stopped by user"  # how the console names a cancelled run (DESIGN section 5)
-_CRON_FIELD = re.compile(r"^[\w*/,-]+$")
 
 
 def _uuid(raw: str) -> uuid.UUID:
@@ -67,11 +66,13 @@ def _workflow_json(row, definition: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_schedule(schedule: str | None) -> None:
+    """The cron the scheduler will attach once the plan is approved (in UTC): refused now, not then."""
     if schedule is None:
         return
-    fields = schedule.split()
-    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
-        raise ApiError(400, "schedule must be a 5-field cron expression, e.g. \"0 9 * * 1\"", "schedule")
+    try:
+        cron.parse(schedule)
+    except cron.CronError as exc:
+        raise ApiError(400, f"schedule {exc}", "schedule") from None
 
 
 async def _load(request: Request, principal: Principal, workflow_id: str):
@@ -97,7 +98,8 @@ async def create_from_goal(request: Request, principal: Principal) -> Response:
 
     def make(command_id: uuid.UUID) -> CreateWorkflowFromGoal:
         return CreateWorkflowFromGoal(workflow_id=entity_id(command_id), goal=goal, schedule=body.schedule,
-                                      source="console", created_by=principal.user_id, at=now())
+                                      source="console", created_by=principal.user_id, at=now(),
+                                      requester_email=principal.email)
 
     async def render(outcome: Outcome):
         row, definition = await _load(request, principal, outcome.stream_id.split("-", 1)[1])
@@ -160,7 +162,7 @@ async def edit_steps(request: Request, principal: Principal, workflow_id: str) -
 
     def make(_: uuid.UUID) -> ReviseWorkflowPlan:
         return ReviseWorkflowPlan(workflow_id=row["id"], steps=[msgspec.to_builtins(s) for s in body.steps],
-                                  revised_by=principal.user_id, at=now())
+                                  revised_by=principal.user_id, at=now(), requester_email=principal.email)
 
     async def render(outcome: Outcome):
         fresh, definition = await _load(request, principal, workflow_id)

@@ -8,8 +8,10 @@ from libs.events.definition import validate_definition
 from libs.events.errors import DomainError
 from libs.events.schemas import Event
 from libs.events.schemas.plan import (
+    ApprovePlan,
     CreateWorkflowFromGoal,
     PlanApprovalRequested,
+    PlanApproved,
     PlanGenerated,
     PlanRevised,
     ReviseWorkflowPlan,
@@ -34,6 +36,7 @@ class Workflow(msgspec.Struct, frozen=True, kw_only=True):
     status: str = ""
     plan_version: int = 0
     plan_hash: str = ""
+    used_tokens: frozenset = frozenset()  # approval-link token ids already spent on this workflow
 
 
 initial = Workflow()
@@ -53,6 +56,9 @@ def evolve(state: Workflow, event: Event) -> Workflow:
             return msgspec.structs.replace(state, deleted=True)
         case PlanGenerated(plan_version=version, plan_hash=digest) | PlanRevised(plan_version=version, plan_hash=digest):
             return msgspec.structs.replace(state, plan_version=version, plan_hash=digest)
+        case PlanApproved(token_id=token_id):
+            used = state.used_tokens | {token_id} if token_id else state.used_tokens
+            return msgspec.structs.replace(state, status="active", used_tokens=used)
     return state
 
 
@@ -108,9 +114,28 @@ def decide(command, state: Workflow) -> list[Event]:
                             revised_by=c.revised_by, at=c.at),
                 PlanApprovalRequested(workflow_id=c.workflow_id, plan_version=version, plan_hash=digest,
                                       requested_by=c.revised_by, outbound_steps=outbound_steps(definition),
-                                      est_cost_usd=estimated_cost(definition), at=c.at),
+                                      est_cost_usd=estimated_cost(definition), at=c.at,
+                                      requester_email=c.requester_email),
             ]
+        case ApprovePlan() as c:
+            return _approve(c, state)
     raise DomainError(400, f"unknown command {type(command).__name__}")
+
+
+def _approve(c: ApprovePlan, state: Workflow) -> list[Event]:
+    """Activate a draft through its approval link: the link is bound to one plan version's hash, so an
+    approval of an older version can never activate a plan edited since."""
+    if c.token_id is not None and c.token_id in state.used_tokens:
+        raise DomainError(400, "This approval link was already used (reused token)", "token")
+    _live(state)
+    if state.status != "draft":
+        raise DomainError(409, f"Workflow is already {state.status}; only a draft's plan can be approved", "status")
+    if c.plan_hash != state.plan_hash:
+        raise DomainError(400, f"This link approves plan version {c.plan_version}, but the plan was changed since "
+                               f"(now version {state.plan_version}); use the newest approval email", "token")
+    return [PlanApproved(workflow_id=c.workflow_id, plan_version=c.plan_version, plan_hash=c.plan_hash,
+                         approved_by=c.approved_by, token_id=c.token_id, client_ip=c.client_ip,
+                         user_agent=c.user_agent, via=c.via, at=c.at)]
 
 
 def decide_planned(command: CreateWorkflowFromGoal, plan: PlanGenerated, name: str, state: Workflow) -> list[Event]:
@@ -131,6 +156,6 @@ def decide_planned(command: CreateWorkflowFromGoal, plan: PlanGenerated, name: s
         events.append(PlanApprovalRequested(
             workflow_id=command.workflow_id, plan_version=plan.plan_version, plan_hash=plan.plan_hash,
             requested_by=command.created_by, outbound_steps=plan.outbound_steps, est_cost_usd=plan.est_cost_usd,
-            at=command.at,
+            at=command.at, requester_email=command.requester_email,
         ))
     return events

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Any
 
 import jsonschema
-import msgspec
 
 from libs.events.catalog import CATALOG
-from libs.events.definition import dependencies, validate_definition
+from libs.events.definition import dependencies, plan_hash, validate_definition  # noqa: F401 - plan_hash re-exported
 from libs.events.errors import DomainError
 
 MAX_PLAN_STEPS = 20
@@ -144,11 +142,6 @@ def validate_plan(plan: Any, allowed: set[str] | None) -> list[str]:
             defects.append(f"steps/{i}/config: ${{{path}}} refers to {root!r}, which is not an earlier step "
                            "this step depends on, nor inputs")
     return defects
-
-
-def plan_hash(definition: dict[str, Any]) -> str:
-    """A stable hash of a plan's definition; approvals bind to it."""
-    return "sha256:" + hashlib.sha256(msgspec.json.encode(definition, order="sorted")).hexdigest()
 
 
 def outbound_steps(definition: dict[str, Any]) -> list[str]:

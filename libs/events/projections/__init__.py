@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from libs.events.projections import runs, workflows
+from libs.events.projections import runs, schedules, workflows
 from libs.events.store import RecordedEvent, read_all
 
-_BY_CATEGORY = {"workflow": workflows.project, "run": runs.project}
-READ_MODEL_TABLES = ("workflows", "runs")
+_BY_CATEGORY = {"workflow": workflows.project, "run": runs.project, "schedule": schedules.project}
+READ_MODEL_TABLES = ("workflows", "runs", "approval_tokens_used", "schedules", "schedule_occurrences")
 
 
 async def project(conn: asyncpg.Connection, recorded: Sequence[RecordedEvent]) -> None:

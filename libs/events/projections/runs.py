@@ -6,8 +6,10 @@ import asyncpg
 import msgspec
 
 from libs.events.errors import DomainError
+from libs.events.projections.approvals import consume_token
 from libs.events.schemas.registry import event_of
 from libs.events.schemas.run import (
+    ApprovalDecisionRecorded,
     RunCancelled,
     RunCompleted,
     RunCreated,
@@ -94,6 +96,10 @@ async def _apply(conn: asyncpg.Connection, rec: RecordedEvent) -> None:
         case StepFailed() as e:
             await _step(conn, rec, e.run_id, e.step_id, {"status": "failed", "attempt": e.attempt,
                                                          "error": e.error, "finished_at": e.at.isoformat()})
+            # A rejected approval: the run is no longer paused (it fails or goes on with on_error: continue).
+            await conn.execute(
+                "UPDATE runs SET status = 'running' WHERE id = $1 AND status = 'awaiting_approval'"
+                " AND NOT jsonb_path_exists(steps, '$.* ? (@.status == \"awaiting_approval\")')", e.run_id)
         case RunCompleted() as e:
             await conn.execute(
                 "UPDATE runs SET status = 'completed', outputs = $2::jsonb, finished_at = $3,"
@@ -118,5 +124,8 @@ async def _apply(conn: asyncpg.Connection, rec: RecordedEvent) -> None:
         case StepWaiting() as e:
             await _step(conn, rec, e.run_id, e.step_id, {"status": "waiting", "until": e.until.isoformat()})
         case StepAwaitingApproval() as e:
-            await _step(conn, rec, e.run_id, e.step_id, {"status": "awaiting_approval", "approval": e.approval})
+            await _step(conn, rec, e.run_id, e.step_id, {"status": "awaiting_approval", "approval": e.approval,
+                                                         "paused_at": e.at.isoformat()})
             await conn.execute("UPDATE runs SET status = 'awaiting_approval' WHERE id = $1", e.run_id)
+        case ApprovalDecisionRecorded() as e if e.token_id is not None:
+            await consume_token(conn, rec, e.token_id, "step")

@@ -6,8 +6,9 @@ import asyncpg
 import msgspec
 
 from libs.events.errors import DomainError
+from libs.events.projections.approvals import consume_token
 from libs.events.schemas.registry import event_of
-from libs.events.schemas.plan import PlanApprovalRequested, PlanGenerated, PlanRevised
+from libs.events.schemas.plan import PlanApprovalRequested, PlanApproved, PlanGenerated, PlanRevised
 from libs.events.schemas.workflow import WorkflowCreated, WorkflowDeleted, WorkflowUpdated
 from libs.events.store import RecordedEvent
 
@@ -58,6 +59,11 @@ async def _apply(conn: asyncpg.Connection, rec: RecordedEvent) -> None:
             )
         case PlanApprovalRequested() as e:
             await conn.execute("UPDATE workflows SET stream_version = $2 WHERE id = $1", e.workflow_id, rec.version)
+        case PlanApproved() as e:
+            if e.token_id is not None:
+                await consume_token(conn, rec, e.token_id, "plan")
+            await conn.execute("UPDATE workflows SET status = 'active', updated_at = $2, stream_version = $3"
+                               " WHERE id = $1", e.workflow_id, e.at, rec.version)
         case WorkflowUpdated() as e:
             sets, args = ["updated_at = $2", "stream_version = $3"], [e.workflow_id, e.at, rec.version]
             for column in _COLUMNS:

@@ -69,6 +69,22 @@ class PlanApprovalRequested(Event, frozen=True, kw_only=True):
     outbound_steps: list[str] = []
     est_cost_usd: float = 0.0
     at: datetime
+    requester_email: str | None = None  # the requester's `email` claim; else the notifier uses approval_email
+
+
+class PlanApproved(Event, frozen=True, kw_only=True):
+    """A person approved this plan version through its emailed link: the workflow is active. The token id is
+    consumed in the same transaction (approval links work once); who, from where and with what is kept."""
+
+    workflow_id: UUID
+    plan_version: int
+    plan_hash: str
+    approved_by: str
+    token_id: UUID | None = None
+    client_ip: str = ""
+    user_agent: str = ""
+    via: str = "email"
+    at: datetime
 
 
 class ParseInstruction(Command, frozen=True, kw_only=True):
@@ -90,12 +106,28 @@ class CreateWorkflowFromGoal(Command, frozen=True, kw_only=True):
     source: str = "console"
     created_by: str
     at: datetime
+    requester_email: str | None = None
 
 
 class ReviseWorkflowPlan(Command, frozen=True, kw_only=True):
     workflow_id: UUID
     steps: list[dict[str, Any]]
     revised_by: str
+    at: datetime
+    requester_email: str | None = None
+
+
+class ApprovePlan(Command, frozen=True, kw_only=True):
+    """Approve a draft's plan version, with the claims of the link's token (bound to the plan hash)."""
+
+    workflow_id: UUID
+    plan_version: int
+    plan_hash: str
+    approved_by: str
+    token_id: UUID | None = None
+    client_ip: str = ""
+    user_agent: str = ""
+    via: str = "email"
     at: datetime
 
 

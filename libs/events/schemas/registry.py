@@ -7,6 +7,7 @@ import msgspec
 from libs.events.schemas.base import CommandRejected, Event
 from libs.events.schemas.plan import PlanStreamEvent
 from libs.events.schemas.run import RunEvent
+from libs.events.schemas.schedule import ScheduleEvent
 from libs.events.schemas.workflow import WorkflowEvent
 
 _DECODERS: dict[str, msgspec.json.Decoder] = {
@@ -14,6 +15,7 @@ _DECODERS: dict[str, msgspec.json.Decoder] = {
     "run": msgspec.json.Decoder(RunEvent),
     "command": msgspec.json.Decoder(CommandRejected),
     "plan": msgspec.json.Decoder(PlanStreamEvent),
+    "schedule": msgspec.json.Decoder(ScheduleEvent),
 }
 
 

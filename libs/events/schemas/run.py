@@ -6,6 +6,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import msgspec
+
 from libs.events.schemas.base import Command, Event
 
 
@@ -19,6 +21,7 @@ class RunCreated(Event, frozen=True, kw_only=True):
     inputs: dict[str, Any]
     created_by: str
     at: datetime
+    description: str = ""  # the caller's note for this run (public API "description")
 
 
 class RunStarted(Event, frozen=True, kw_only=True):
@@ -80,12 +83,66 @@ class StepWaiting(Event, frozen=True, kw_only=True):
     at: datetime
 
 
+class ApprovalPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """How a paused approval step is decided, fixed when it paused (docs/decisions/0009): N of the M
+    approvers (`required` of `approvers`), a comment required to reject, what its deadline does (reject,
+    approve, or escalate to a second approver), reminder times, and the run's plan hash tokens bind to."""
+
+    approvers: list[str] = []
+    required: int = 1
+    require_comment: bool = False
+    deadline: datetime | None = None
+    on_timeout: str = "reject"  # reject | approve | escalate
+    escalate_to: str | None = None
+    escalation_timeout_s: float | None = None
+    remind_at: list[datetime] = []
+    plan_hash: str = ""
+
+
 class StepAwaitingApproval(Event, frozen=True, kw_only=True):
-    """An approval step paused the run; the approvals issue adds the decisions."""
+    """An approval step paused the run. `approval` is what the approver reviews (rows, metadata,
+    displayFields as the public API shows it); `policy` how it is decided."""
 
     run_id: UUID
     step_id: str
     approval: dict[str, Any] = {}
+    at: datetime
+    policy: ApprovalPolicy | None = None
+
+
+class ApprovalDecisionRecorded(Event, frozen=True, kw_only=True):
+    """One decision on a paused step: who, when, why, through what (email link token, API key, timeout)
+    and from where. The step resolves (StepCompleted / StepFailed in the same append) once the policy says so."""
+
+    run_id: UUID
+    step_id: str
+    decision: str  # approve | reject
+    decided_by: str
+    comment: str = ""
+    token_id: UUID | None = None
+    client_ip: str = ""
+    user_agent: str = ""
+    via: str = "email"  # email | confirm-page | api | timeout
+    at: datetime
+
+
+class ApprovalEscalated(Event, frozen=True, kw_only=True):
+    """The deadline passed undecided and the policy escalates: a second approver is asked, with a new deadline."""
+
+    run_id: UUID
+    step_id: str
+    approver: str
+    deadline: datetime
+    at: datetime
+
+
+class ApprovalReminderDue(Event, frozen=True, kw_only=True):
+    """A reminder time before the deadline came and these approvers had not decided: the notifier emails them."""
+
+    run_id: UUID
+    step_id: str
+    approvers: list[str]
+    deadline: datetime | None = None
     at: datetime
 
 
@@ -140,11 +197,14 @@ RUN_EVENTS: tuple[type[Event], ...] = (
     RunTerminated,
     RunCompleted,
     RunFailed,
+    ApprovalDecisionRecorded,
+    ApprovalEscalated,
+    ApprovalReminderDue,
 )
 RunEvent = (
     RunCreated | RunStarted | StepStarted | StepCompleted | StepFailed | StepSkipped | StepRetryScheduled
     | StepWaiting | StepAwaitingApproval | RunCancelRequested | RunCancelled | RunTerminated | RunCompleted
-    | RunFailed
+    | RunFailed | ApprovalDecisionRecorded | ApprovalEscalated | ApprovalReminderDue
 )
 
 
@@ -156,6 +216,7 @@ class StartRun(Command, frozen=True, kw_only=True):
     inputs: dict[str, Any]
     created_by: str
     at: datetime
+    description: str = ""
 
 
 class CancelRun(Command, frozen=True, kw_only=True):
@@ -172,4 +233,50 @@ class TerminateRun(Command, frozen=True, kw_only=True):
     at: datetime
 
 
-RunCommand = StartRun | CancelRun | TerminateRun
+class DecideApproval(Command, frozen=True, kw_only=True):
+    """Approve or reject a paused step (step_id None: the run's first paused step). `final` decisions (the
+    public API's) resolve the step at once; link decisions count towards the policy's N of M."""
+
+    run_id: UUID
+    step_id: str | None = None
+    decision: str  # approve | reject
+    decided_by: str
+    comment: str = ""
+    token_id: UUID | None = None
+    plan_hash: str | None = None  # a link's binding; checked against the run's
+    client_ip: str = ""
+    user_agent: str = ""
+    via: str = "email"
+    final: bool = False
+    at: datetime
+
+
+class ExpireApproval(Command, frozen=True, kw_only=True):
+    """A durable timer: the step's deadline passed. Stale (decided, or the deadline moved) = no-op."""
+
+    run_id: UUID
+    step_id: str
+    deadline: datetime
+    at: datetime
+
+
+class RemindApproval(Command, frozen=True, kw_only=True):
+    """A durable timer: remind the approvers who have not decided yet."""
+
+    run_id: UUID
+    step_id: str
+    deadline: datetime
+    at: datetime
+
+
+class EndDelay(Command, frozen=True, kw_only=True):
+    """A durable timer (set with StepWaiting): the delay step's wait is over. Stale (the wait already ended,
+    the run finished) = no-op."""
+
+    run_id: UUID
+    step_id: str
+    attempt: int = 1
+    at: datetime
+
+
+RunCommand = StartRun | CancelRun | TerminateRun | DecideApproval | ExpireApproval | RemindApproval | EndDelay

@@ -10,9 +10,11 @@ import msgspec
 
 from libs.events.schemas.base import Command, Event
 from libs.events.schemas.plan import (
+    ApprovePlan,
     CreateWorkflowFromGoal,
     ParseInstruction,
     PlanApprovalRequested,
+    PlanApproved,
     PlanGenerated,
     PlanRevised,
     ReviseWorkflowPlan,
@@ -54,9 +56,11 @@ class WorkflowDeleted(Event, frozen=True, kw_only=True):
 
 WorkflowEvent = (
     WorkflowCreated | WorkflowUpdated | WorkflowDeleted | PlanGenerated | PlanRevised | PlanApprovalRequested
+    | PlanApproved
 )
 WORKFLOW_EVENTS: tuple[type[Event], ...] = (
     WorkflowCreated, WorkflowUpdated, WorkflowDeleted, PlanGenerated, PlanRevised, PlanApprovalRequested,
+    PlanApproved,
 )
 
 
@@ -87,4 +91,5 @@ class DeleteWorkflow(Command, frozen=True, kw_only=True):
 
 WorkflowCommand = (
     CreateWorkflow | UpdateWorkflow | DeleteWorkflow | ParseInstruction | CreateWorkflowFromGoal | ReviseWorkflowPlan
+    | ApprovePlan
 )
