@@ -28,6 +28,15 @@ from libs.events.store import EventStore
 T = TypeVar("T")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def v2_rate_limit_for_shared_processes() -> Iterator[None]:
+    """Tests poll the v2 API far faster than a person does: the service processes they start (they inherit
+    os.environ) get a generous v2 limit unless one is set. tests/test_ratelimit_store.py starts gateways
+    with the real default (100 per minute) and tests it there."""
+    os.environ.setdefault("WEFT_V2_RATE_LIMIT_PER_MINUTE", "100000")
+    yield
+
+
 @dataclass
 class Infra:
     database_url: str

@@ -31,7 +31,7 @@ from libs.events.settings import load_settings
 from services.gateway.commands import entity_id
 from tests.fakes.slow_receiver import SlowEffectReceiver
 
-SERVICES = ("relay", "planner", "executor", "gateway")
+SERVICES = ("relay", "planner", "executor", "gateway", "scheduler")  # the scheduler fires the delays' timers
 DATABASE = "weft_faults"
 TENANT = f"faults{uuid.uuid4().hex[:8]}"
 # The executor sees loopback receivers, and gets an unacked message back after 3 s instead of 30.
@@ -39,7 +39,8 @@ EXECUTOR_ENV = {"WEFT_OUTBOUND_ALLOW_HOSTS": "127.0.0.1", "WEFT_ACK_WAIT_S": "3"
 # How long nats-server / Postgres stay down: longer than the gateway waits for a PubAck (5 s), so a publish
 # made during the outage cannot be answered before the server is back.
 OUTAGE_S = float(os.environ.get("WEFT_FAULT_OUTAGE_S", "6"))
-COMMON_ENV = {"WEFT_NAK_DELAY_S": "0.2", "WEFT_RELAY_POLL_S": "0.2"}
+# The load here is one test user retrying far faster than a person: the v2 per-user limit would answer 429.
+COMMON_ENV = {"WEFT_NAK_DELAY_S": "0.2", "WEFT_RELAY_POLL_S": "0.2", "WEFT_V2_RATE_LIMIT_PER_MINUTE": "0"}
 
 
 # --- the module's own cluster ---------------------------------------------------------------------------

@@ -1,0 +1,81 @@
+"""API-key authentication and the per-key rate limit of the public API, as one ASGI middleware.
+
+One database round trip per request (libs.events.apikeys.admit) finds the key by its hash and takes a
+token from the key's bucket. The rate-limit headers are added to every response a known key gets, errors
+included, by wrapping `send`; the route sees the key as `request.state.api_key` (and the `api_key`
+dependency).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+import structlog
+from litestar import Request
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from libs.events.apikeys import admit
+from libs.events.auth import Principal
+from libs.events.db import DB_UNAVAILABLE
+from services.gateway.asgi import answer, bearer_token, with_headers
+from services.gateway.errors import RETRY_AFTER_S
+from services.gateway.public.errors import encoded
+
+log = structlog.get_logger()
+
+
+class ApiKeyPrincipal(msgspec.Struct):
+    key_id: uuid.UUID
+    tenant_id: str
+    name: str
+    workflow_ids: tuple[str, ...]
+
+    @property
+    def actor(self) -> str:
+        """Who a run started with this key was started by: the run's metadata actor and created_by."""
+        return f"api_key:{self.key_id}"
+
+    def principal(self) -> Principal:
+        """The gateway's caller identity for the shared dispatch path (Idempotency-Key scope included)."""
+        return Principal(tenant_id=self.tenant_id, user_id=self.actor)
+
+
+def provide_api_key(request: Request) -> ApiKeyPrincipal:
+    return request.state.api_key
+
+
+def api_key_middleware(app: ASGIApp) -> ASGIApp:
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        token = bearer_token(scope)
+        try:
+            admission = await admit(scope["litestar_app"].state.ctx.pool, token) if token else None
+        except DB_UNAVAILABLE + (TimeoutError,) as exc:
+            log.warning("api_key_check_unavailable", error=f"{type(exc).__name__}: {exc}")
+            await answer(send, 503, encoded(503, "Service temporarily unavailable; retry shortly"),
+                         {"Retry-After": RETRY_AFTER_S})
+            return
+        if admission is None:
+            await answer(send, 401, encoded(401, "Invalid API key"), {"WWW-Authenticate": "Bearer"})
+            return
+        headers = admission.rate.headers()
+        if not admission.rate.allowed:
+            await answer(send, 429, encoded(429, "Rate limit exceeded", retryAfter=admission.rate.retry_after_s),
+                         headers)
+            return
+        # Checked after the rate limit: a deactivated key that keeps calling is still held to its bucket.
+        if not admission.active:
+            await answer(send, 403, encoded(403, "API key is inactive"), headers)
+            return
+        if admission.expired:
+            await answer(send, 403, encoded(403, "API key has expired"), headers)
+            return
+        scope.setdefault("state", {})["api_key"] = ApiKeyPrincipal(
+            key_id=admission.key_id, tenant_id=admission.tenant_id, name=admission.name,
+            workflow_ids=admission.workflow_ids)
+        await app(scope, receive, with_headers(send, headers))
+
+    return middleware
