@@ -24,6 +24,10 @@ test-soak: $(BIN)/weft
 bench: $(BIN)/weft
 	$(BIN)/python bench/bench_append.py
 	$(BIN)/python bench/bench_planner.py
+	$(BIN)/python bench/bench_runs.py
+	$(BIN)/python bench/bench_scheduler.py
+	$(BIN)/python bench/bench_public_api.py
+	$(BIN)/python bench/bench_webhooks.py
 
 clean-data:
 	rm -rf .weft

@@ -76,6 +76,27 @@ def wait_http(port: int, path: str = "/health/ready", timeout: float = 60.0) -> 
     raise RuntimeError(f"nothing ready on port {port}{path} within {timeout}s")
 
 
+class MailWatcher:
+    """Prints each message the local mail sink receives (approval emails with their links), so a person
+    running `make up` can follow them without an SMTP server."""
+
+    def __init__(self, settings) -> None:
+        self.folder = None if settings.smtp_host else Path(settings.mail_sink_dir)
+        self.seen = set(self.folder.glob("*.eml")) if self.folder and self.folder.is_dir() else set()
+
+    def report(self) -> None:
+        from libs.events.mail import sink_summary
+
+        if self.folder is None or not self.folder.is_dir():
+            return
+        for path in sorted(set(self.folder.glob("*.eml")) - self.seen, key=lambda p: p.stat().st_mtime):
+            self.seen.add(path)
+            try:
+                print(sink_summary(path), flush=True)
+            except (OSError, ValueError) as exc:  # a file being replaced right now: say so, never stop the stack
+                print(f"mail       {path} ({exc})")
+
+
 def up() -> int:
     from libs.events.auth import issue_token
     from libs.events.settings import load_settings
@@ -99,10 +120,12 @@ def up() -> int:
     applied = asyncio.run(migrate(database_url))
     print(f"migrations {', '.join(applied) if applied else 'up to date'}")
 
+    # Approval links in emails point at this gateway unless the deployment says otherwise.
+    base_env = {"WEFT_PUBLIC_BASE_URL": f"http://127.0.0.1:{gateway_port}"} | os.environ.copy()
     procs = [
         ServiceProcess(
             name, module,
-            service_env(os.environ.copy(), name=name, port=gateway_port + offset, database_url=database_url,
+            service_env(base_env, name=name, port=gateway_port + offset, database_url=database_url,
                         nats_url=nats_url),
             data_dir / "logs",
         )
@@ -122,7 +145,11 @@ def up() -> int:
         print(f"API          http://127.0.0.1:{gateway_port}")
         print(f"Dev token    {issue_token(settings, 'acme', 'dev')}")
         print(f"Logs         {data_dir / 'logs'}   (Ctrl-C stops everything)")
+        mail = MailWatcher(settings)
+        if not settings.smtp_host:
+            print(f"Mail         {Path(settings.mail_sink_dir).resolve()}   (no SMTP host: messages are files there)")
         while True:
+            mail.report()
             for proc in procs:
                 if not proc.alive() and time.monotonic() - restarts.get(proc.name, 0.0) > 5.0:
                     print(f"{proc.name} exited (code {proc.proc.returncode}); restarting, see its log")

@@ -11,7 +11,7 @@ def _token(args: argparse.Namespace) -> int:
     from libs.events.auth import issue_token
     from libs.events.settings import load_settings
 
-    print(issue_token(load_settings(), args.tenant, args.user, ttl_s=args.ttl))
+    print(issue_token(load_settings(), args.tenant, args.user, ttl_s=args.ttl, email=args.email))
     return 0
 
 
@@ -54,12 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--tenant", required=True)
     token.add_argument("--user", required=True)
     token.add_argument("--ttl", type=int, default=12 * 3600, help="seconds (default 12 h)")
+    token.add_argument("--email", help="an `email` claim: where plan-approval emails for this user go")
     token.set_defaults(fn=_token)
     sub.add_parser("migrate", help="apply pending SQL migrations").set_defaults(fn=_migrate)
     projections = sub.add_parser("projections", help="read-model maintenance")
     psub = projections.add_subparsers(dest="action", required=True)
     psub.add_parser("rebuild", help="rebuild every read model from the event log").set_defaults(fn=_rebuild)
     sub.add_parser("up", help="run the whole platform on the embedded default").set_defaults(fn=_up)
+    from libs.events.apikey_commands import add_parser as add_api_key_parser
+
+    add_api_key_parser(sub)  # weft api-key create|list|update|deactivate|rotate|delete
     args = parser.parse_args(argv)
     try:
         return args.fn(args)

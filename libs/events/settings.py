@@ -28,6 +28,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     nak_delay_s: float = 0.5
     events_duplicate_window_s: float = 120.0
     relay_poll_s: float = 0.5
+    # Scheduler (docs/decisions/0007): the longest it sleeps without a due time or a NOTIFY; how late an
+    # occurrence may be handled and still count as on time (later = missed, the schedule's policy applies).
+    scheduler_poll_s: float = 30.0
+    scheduler_misfire_grace_s: float = 60.0
     log_level: str = "info"
     # Planner: an OpenAI-compatible endpoint; empty base URL = the offline planner.
     llm_base_url: str = ""
@@ -50,9 +54,32 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     smtp_from: str = "weft@localhost"
     smtp_starttls: bool = False
     mail_sink_dir: str = ".weft/mail"
+    # Approvals (docs/decisions/0009): links in emails are JWTs signed with their own key (never the user
+    # JWT secret), pointing at public_base_url (the gateway as users reach it). approval_email receives plan
+    # approvals when the requester's token has no `email` claim, and step approvals without `approvers`.
+    public_base_url: str = "http://127.0.0.1:8000"
+    approval_signing_key: str = "weft-dev-approval-key-change-me-fedcba9876543210"
+    approval_email: str = "approver@localhost"
+    plan_approval_ttl_s: int = 86400
+    step_approval_ttl_s: int = 7200
+    # true: links open a confirmation page whose button POSTs the decision (for mail scanners that follow links).
+    approval_links_confirm: bool = False
+    approval_bot_user_agents: str = ""  # extra comma-separated user-agent fragments treated as link scanners
     slack_webhook_url: str = ""
+    # Webhooks (spec D): per-attempt timeout; retry delays after failed attempts 1..3 (each stretched by up
+    # to +-jitter of itself); how long an unrecorded in-process first attempt waits before its durable timer
+    # retries it (must exceed the timeout); dead-lettered deliveries in a row that disable an endpoint.
+    webhook_timeout_s: float = 10.0
+    webhook_retry_delays_s: str = "1,5,15"
+    webhook_retry_jitter: float = 0.2
+    webhook_lease_s: float = 30.0
+    webhook_disable_after: int = 5
+    webhook_workers: int = 16  # deliveries the notifier sends at once
     # Live streams: heartbeat interval of SSE/WebSocket connections.
     stream_heartbeat_s: float = 30.0
+    # v2 API rate limit per user (spec E: 100 requests per minute), a token bucket shared by every gateway
+    # process (docs/decisions/0008); 0 turns it off. API keys carry their own limits (weft api-key).
+    v2_rate_limit_per_minute: int = 100
 
 
 def _coerce(field_type: Any, raw: str) -> Any:

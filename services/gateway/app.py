@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from litestar import Litestar
 
 from libs.events.bus import CommandBus
+from libs.events.ratelimit import SharedBuckets
 from libs.events.service import ServiceContext, create_service_app
 from libs.events.settings import Settings, load_settings
-from services.gateway import assistant, console, executions, streams, v2
+from services.gateway import approvals, assistant, console, executions, streams, v2
+from services.gateway import api_keys, public
+from services.gateway import webhooks as webhooks_admin
 from services.gateway.commands import Dispatcher
 from services.gateway.errors import EXCEPTION_HANDLERS
+from services.gateway.ratelimit import v2_rate_limit_middleware
 
 SERVICE = "gateway"
 
@@ -21,13 +27,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.settings = settings
         app.state.bus = CommandBus(ctx.nc, ctx.js, settings.command_timeout_s)
         app.state.dispatcher = Dispatcher(app.state.bus, ctx.store)
+        app.state.buckets = SharedBuckets(ctx.pool)  # rate limits shared by every gateway process
+        ctx.tasks.append(asyncio.create_task(app.state.buckets.sweep_forever()))
 
     app = create_service_app(
         settings,
         name=SERVICE,
         setup=setup,
-        route_handlers=[v2.router, console.router, assistant.router, executions.router, *streams.routers],
-        exception_handlers=EXCEPTION_HANDLERS,
+        route_handlers=[v2.router, console.router, assistant.router, executions.router, *streams.routers,
+                        public.router, api_keys.router, approvals.router, webhooks_admin.router],
+        exception_handlers=public.with_public_routing_errors(EXCEPTION_HANDLERS),
+        middleware=[v2_rate_limit_middleware],
         request_max_body_size=settings.max_body_bytes,
     )
     app.state.settings = settings
