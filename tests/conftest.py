@@ -99,11 +99,10 @@ def store(pool: asyncpg.Pool, settings: Settings) -> EventStore:
     return EventStore(pool, app_role=settings.db_app_role, projector=project)
 
 
-@pytest.fixture(scope="session")
-async def isolated_store(infra: Infra, settings: Settings) -> AsyncIterator[EventStore]:
-    """A store on a database of its own: no relay or service process reads it, so in-process engine tests
-    are not raced by the session's real executor."""
-    name = f"weft_iso_{uuid.uuid4().hex[:8]}"
+async def migrated_database(infra: Infra, prefix: str) -> str:
+    """A new, migrated database on the session's Postgres, named prefix_<random>; returns its DSN. For tests
+    whose work must not be seen (or raced) by the session's service processes."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(infra.database_url)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
@@ -111,6 +110,14 @@ async def isolated_store(infra: Infra, settings: Settings) -> AsyncIterator[Even
         await admin.close()
     dsn = infra.database_url.rsplit("/", 1)[0] + f"/{name}"
     await migrate(dsn)
+    return dsn
+
+
+@pytest.fixture(scope="session")
+async def isolated_store(infra: Infra, settings: Settings) -> AsyncIterator[EventStore]:
+    """A store on a database of its own: no relay or service process reads it, so in-process engine tests
+    are not raced by the session's real executor."""
+    dsn = await migrated_database(infra, "weft_iso")
     p = await asyncpg.create_pool(dsn, min_size=2, max_size=20)
     yield EventStore(p, app_role=settings.db_app_role, projector=project)
     await p.close()

@@ -27,9 +27,8 @@ from libs.events import apikeys
 from libs.events.approval_tokens import issue_plan_token, issue_step_token, verify_plan_token
 from libs.events.auth import issue_token
 from libs.events.embedded import EmbeddedNats, free_port
-from libs.events.migrate import migrate
 from libs.events.settings import Settings, load_settings
-from tests.conftest import Infra, poll
+from tests.conftest import Infra, migrated_database, poll
 from tests.fakes.smtp_server import Inbox
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120 Safari/537.36"
@@ -69,18 +68,7 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("approvals")
-    name = f"weft_appr_{uuid.uuid4().hex[:8]}"
-
-    async def create() -> None:
-        admin = await asyncpg.connect(infra.database_url)
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-        await migrate(dsn)
-
-    dsn = infra.database_url.rsplit("/", 1)[0] + f"/{name}"
-    asyncio.run(create())
+    dsn = asyncio.run(migrated_database(infra, "weft_appr"))
     nats = EmbeddedNats(root / "nats", free_port())
     nats.start()
     inbox = Inbox()

@@ -23,7 +23,6 @@ import pytest
 from deploy.local.stack import ServiceProcess, service_env, wait_http
 from libs.events import cron
 from libs.events.embedded import EmbeddedNats, free_port
-from libs.events.migrate import migrate
 from libs.events.projections import project
 from libs.events.schedule_state import decode
 from libs.events.schemas import Metadata
@@ -31,7 +30,7 @@ from libs.events.schemas.schedule import ScheduleCreated
 from libs.events.schemas.workflow import WorkflowCreated
 from libs.events.store import EventStore
 from services.scheduler.domain import run_id_for
-from tests.conftest import poll
+from tests.conftest import migrated_database, poll
 
 MODULES = {"relay": "libs.events.relay", "executor": "services.executor", "scheduler-a": "services.scheduler",
            "scheduler-b": "services.scheduler"}
@@ -67,18 +66,7 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster(infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("sched-replicas")
-    name = f"weft_replicas_{uuid.uuid4().hex[:8]}"
-
-    async def create_db() -> None:
-        admin = await asyncpg.connect(infra.database_url)
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-
-    asyncio.run(create_db())
-    dsn = infra.database_url.rsplit("/", 1)[0] + f"/{name}"
-    asyncio.run(migrate(dsn))
+    dsn = asyncio.run(migrated_database(infra, "weft_replicas"))
     nats = EmbeddedNats(root / "nats", free_port())
     nats.start()
     c = Cluster(root, dsn, nats)

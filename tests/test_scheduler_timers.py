@@ -18,7 +18,6 @@ from libs.events.schemas import CommandEnvelope, Metadata
 from libs.events.schemas.run import EndDelay, StepStarted
 from libs.events.schemas.schedule import OccurrenceFired, ScheduleCreated
 from libs.events.schemas.workflow import WorkflowCreated
-from libs.events.migrate import migrate
 from libs.events.projections import project
 from libs.events.store import EventStore, WrongExpectedVersion
 from libs.events.timers import Timer, cancel_timer, set_timers, timer_id_for
@@ -26,7 +25,7 @@ from services.scheduler import domain
 from services.scheduler.firing import ScheduleFirer
 from services.scheduler.ticks import Ticker
 from services.scheduler.timers import TimerFirer
-from tests.conftest import poll
+from tests.conftest import migrated_database, poll
 
 SERVICE = "schedtest"  # no Weft service consumes weft.cmd.schedtest.>, so the tests read what was published
 
@@ -43,14 +42,7 @@ def _timer(tenant: str, due: datetime, key: str | None = None) -> Timer:
 async def database(infra):
     """A database of this module's own: no service process fires its timers or schedules, and no other
     test's timers are due in it. (The firing loops read every tenant, as the owner.)"""
-    name = f"weft_sched_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(infra.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = infra.database_url.rsplit("/", 1)[0] + f"/{name}"
-    await migrate(dsn)
+    dsn = await migrated_database(infra, "weft_sched")
     pool = await asyncpg.create_pool(dsn, min_size=2, max_size=20)
     yield dsn, EventStore(pool, projector=project)
     await pool.close()
