@@ -16,7 +16,7 @@ import pytest
 from libs.events.aggregate import fold
 from libs.events.schemas import CommandEnvelope, Metadata
 from libs.events.schemas.run import CancelRun, StartRun, StepStarted, TerminateRun
-from services.executor import domain
+from services.executor import domain, integrations  # noqa: F401 - registers the integration steps (condition)
 from services.executor.engine import Engine
 from services.executor.handlers import handle_run_command
 from services.executor.steps import StepError, step
@@ -240,3 +240,68 @@ async def test_one_active_run_per_workflow_unless_unlimited(engine, store, tenan
     other = uuid.uuid4()
     outcomes = [(await _start(store, tenant, nodes, other, concurrency="unlimited"))[1] for _ in range(3)]
     assert [o.status for o in outcomes] == [201, 201, 201]
+
+
+async def _transactions(store, run_id) -> list[list[str]]:
+    """The run's events grouped by the transaction that wrote them (xmin), in log order."""
+    rows = await store.pool.fetch(
+        "SELECT xmin::text AS tx, type, data->>'step_id' AS step FROM events WHERE stream_id = $1 ORDER BY version",
+        f"run-{run_id}")
+    groups: list[list[str]] = []
+    last = None
+    for row in rows:
+        if row["tx"] != last:
+            groups.append([])
+            last = row["tx"]
+        groups[-1].append(row["type"] + (f"({row['step']})" if row["step"] else ""))
+    return groups
+
+
+async def test_pure_steps_run_inline_and_commit_with_what_they_unblock(engine, store, tenant):
+    # transform -> condition -> echo are pure (steps.PURE): no commit point of their own. The side-effecting
+    # step d gets its StepStarted committed before it runs, and its result commits with the pure step after it.
+    nodes = [{"id": "a", "type": "transform", "config": {"template": {"n": "${inputs.n}"}}},
+             {"id": "b", "type": "condition", "input_from": "a", "config": {"field": "$.n", "operator": "gt", "value": 1}},
+             {"id": "c", "type": "echo", "depends_on": ["b"], "config": {"message": "n is ${a.n}"}},
+             {"id": "d", "type": "test.flaky", "depends_on": ["c"], "config": {"failures": 0}},
+             {"id": "e", "type": "transform", "depends_on": ["d"], "config": {"template": {"said": "${c}"}}}]
+    run_id, _ = await _start(store, tenant, nodes)
+    assert await engine.advance(tenant, run_id) == "completed"
+    assert await _transactions(store, run_id) == [
+        ["RunCreated"],
+        ["RunStarted", "StepStarted(a)", "StepCompleted(a)", "StepStarted(b)", "StepCompleted(b)",
+         "StepStarted(c)", "StepCompleted(c)", "StepStarted(d)"],
+        ["StepCompleted(d)", "StepStarted(e)", "StepCompleted(e)", "RunCompleted"],
+    ]
+    run = await _state(store, tenant, run_id)
+    assert run.steps["b"].output["passed"] is True and run.steps["e"].output == {"said": "n is 2"}
+    # The read model saw every step of the merged batches.
+    row = await store.pool.fetchrow("SELECT status, steps::text AS steps FROM runs WHERE id = $1", run_id)
+    steps = msgspec.json.decode(row["steps"])
+    assert row["status"] == "completed" and {s: v["status"] for s, v in steps.items()} == dict.fromkeys("abcde", "completed")
+    assert steps["a"]["started_at"] and steps["a"]["finished_at"] and steps["c"]["output"] == "n is 2"
+
+
+async def test_a_pure_step_failing_fails_the_run_in_the_same_commit(engine, store, tenant):
+    nodes = [{"id": "a", "type": "transform", "config": {"template": "${inputs.missing}"}},
+             {"id": "b", "type": "echo", "depends_on": ["a"]}]
+    run_id, _ = await _start(store, tenant, nodes)
+    assert await engine.advance(tenant, run_id) == "failed"
+    assert await _transactions(store, run_id) == [["RunCreated"], ["RunStarted", "StepStarted(a)", "StepFailed(a)", "RunFailed"]]
+    assert "inputs.missing" in (await _state(store, tenant, run_id)).steps["a"].error
+
+
+async def test_two_drivers_racing_on_one_run_complete_each_step_once(store, tenant):
+    # Two executors (an old one not yet dead, a new one recovering) drive the same run at once: the
+    # expected-version check lets one pass commit; the other re-reads and finds the run over.
+    nodes = [{"id": f"s{i}", "type": "transform", **({"depends_on": [f"s{i - 1}"]} if i else {}),
+              "config": {"template": {"i": i}}} for i in range(6)]
+    runs = [(await _start(store, tenant, nodes))[0] for _ in range(10)]
+    first, second = Engine(store, rng=random.Random(1)), Engine(store, rng=random.Random(2))
+    statuses = await asyncio.gather(*(e.advance(tenant, r) for r in runs for e in (first, second)))
+    assert set(statuses) == {"completed"}
+    for run_id in runs:
+        types = await _types(store, tenant, run_id)
+        completed = [s for t, s in types if t == "StepCompleted"]
+        assert sorted(completed) == [f"s{i}" for i in range(6)], types
+        assert [t for t, _ in types].count("RunCompleted") == 1 and [t for t, _ in types].count("RunStarted") == 1

@@ -41,19 +41,23 @@ async def handle_command(
     *,
     status: int = 200,
     timers: Callable[[Sequence[Event]], Sequence[Any]] | None = None,
+    on_appended: Callable[[list[RecordedEvent], Any], None] | None = None,
 ) -> Outcome:
     """Run a command to its recorded outcome. Idempotent by command id; refusals are recorded too.
-    `timers(events)` names the durable timers the decided events call for, set in the same append."""
+    `timers(events)` names the durable timers the decided events call for, set in the same append.
+    `on_appended(stream, state)` is told the whole stream and its folded state after this command appended
+    (not when it was refused or had been handled before)."""
     tenant_id = envelope.tenant_id
-    done = await store.outcome(tenant_id, envelope.command_id)
+    done, recorded = await store.load(tenant_id, stream_id, envelope.command_id)
     if done is not None:
         return done
-    for _ in range(MAX_CONFLICT_RETRIES):
-        recorded = await store.read_stream(tenant_id, stream_id)
+    for attempt in range(MAX_CONFLICT_RETRIES):
+        if attempt:
+            recorded = await store.read_stream(tenant_id, stream_id)
         state = fold(initial, evolve, recorded)
         try:
             events = decide(envelope.command, state)
-            return await store.append(
+            outcome, appended = await store.append_recorded(
                 stream_id, len(recorded), events, metadata=metadata_for(envelope), status=status,
                 timers=timers(events) if timers is not None else (),
             )
@@ -72,4 +76,7 @@ async def handle_command(
             return dup.outcome
         except WrongExpectedVersion:
             continue
+        if on_appended is not None:
+            on_appended([*recorded, *appended], fold(state, evolve, appended))
+        return outcome
     raise WrongExpectedVersion(stream_id, -1, -1)  # transient: the consumer NAKs and retries later

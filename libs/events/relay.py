@@ -10,6 +10,7 @@ import asyncio
 import time
 
 import asyncpg
+import nats.errors
 import structlog
 from nats.js import JetStreamContext
 
@@ -50,6 +51,9 @@ class Relay:
                 raise
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
                 log.warning("relay_db_error", error=str(exc))
+                await asyncio.sleep(1.0)
+            except (nats.errors.Error, TimeoutError) as exc:  # a refused or missing PubAck: publish again
+                log.warning("relay_publish_error", error=f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(1.0)
 
     async def _lead(self) -> None:
@@ -94,21 +98,24 @@ class Relay:
         )
 
     async def publish(self, chunk: list[RecordedEvent]) -> None:
-        # Pipelined on one connection: the server stores them in send order; all PubAcks are awaited
-        # before the checkpoint moves.
-        await asyncio.gather(
-            *(
-                self.js.publish(
-                    event_subject(rec.tenant_id, rec.stream_id, rec.type),
-                    rec.data,
-                    stream=EVENTS_STREAM,
-                    headers=headers_for(rec),
-                    timeout=10.0,
-                )
-                for rec in chunk
+        # Pipelined on one connection: the server stores them in send order. Every PubAck is awaited before
+        # the checkpoint moves; a missing or refused one raises, and the chunk is published again.
+        acks = [
+            await self.js.publish_async(
+                event_subject(rec.tenant_id, rec.stream_id, rec.type),
+                rec.data,
+                stream=EVENTS_STREAM,
+                headers=headers_for(rec),
+                wait_stall=10.0,
             )
-        )
-
+            for rec in chunk
+        ]
+        try:
+            await asyncio.wait_for(asyncio.gather(*acks), 10.0)
+        except BaseException:
+            for ack in acks:
+                ack.cancel()
+            raise
 
 def create_app(settings=None):
     """The relay as a process: health routes plus the relay loop as a background task."""

@@ -102,6 +102,18 @@ class EventStore:
             )
         return [_row_to_recorded(r) for r in rows]
 
+    async def load(
+        self, tenant_id: str, stream_id: str, command_id: uuid.UUID
+    ) -> tuple[Outcome | None, list[RecordedEvent]]:
+        """A command's recorded outcome (None if it is new) and, when new, its stream's events: one transaction."""
+        async with self.tenant_transaction(tenant_id) as conn:
+            raw = await conn.fetchval("SELECT outcome::text FROM processed_commands WHERE command_id = $1", command_id)
+            if raw is not None:
+                return _outcome_decoder.decode(raw), []
+            rows = await conn.fetch(
+                _SELECT + " WHERE tenant_id = $1 AND stream_id = $2 ORDER BY version", tenant_id, stream_id)
+        return None, [_row_to_recorded(r) for r in rows]
+
     async def append(
         self,
         stream_id: str,
@@ -114,12 +126,29 @@ class EventStore:
         field: str | None = None,
         timers: Sequence[Timer] = (),
     ) -> Outcome:
+        """Append events at expected_version + 1.. and return the recorded outcome (see append_recorded)."""
+        outcome, _ = await self.append_recorded(stream_id, expected_version, events, metadata=metadata, status=status,
+                                                error=error, field=field, timers=timers)
+        return outcome
+
+    async def append_recorded(
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[Event],
+        *,
+        metadata: Metadata,
+        status: int = 200,
+        error: str | None = None,
+        field: str | None = None,
+        timers: Sequence[Timer] = (),
+    ) -> tuple[Outcome, list[RecordedEvent]]:
         """Append events at expected_version + 1.. in one transaction and return the recorded outcome.
 
         With metadata.command_id set, the command is recorded in the same transaction; a second call
         with that id appends nothing and raises CommandAlreadyProcessed with the first outcome.
         `timers` are set in the same transaction (libs/events/timers.py): an event that calls for a timer
-        and its timer commit together or not at all.
+        and its timer commit together or not at all. Returns the outcome and the events as recorded.
         """
         tenant_id = metadata.tenant_id
         command_id = uuid.UUID(metadata.command_id) if metadata.command_id else uuid.uuid4()
@@ -142,7 +171,7 @@ class EventStore:
             if not events:
                 await self._check_version(conn, stream_id, expected_version)
                 await set_timers(conn, tenant_id, timers)
-                return outcome
+                return outcome, []
             try:
                 recorded = await self._insert(conn, stream_id, expected_version, events, metadata)
             except asyncpg.UniqueViolationError as exc:
@@ -154,7 +183,7 @@ class EventStore:
             if self.projector is not None:
                 await self.projector(conn, recorded)
             await set_timers(conn, tenant_id, timers)
-        return outcome
+        return outcome, recorded
 
     @staticmethod
     async def _check_version(conn: asyncpg.Connection, stream_id: str, expected_version: int) -> None:

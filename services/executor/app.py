@@ -1,22 +1,26 @@
-"""Executor composition root: owns runs; accepts run commands and drives runs from their own events."""
+"""Executor composition root: owns runs; accepts run commands and drives runs."""
 
 from __future__ import annotations
 
 import asyncio
 from functools import partial
 
+import nats.js.errors
 from litestar import Litestar
 
-from libs.events.consumer import subscribe_commands, subscribe_events
+from libs.events.bus import EVENTS_STREAM
+from libs.events.consumer import subscribe_commands
 from libs.events.schemas.run import RunCommand
 from libs.events.service import ServiceContext, create_service_app
 from libs.events.settings import Settings, load_settings
 from services.executor import integrations
 from services.executor.engine import Engine
-from services.executor.handlers import handle_run_command, on_run_event
+from services.executor.handlers import handle_run_command
 
 SERVICE = "executor"
-WAKING_EVENTS = ("RunCreated", "RunCancelRequested", "RunTerminated")
+# Event consumers earlier versions woke drivers with; every run event outside a driver is now appended by
+# this process's command handler, which wakes the driver itself (services/executor/handlers.py).
+RETIRED_CONSUMERS = ("executor-RunCreated", "executor-RunCancelRequested", "executor-RunTerminated")
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -30,14 +34,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             command_type=RunCommand, handle=partial(handle_run_command, ctx.store, engine=engine),
             max_workers=settings.command_workers,
         )
-        # Only events written outside the run's driver wake it: a new run, cancel, terminate. The driver's
-        # own events would only make it re-read what it just wrote (9 deliveries per 3-step run); a crash is
-        # recovered by `engine.recover` at start-up, not by redelivery. Redelivery is harmless anyway.
-        for event_type in WAKING_EVENTS:
-            subscribe_events(
-                ctx.broker, durable=f"executor-{event_type}", subject=f"weft.evt.*.run.*.{event_type}",
-                settings=settings, handle=partial(on_run_event, engine),
-            )
+        for durable in RETIRED_CONSUMERS:
+            try:
+                await ctx.js.delete_consumer(EVENTS_STREAM, durable)
+            except nats.js.errors.NotFoundError:
+                pass
         ctx.tasks.append(asyncio.create_task(engine.recover(ctx.pool)))
         ctx.on_stop.append(engine.stop)
         ctx.on_stop.append(partial(integrations.close_deps, deps))

@@ -29,14 +29,16 @@ from libs.events.schemas.run import (
     StepStarted,
     StepWaiting,
 )
-from libs.events.store import EventStore, WrongExpectedVersion
+from libs.events.store import EventStore, RecordedEvent, WrongExpectedVersion
 from services.executor import approvals, domain
 from services.executor.interpolation import MissingPath
-from services.executor.steps import REGISTRY, StepCall, StepDeps, StepError, StepResult
+from services.executor.steps import PURE, REGISTRY, StepCall, StepDeps, StepError, StepResult
 from services.executor.timers import timers_for
 
 log = structlog.get_logger()
 
+# Inline planning rounds per append (each runs at least one pure step); a longer chain just takes more appends.
+MAX_INLINE_ROUNDS = 64
 DEFAULT_RETRY = {"max_attempts": 3, "backoff_s": 1.0, "multiplier": 2.0, "max_backoff_s": 30.0, "jitter": 0.2}
 
 
@@ -81,8 +83,9 @@ class Engine:
         self.rng = rng or random.Random()
         self.drivers: dict[tuple[str, uuid.UUID], RunDriver] = {}
 
-    def poke(self, tenant_id: str, run_id: uuid.UUID) -> RunDriver:
-        """Make sure a driver looks at this run now. Idempotent; cheap to call on every run event."""
+    def poke(self, tenant_id: str, run_id: uuid.UUID, stream: list[RecordedEvent] | None = None) -> RunDriver:
+        """Make sure a driver looks at this run now. Idempotent; cheap to call on every run event.
+        `stream`, the run's whole log as just written by the caller, spares a new driver reading it."""
         key = (tenant_id, run_id)
         driver = self.drivers.get(key)
         if driver is not None and not driver.task.done():
@@ -90,6 +93,8 @@ class Engine:
             driver.wake.set()
             return driver
         driver = RunDriver(self, tenant_id, run_id)
+        if stream:
+            driver.known(stream)
         self.drivers[key] = driver
         driver.task = asyncio.create_task(driver.drive(), name=f"run-{run_id}")
         driver.task.add_done_callback(lambda _t, k=key, d=driver: self._forget(k, d))
@@ -159,7 +164,10 @@ class RunDriver:
                 task.cancel()
 
     async def _read(self) -> None:
-        recorded = await self.engine.store.read_stream(self.tenant_id, self.stream_id)
+        self.known(await self.engine.store.read_stream(self.tenant_id, self.stream_id))
+
+    def known(self, recorded: list[RecordedEvent]) -> None:
+        """Take the run's whole log as read (or just written) as what the driver knows."""
         self.run = fold(domain.initial, domain.evolve, recorded)
         self.version = len(recorded)
         if recorded:
@@ -181,24 +189,54 @@ class RunDriver:
                     await self._record(self.run, results, [])
                 return  # finished or terminated: `finally` abandons anything still running
             now = self.engine.clock()
-            plan = domain.next_actions(run, now, frozenset(self.in_flight))
-            events, starts = self._events_for(run, plan.actions, now)
+            run, events, starts, wake_at = await self._plan(run, now)
             if results or events:
                 if not await self._record(run, results, events):
                     continue  # someone else moved the run; look again
                 for node, attempt, key_attempt in starts:
                     self.in_flight[node["id"]] = asyncio.create_task(self._execute(run, node, attempt, key_attempt))
                 continue
-            if not self.in_flight and plan.wake_at is None:
+            if not self.in_flight and wake_at is None:
                 return  # nothing running, nothing due: the next run event pokes a new driver
-            timeout = None if plan.wake_at is None else max(0.0, (plan.wake_at - now).total_seconds())
+            timeout = None if wake_at is None else max(0.0, (wake_at - now).total_seconds())
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout)
             except TimeoutError:
                 pass
 
+    async def _plan(self, run: domain.Run, now: datetime) -> tuple[domain.Run, list[Event], list, datetime | None]:
+        """Decide what to do now: (the run with the new events folded in, the events, the steps to start as
+        tasks, when to look again). Pure steps (steps.PURE) that become ready run here and now, and planning
+        goes on with their results, so a chain of them is committed by one append together with what they
+        unblock (docs/decisions/0011-inline-pure-steps.md)."""
+        events: list[Event] = []
+        starts: list = []
+        busy = set(self.in_flight)
+        for _ in range(MAX_INLINE_ROUNDS):
+            plan = domain.next_actions(run, now, frozenset(busy))
+            decided, ready = self._events_for(run, plan.actions, now)
+            for event in decided:
+                run = domain.evolve(run, event)
+            events += decided
+            inline = [start for start in ready if step_key(start[0]) in PURE]
+            for start in ready:
+                if step_key(start[0]) not in PURE:
+                    starts.append(start)
+                    busy.add(start[0]["id"])
+            if not inline:
+                return run, events, starts, plan.wake_at
+            for node, attempt, key_attempt in inline:
+                ok, result, retryable = await self._call(run, node, attempt, key_attempt)
+                event = self._result_event(node, attempt, ok, result, retryable)
+                log.debug("step_finished", run_id=str(self.run_id), step_id=node["id"], attempt=attempt,
+                          result=type(event).__name__, inline=True)
+                run = domain.evolve(run, event)
+                events.append(event)
+        return run, events, starts, None  # not done planning: record this much, then plan again
+
     async def _record(self, run: domain.Run, results: list[tuple[str, Event]], events: list[Event]) -> bool:
-        """Append step results and new decisions in one transaction at the known version; False on a conflict."""
+        """Append step results and new decisions in one transaction at the known version; False on a conflict.
+        `run` is the run with all of them folded in."""
         batch = [event for _, event in results] + events
         try:
             await self.engine.store.append(self.stream_id, self.version, batch, metadata=self.metadata,
@@ -209,8 +247,6 @@ class RunDriver:
         for sid, event in results:
             if self.results.get(sid) is event:
                 del self.results[sid]
-        for event in events:
-            run = domain.evolve(run, event)
         self.run, self.version = run, self.version + len(batch)
         return True
 
@@ -262,19 +298,7 @@ class RunDriver:
             crash_point("after_step_started")
             ok, result, retryable = await self._call(run, node, attempt, key_attempt)
             crash_point("after_side_effect")
-            now = self.engine.clock()
-            if ok:
-                value = result if isinstance(result, StepResult) else StepResult(result)
-                event: Event = StepCompleted(run_id=self.run_id, step_id=sid, attempt=attempt, output=value.output,
-                                             variables=value.variables, at=now)
-            else:
-                policy = retry_policy(node)
-                if retryable and attempt < policy["max_attempts"]:
-                    delay = backoff_s(policy, attempt, self.engine.rng)
-                    event = StepRetryScheduled(run_id=self.run_id, step_id=sid, attempt=attempt, error=result,
-                                               retry_at=now + timedelta(seconds=delay), at=now)
-                else:
-                    event = StepFailed(run_id=self.run_id, step_id=sid, attempt=attempt, error=result, at=now)
+            event = self._result_event(node, attempt, ok, result, retryable)
             # The driver records it with its next append. If this process dies first, the step is still
             # "running" in the log and runs again under the same idempotency key.
             self.results[sid] = event
@@ -282,6 +306,20 @@ class RunDriver:
         finally:
             self.in_flight.pop(sid, None)
             self.wake.set()
+
+    def _result_event(self, node: dict[str, Any], attempt: int, ok: bool, result: Any, retryable: bool) -> Event:
+        """The event that records an attempt's result: completed, a retry under the node's policy, or failed."""
+        sid, now = node["id"], self.engine.clock()
+        if ok:
+            value = result if isinstance(result, StepResult) else StepResult(result)
+            return StepCompleted(run_id=self.run_id, step_id=sid, attempt=attempt, output=value.output,
+                                 variables=value.variables, at=now)
+        policy = retry_policy(node)
+        if retryable and attempt < policy["max_attempts"]:
+            delay = backoff_s(policy, attempt, self.engine.rng)
+            return StepRetryScheduled(run_id=self.run_id, step_id=sid, attempt=attempt, error=result,
+                                      retry_at=now + timedelta(seconds=delay), at=now)
+        return StepFailed(run_id=self.run_id, step_id=sid, attempt=attempt, error=result, at=now)
 
     async def _call(self, run: domain.Run, node: dict[str, Any], attempt: int,
                     key_attempt: int | None = None) -> tuple[bool, Any, bool]:

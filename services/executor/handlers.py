@@ -1,14 +1,11 @@
-"""Thin handlers: run commands through the decider, and run events that wake the engine."""
+"""Thin handler: run commands through the decider, then wake the run's driver."""
 
 from __future__ import annotations
 
-import uuid
-from typing import Any
-
 from libs.events.aggregate import handle_command, metadata_for
 from libs.events.schemas import CommandEnvelope, Outcome
-from libs.events.schemas.run import DecideApproval, EndDelay, ExpireApproval, StartRun
-from libs.events.store import EventStore
+from libs.events.schemas.run import StartRun
+from libs.events.store import EventStore, RecordedEvent
 from services.executor import domain
 from services.executor.engine import Engine
 from services.executor.timers import timers_for
@@ -16,20 +13,19 @@ from services.executor.timers import timers_for
 
 async def handle_run_command(store: EventStore, envelope: CommandEnvelope, engine: Engine | None = None) -> Outcome:
     command = envelope.command
+    written: list[RecordedEvent] = []
     outcome = await handle_command(
         store, envelope, f"run-{command.run_id}", domain.initial, domain.evolve, domain.decide,
         status=201 if isinstance(command, StartRun) else 200,
         # e.g. an approval's escalation sets the timer of its new deadline in the same append
         timers=lambda events: timers_for(envelope.tenant_id, metadata_for(envelope), events),
+        on_appended=lambda stream, _state: written.extend(stream),
     )
-    # An approval decision (or its deadline) may resume the run: wake its driver (none runs for a paused run).
-    if engine is not None and isinstance(command, EndDelay | DecideApproval | ExpireApproval) and outcome.ok:
-        # A delay's timer ended the wait outside the run's driver (none runs for a waiting run): wake it.
-        engine.poke(envelope.tenant_id, command.run_id)
+    # Every run event outside a driver's own is appended here (a new run, cancel, terminate, an approval
+    # decision or deadline, a delay's timer ending the wait), so the driver is woken here, in process, not
+    # by the relay bringing the event back. After a crash before this line, `Engine.recover` wakes it at
+    # start-up. A redelivered command pokes again: the driver reads the log and finds nothing to do. A new
+    # driver starts from the log this command just wrote instead of reading it back.
+    if engine is not None and outcome.ok:
+        engine.poke(envelope.tenant_id, command.run_id, written)
     return outcome
-
-
-async def on_run_event(engine: Engine, subject: str, headers: dict[str, Any], data: bytes) -> None:
-    # weft.evt.<tenant>.run.<run uuid>.<EventType>: wake (or start) that run's driver; it reads the log itself.
-    _, _, tenant_id, _, run_key, _ = subject.split(".")
-    engine.poke(tenant_id, uuid.UUID(run_key))

@@ -58,12 +58,24 @@ class StepDeps:
 
 StepFn = Callable[[dict[str, Any], dict[str, Any], StepCall, StepDeps], Awaitable[Any]]
 REGISTRY: dict[str, StepFn] = {}
+# Step types whose result depends only on the node and the `${}` context: no I/O, no clock, no randomness.
+# The engine runs them inline and commits them with the events around them (one append for a chain of them,
+# docs/decisions/0011-inline-pure-steps.md): running one again after a crash gives the same result, so it
+# needs no commit point of its own.
+PURE: set[str] = set()
 
 
-def step(*types: str) -> Callable[[StepFn], StepFn]:
+def step(*types: str, pure: bool = False) -> Callable[[StepFn], StepFn]:
+    """Register a step function under `types`. `pure=True` promises the function does no I/O and reads no
+    clock or randomness: the same node and context always give the same result."""
+
     def register(fn: StepFn) -> StepFn:
         for name in types:
             REGISTRY[name] = fn
+            if pure:
+                PURE.add(name)
+            else:
+                PURE.discard(name)
         return fn
 
     return register
@@ -74,7 +86,7 @@ def config_of(node: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
     return interpolate(node.get("config") or {}, context)
 
 
-@step("transform")
+@step("transform", pure=True)
 async def transform(node: dict[str, Any], context: dict[str, Any], call: StepCall | None = None,
                     deps: StepDeps | None = None) -> Any:
     """Build a value from templates: config.template, or the whole config when there is none."""
@@ -82,7 +94,7 @@ async def transform(node: dict[str, Any], context: dict[str, Any], call: StepCal
     return interpolate(config.get("template", config), context)
 
 
-@step("echo", "noop")
+@step("echo", "noop", pure=True)
 async def echo(node: dict[str, Any], context: dict[str, Any], call: StepCall | None = None,
                deps: StepDeps | None = None) -> Any:
     """Return config.message (interpolated) if given, else the step's input unchanged."""

@@ -2,22 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
 from libs.events.projections import runs, schedules, workflows
 from libs.events.store import RecordedEvent, read_all
 
-_BY_CATEGORY = {"workflow": workflows.project, "run": runs.project, "schedule": schedules.project}
+Handler = Callable[[asyncpg.Connection, Sequence[RecordedEvent]], Awaitable[None]]
+
+
+def _each(project_one: Callable[[asyncpg.Connection, RecordedEvent], Awaitable[None]]) -> Handler:
+    async def project_all(conn: asyncpg.Connection, recorded: Sequence[RecordedEvent]) -> None:
+        for rec in recorded:
+            await project_one(conn, rec)
+
+    return project_all
+
+
+# Each handler gets the consecutive events of its category (runs merges a batch's step changes).
+_BY_CATEGORY: dict[str, Handler] = {"workflow": _each(workflows.project), "run": runs.project,
+                                    "schedule": _each(schedules.project)}
 READ_MODEL_TABLES = ("workflows", "runs", "approval_tokens_used", "schedules", "schedule_occurrences")
 
 
 async def project(conn: asyncpg.Connection, recorded: Sequence[RecordedEvent]) -> None:
-    for rec in recorded:
-        handler = _BY_CATEGORY.get(rec.category)
+    start = 0
+    while start < len(recorded):
+        category = recorded[start].category
+        end = start + 1
+        while end < len(recorded) and recorded[end].category == category:
+            end += 1
+        handler = _BY_CATEGORY.get(category)
         if handler is not None:
-            await handler(conn, rec)
+            await handler(conn, recorded[start:end])
+        start = end
 
 
 async def rebuild(conn: asyncpg.Connection, batch: int = 1000) -> int:

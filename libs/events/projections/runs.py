@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg
 import msgspec
 
@@ -31,16 +33,41 @@ def _json(value) -> str:
     return msgspec.json.encode(value).decode()
 
 
-async def _step(conn: asyncpg.Connection, rec: RecordedEvent, run_id, step_id: str, state: dict) -> None:
-    # Merge into the step's state so later events keep earlier fields (started_at survives completion).
-    await conn.execute(
-        "UPDATE runs SET steps = jsonb_set(steps, ARRAY[$2::text],"
-        " coalesce(steps -> $2::text, '{}'::jsonb) || $3::jsonb), stream_version = $4 WHERE id = $1",
-        run_id,
-        step_id,
-        _json(state),
-        rec.version,
-    )
+# A run's step states, merged per step (later events keep earlier fields: started_at survives completion).
+# $2 is {step_id: fields}; one statement for every step event of a batch. $5 sets the status (RunStarted, a
+# pause); otherwise a decided approval (or a rejected one) lets a paused run go on once no step awaits one
+# any more ($4).
+_MERGED_STEPS = ("steps || coalesce((SELECT jsonb_object_agg(p.key, coalesce(steps -> p.key, '{}'::jsonb) || p.value)"
+                 " FROM jsonb_each($2::jsonb) AS p), '{}'::jsonb)")
+_UPDATE_STEPS = (
+    f"UPDATE runs SET steps = {_MERGED_STEPS}, stream_version = $3,"
+    " status = CASE WHEN $5::text IS NOT NULL THEN $5::text WHEN $4 AND status = 'awaiting_approval'"
+    f" AND NOT jsonb_path_exists({_MERGED_STEPS}, '$.* ? (@.status == \"awaiting_approval\")')"
+    " THEN 'running' ELSE status END WHERE id = $1"
+)
+
+
+class _StepPatch:
+    """Step-state changes of consecutive events of one run, written by one UPDATE (_UPDATE_STEPS)."""
+
+    def __init__(self) -> None:
+        self.run_id = None
+        self.fields: dict[str, dict] = {}
+        self.version = 0
+        self.unpause = False
+        self.status: str | None = None
+
+    def add(self, rec: RecordedEvent, run_id, step_id: str | None, fields: dict, *, unpause: bool = False) -> None:
+        self.run_id, self.version = run_id, rec.version
+        if step_id is not None:
+            self.fields.setdefault(step_id, {}).update(fields)
+        self.unpause = self.unpause or unpause
+
+    async def flush(self, conn: asyncpg.Connection) -> None:
+        if self.run_id is not None:
+            await conn.execute(_UPDATE_STEPS, self.run_id, _json(self.fields), self.version, self.unpause,
+                               self.status)
+        self.__init__()
 
 
 async def _finish(conn: asyncpg.Connection, rec: RecordedEvent, run_id, status: str, error: str | None, at) -> None:
@@ -50,9 +77,19 @@ async def _finish(conn: asyncpg.Connection, rec: RecordedEvent, run_id, status: 
     )
 
 
-async def project(conn: asyncpg.Connection, rec: RecordedEvent) -> None:
+async def project(conn: asyncpg.Connection, recorded: Sequence[RecordedEvent]) -> None:
+    """Apply consecutive run events in order; the step changes between two run-level events (for one run)
+    are merged into one statement."""
+    patch = _StepPatch()
     try:
-        await _apply(conn, rec)
+        for rec in recorded:
+            event = event_of(rec)
+            if patch.run_id is not None and getattr(event, "run_id", None) != patch.run_id:
+                await patch.flush(conn)
+            if not _patch_step(patch, rec, event):
+                await patch.flush(conn)
+                await _apply(conn, rec, event)
+        await patch.flush(conn)
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name != "runs_one_active_per_workflow":
             raise
@@ -60,8 +97,35 @@ async def project(conn: asyncpg.Connection, rec: RecordedEvent) -> None:
         raise DomainError(409, "A run of this workflow is already active; wait for it or stop it") from exc
 
 
-async def _apply(conn: asyncpg.Connection, rec: RecordedEvent) -> None:
-    match event_of(rec):
+def _patch_step(patch: _StepPatch, rec: RecordedEvent, event) -> bool:
+    """Add a step-only event's change to the patch; False for events that are not step-only."""
+    match event:
+        case RunStarted() as e:  # written with the steps it starts
+            patch.add(rec, e.run_id, None, {})
+            patch.status = "running"
+        case StepStarted() as e:
+            patch.add(rec, e.run_id, e.step_id, {"status": "running", "attempt": e.attempt, "started_at": e.at.isoformat()})
+        case StepCompleted() as e:
+            patch.add(rec, e.run_id, e.step_id, {"status": "completed", "attempt": e.attempt, "output": e.output,
+                                                 "finished_at": e.at.isoformat()}, unpause=True)
+        case StepFailed() as e:
+            # A rejected approval: the run is no longer paused (it fails or goes on with on_error: continue).
+            patch.add(rec, e.run_id, e.step_id, {"status": "failed", "attempt": e.attempt, "error": e.error,
+                                                 "finished_at": e.at.isoformat()}, unpause=True)
+        case StepSkipped() as e:
+            patch.add(rec, e.run_id, e.step_id, {"status": "skipped", "reason": e.reason, "finished_at": e.at.isoformat()})
+        case StepRetryScheduled() as e:
+            patch.add(rec, e.run_id, e.step_id, {"status": "retrying", "attempt": e.attempt, "error": e.error,
+                                                 "retry_at": e.retry_at.isoformat()})
+        case StepWaiting() as e:
+            patch.add(rec, e.run_id, e.step_id, {"status": "waiting", "until": e.until.isoformat()})
+        case _:
+            return False
+    return True
+
+
+async def _apply(conn: asyncpg.Connection, rec: RecordedEvent, event) -> None:
+    match event:
         case RunCreated() as e:
             await conn.execute(
                 # Run numbers count per workflow in log order (appends are serialised), so a rebuild
@@ -79,27 +143,6 @@ async def _apply(conn: asyncpg.Connection, rec: RecordedEvent) -> None:
                 rec.version,
                 e.definition.get("concurrency") != "unlimited",
             )
-        case RunStarted() as e:
-            await conn.execute(
-                "UPDATE runs SET status = 'running', stream_version = $2 WHERE id = $1", e.run_id, rec.version
-            )
-        case StepStarted() as e:
-            await _step(conn, rec, e.run_id, e.step_id, {"status": "running", "attempt": e.attempt,
-                                                         "started_at": e.at.isoformat()})
-        case StepCompleted() as e:
-            await _step(conn, rec, e.run_id, e.step_id, {"status": "completed", "attempt": e.attempt,
-                                                         "output": e.output, "finished_at": e.at.isoformat()})
-            # A decided approval lets the run go on once no other step awaits one.
-            await conn.execute(
-                "UPDATE runs SET status = 'running' WHERE id = $1 AND status = 'awaiting_approval'"
-                " AND NOT jsonb_path_exists(steps, '$.* ? (@.status == \"awaiting_approval\")')", e.run_id)
-        case StepFailed() as e:
-            await _step(conn, rec, e.run_id, e.step_id, {"status": "failed", "attempt": e.attempt,
-                                                         "error": e.error, "finished_at": e.at.isoformat()})
-            # A rejected approval: the run is no longer paused (it fails or goes on with on_error: continue).
-            await conn.execute(
-                "UPDATE runs SET status = 'running' WHERE id = $1 AND status = 'awaiting_approval'"
-                " AND NOT jsonb_path_exists(steps, '$.* ? (@.status == \"awaiting_approval\")')", e.run_id)
         case RunCompleted() as e:
             await conn.execute(
                 "UPDATE runs SET status = 'completed', outputs = $2::jsonb, finished_at = $3,"
@@ -115,17 +158,11 @@ async def _apply(conn: asyncpg.Connection, rec: RecordedEvent) -> None:
             await _finish(conn, rec, e.run_id, "cancelled", e.reason or None, e.at)
         case RunTerminated() as e:
             await _finish(conn, rec, e.run_id, "cancelled", e.reason or None, e.at)
-        case StepSkipped() as e:
-            await _step(conn, rec, e.run_id, e.step_id, {"status": "skipped", "reason": e.reason,
-                                                         "finished_at": e.at.isoformat()})
-        case StepRetryScheduled() as e:
-            await _step(conn, rec, e.run_id, e.step_id, {"status": "retrying", "attempt": e.attempt, "error": e.error,
-                                                         "retry_at": e.retry_at.isoformat()})
-        case StepWaiting() as e:
-            await _step(conn, rec, e.run_id, e.step_id, {"status": "waiting", "until": e.until.isoformat()})
         case StepAwaitingApproval() as e:
-            await _step(conn, rec, e.run_id, e.step_id, {"status": "awaiting_approval", "approval": e.approval,
-                                                         "paused_at": e.at.isoformat()})
-            await conn.execute("UPDATE runs SET status = 'awaiting_approval' WHERE id = $1", e.run_id)
+            patch = _StepPatch()
+            patch.add(rec, e.run_id, e.step_id, {"status": "awaiting_approval", "approval": e.approval,
+                                                 "paused_at": e.at.isoformat()})
+            patch.status = "awaiting_approval"
+            await patch.flush(conn)
         case ApprovalDecisionRecorded() as e if e.token_id is not None:
             await consume_token(conn, rec, e.token_id, "step")

@@ -94,7 +94,7 @@ def evaluate(operator: str, actual: Any, expected: Any) -> bool:
     return _compare(operator, actual, expected)
 
 
-@step("condition")
+@step("condition", pure=True)
 async def condition(node: dict[str, Any], context: dict[str, Any], call: StepCall | None = None,
                     deps: StepDeps | None = None) -> Any:
     """{"passed", "field", "operator", "actual"}; passed False makes the engine skip dependants."""

@@ -31,11 +31,14 @@ async def execute_workflow(request: Request, principal: Principal, workflow_id: 
     make = runs.start_command(row["id"], row["stream_version"], definition, inputs, principal.user_id)
 
     async def render(outcome: Outcome):
-        async with ctx.store.tenant_transaction(principal.tenant_id) as conn:
-            run = await queries.get_run(conn, principal.tenant_id, row["id"], runs.run_id_of(outcome))
-        if run is None:
+        # The run as this command left it (folded up to the outcome's version), not whatever it has become
+        # since: a quick run may already be over when the reply arrives. Its progress is GET .../runs/:runId.
+        view = await runs.load_view(ctx.store, principal.tenant_id, runs.run_id_of(outcome), outcome.version)
+        if view is None:
             raise ApiError(404, "Run not found")
-        return 201, {"success": True, "run": queries.run_json(run)}
+        run = _view_json(view)
+        del run["version"]
+        return 201, {"success": True, "run": run}
 
     return await dispatcher.dispatch(request, principal, "executor", make, render, raw)
 
