@@ -305,3 +305,23 @@ async def test_two_drivers_racing_on_one_run_complete_each_step_once(store, tena
         completed = [s for t, s in types if t == "StepCompleted"]
         assert sorted(completed) == [f"s{i}" for i in range(6)], types
         assert [t for t, _ in types].count("RunCompleted") == 1 and [t for t, _ in types].count("RunStarted") == 1
+
+
+async def test_a_new_runs_first_pass_commits_with_run_created_and_its_steps_start_once(engine, store, tenant):
+    # Through the executor's handler: RunCreated, RunStarted, the pure chain and the StepStarted of the first
+    # side-effecting step are one append; that step then runs as attempt 1 (not taken for a crashed one).
+    nodes = [{"id": "a", "type": "transform", "config": {"template": {"n": "${inputs.n}"}}},
+             {"id": "d", "type": "test.flaky", "depends_on": ["a"], "config": {"failures": 0}},
+             {"id": "e", "type": "echo", "depends_on": ["d"]}]
+    run_id = uuid.uuid4()
+    outcome = await handle_run_command(store, _env(tenant, StartRun(
+        run_id=run_id, workflow_id=uuid.uuid4(), workflow_version=1, definition={"nodes": nodes},
+        inputs={"n": 2}, created_by="alice", at=datetime.now(UTC))), engine=engine)
+    assert outcome.status == 201
+    await asyncio.wait_for(asyncio.shield(engine.drivers[(tenant, run_id)].task), 5)
+    assert await _transactions(store, run_id) == [
+        ["RunCreated", "RunStarted", "StepStarted(a)", "StepCompleted(a)", "StepStarted(d)"],
+        ["StepCompleted(d)", "StepStarted(e)", "StepCompleted(e)", "RunCompleted"],
+    ]
+    run = await _state(store, tenant, run_id)
+    assert run.status == "completed" and run.steps["d"].attempt == 1 and run.steps["d"].output["key"].endswith(":d:1")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from libs.events.errors import DomainError
@@ -42,9 +42,12 @@ async def handle_command(
     status: int = 200,
     timers: Callable[[Sequence[Event]], Sequence[Any]] | None = None,
     on_appended: Callable[[list[RecordedEvent], Any], None] | None = None,
+    follow: Callable[[Any], Awaitable[list[Event]]] | None = None,
 ) -> Outcome:
     """Run a command to its recorded outcome. Idempotent by command id; refusals are recorded too.
     `timers(events)` names the durable timers the decided events call for, set in the same append.
+    `follow(state)` may add events that follow from the decided ones (given the state with them folded
+    in), appended in the same transaction: the executor's first pass over a new run.
     `on_appended(stream, state)` is told the whole stream and its folded state after this command appended
     (not when it was refused or had been handled before)."""
     tenant_id = envelope.tenant_id
@@ -57,6 +60,11 @@ async def handle_command(
         state = fold(initial, evolve, recorded)
         try:
             events = decide(envelope.command, state)
+            if follow is not None and events:
+                after = state
+                for event in events:
+                    after = evolve(after, event)
+                events = [*events, *await follow(after)]
             outcome, appended = await store.append_recorded(
                 stream_id, len(recorded), events, metadata=metadata_for(envelope), status=status,
                 timers=timers(events) if timers is not None else (),

@@ -118,8 +118,9 @@ def create_service_app(
 
 
 def serve(app: Litestar, settings: Settings) -> None:
-    """Run under uvicorn; SIGTERM/SIGINT trigger the lifespan shutdown (graceful)."""
+    """Run under uvicorn; SIGTERM/SIGINT trigger the lifespan shutdown (graceful). uvloop and httptools when
+    installed (they are dependencies; docs/decisions/0012-uvloop.md)."""
     import uvicorn
 
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=20)
+                timeout_graceful_shutdown=20, loop="auto", http="auto")

@@ -83,18 +83,26 @@ class Engine:
         self.rng = rng or random.Random()
         self.drivers: dict[tuple[str, uuid.UUID], RunDriver] = {}
 
-    def poke(self, tenant_id: str, run_id: uuid.UUID, stream: list[RecordedEvent] | None = None) -> RunDriver:
+    def prepare(self, tenant_id: str, run_id: uuid.UUID) -> RunDriver:
+        """A driver for a new run, not yet running: its first pass is appended with RunCreated, then `poke`
+        starts it."""
+        return RunDriver(self, tenant_id, run_id)
+
+    def poke(self, tenant_id: str, run_id: uuid.UUID, stream: list[RecordedEvent] | None = None,
+             prepared: RunDriver | None = None) -> RunDriver:
         """Make sure a driver looks at this run now. Idempotent; cheap to call on every run event.
-        `stream`, the run's whole log as just written by the caller, spares a new driver reading it."""
+        `stream`, the run's whole log as just written by the caller, spares a new driver reading it;
+        `prepared` is the driver whose first pass that log includes (its steps start now)."""
         key = (tenant_id, run_id)
         driver = self.drivers.get(key)
         if driver is not None and not driver.task.done():
             driver.stale = True  # something outside the driver changed the run: read the log again
             driver.wake.set()
             return driver
-        driver = RunDriver(self, tenant_id, run_id)
+        driver = prepared or RunDriver(self, tenant_id, run_id)
         if stream:
             driver.known(stream)
+        driver.launch_first_steps()
         self.drivers[key] = driver
         driver.task = asyncio.create_task(driver.drive(), name=f"run-{run_id}")
         driver.task.add_done_callback(lambda _t, k=key, d=driver: self._forget(k, d))
@@ -143,6 +151,18 @@ class RunDriver:
         self.metadata: Metadata | None = None
         # Results of finished steps, recorded with the driver's next append (with the steps they unblock).
         self.results: dict[str, Event] = {}
+        # Steps of the first pass (committed with RunCreated) to start once the driver is known.
+        self.first_steps: list = []
+
+    async def first_pass(self, run: domain.Run) -> list[Event]:
+        """The events of the new run's first pass (see Engine.prepare); its steps start in `launch_first_steps`."""
+        _, events, self.first_steps, _ = await self._plan(run, self.engine.clock())
+        return events
+
+    def launch_first_steps(self) -> None:
+        for node, attempt, key_attempt in self.first_steps:
+            self.in_flight[node["id"]] = asyncio.create_task(self._execute(self.run, node, attempt, key_attempt))
+        self.first_steps = []
 
     async def drive(self) -> None:
         # A database outage (restart, failover) is waited out: a driver that hits one looks again later

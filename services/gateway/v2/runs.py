@@ -31,9 +31,9 @@ async def execute_workflow(request: Request, principal: Principal, workflow_id: 
     make = runs.start_command(row["id"], row["stream_version"], definition, inputs, principal.user_id)
 
     async def render(outcome: Outcome):
-        # The run as this command left it (folded up to the outcome's version), not whatever it has become
-        # since: a quick run may already be over when the reply arrives. Its progress is GET .../runs/:runId.
-        view = await runs.load_view(ctx.store, principal.tenant_id, runs.run_id_of(outcome), outcome.version)
+        # The run as created (its first event, RunCreated), not whatever it has become since: a quick run
+        # may be over before the reply arrives. Its progress is GET .../runs/:runId.
+        view = await runs.load_view(ctx.store, principal.tenant_id, runs.run_id_of(outcome), 1)
         if view is None:
             raise ApiError(404, "Run not found")
         run = _view_json(view)
