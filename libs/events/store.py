@@ -114,21 +114,9 @@ class EventStore:
                 _SELECT + " WHERE tenant_id = $1 AND stream_id = $2 ORDER BY version", tenant_id, stream_id)
         return None, [_row_to_recorded(r) for r in rows]
 
-    async def append(
-        self,
-        stream_id: str,
-        expected_version: int,
-        events: Sequence[Event],
-        *,
-        metadata: Metadata,
-        status: int = 200,
-        error: str | None = None,
-        field: str | None = None,
-        timers: Sequence[Timer] = (),
-    ) -> Outcome:
-        """Append events at expected_version + 1.. and return the recorded outcome (see append_recorded)."""
-        outcome, _ = await self.append_recorded(stream_id, expected_version, events, metadata=metadata, status=status,
-                                                error=error, field=field, timers=timers)
+    async def append(self, stream_id: str, expected_version: int, events: Sequence[Event], **options: Any) -> Outcome:
+        """append_recorded(...) without the recorded events: the outcome only. Same keyword options."""
+        outcome, _ = await self.append_recorded(stream_id, expected_version, events, **options)
         return outcome
 
     async def append_recorded(
