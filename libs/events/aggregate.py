@@ -41,15 +41,15 @@ async def handle_command(
     *,
     status: int = 200,
     timers: Callable[[Sequence[Event]], Sequence[Any]] | None = None,
-    on_appended: Callable[[list[RecordedEvent], Any], None] | None = None,
+    on_appended: Callable[[list[RecordedEvent]], None] | None = None,
     follow: Callable[[Any], Awaitable[list[Event]]] | None = None,
 ) -> Outcome:
     """Run a command to its recorded outcome. Idempotent by command id; refusals are recorded too.
     `timers(events)` names the durable timers the decided events call for, set in the same append.
     `follow(state)` may add events that follow from the decided ones (given the state with them folded
     in), appended in the same transaction: the executor's first pass over a new run.
-    `on_appended(stream, state)` is told the whole stream and its folded state after this command appended
-    (not when it was refused or had been handled before)."""
+    `on_appended(stream)` is told the whole stream after this command appended (not when it was refused or
+    had been handled before)."""
     tenant_id = envelope.tenant_id
     done, recorded = await store.load(tenant_id, stream_id, envelope.command_id)
     if done is not None:
@@ -85,6 +85,6 @@ async def handle_command(
         except WrongExpectedVersion:
             continue
         if on_appended is not None:
-            on_appended([*recorded, *appended], fold(state, evolve, appended))
+            on_appended([*recorded, *appended])
         return outcome
     raise WrongExpectedVersion(stream_id, -1, -1)  # transient: the consumer NAKs and retries later

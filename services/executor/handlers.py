@@ -28,7 +28,7 @@ async def handle_run_command(store: EventStore, envelope: CommandEnvelope, engin
         status=201 if isinstance(command, StartRun) else 200,
         # e.g. an approval's escalation sets the timer of its new deadline in the same append
         timers=lambda events: timers_for(envelope.tenant_id, metadata_for(envelope), events),
-        on_appended=lambda stream, _state: written.extend(stream),
+        on_appended=written.extend,
         follow=first_pass if engine is not None and isinstance(command, StartRun) else None,
     )
     # Every run event outside a driver's own is appended here (a new run, cancel, terminate, an approval
