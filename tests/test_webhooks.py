@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
@@ -69,21 +70,28 @@ def inbox() -> Iterator[tuple[Inbox, int]]:
         yield box, controller.port
 
 
-@pytest.fixture(scope="module")
-def own_notifier(stack: Stack, infra: Infra, inbox) -> Iterator[OwnNotifier]:
+@contextmanager
+def replaced_notifier(stack: Stack, infra: Infra, env: dict[str, str], logs: Path) -> Iterator[OwnNotifier]:
+    """The stack's notifier stopped and an own one (not started) in its place; the stack's is back after."""
     from deploy.local.stack import wait_http
 
-    _, smtp_port = inbox
     stack.procs["notifier"].stop()
-    own = OwnNotifier(infra, NOTIFIER_ENV | {"WEFT_SMTP_HOST": "127.0.0.1", "WEFT_SMTP_PORT": str(smtp_port)},
-                      infra.root / "webhook-logs")
-    own.start()
+    own = OwnNotifier(infra, env, logs)
     try:
         yield own
     finally:
         own.stop()
         stack.procs["notifier"].start()
         wait_http(stack.ports["notifier"])
+
+
+@pytest.fixture(scope="module")
+def own_notifier(stack: Stack, infra: Infra, inbox) -> Iterator[OwnNotifier]:
+    _, smtp_port = inbox
+    env = NOTIFIER_ENV | {"WEFT_SMTP_HOST": "127.0.0.1", "WEFT_SMTP_PORT": str(smtp_port)}
+    with replaced_notifier(stack, infra, env, infra.root / "webhook-logs") as own:
+        own.start()
+        yield own
 
 
 @pytest.fixture(scope="module")

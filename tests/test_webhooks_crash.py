@@ -20,21 +20,14 @@ import pytest
 
 from tests.conftest import Infra, Stack, poll
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.test_webhooks import NOTIFIER_ENV, OwnNotifier, create_webhook, deliveries, settled, start_run
+from tests.test_webhooks import (NOTIFIER_ENV, OwnNotifier, create_webhook, deliveries, replaced_notifier, settled,
+                                 start_run)
 
 
 @pytest.fixture(scope="module")
 def notifier(stack: Stack, infra: Infra) -> Iterator[OwnNotifier]:
-    from deploy.local.stack import wait_http
-
-    stack.procs["notifier"].stop()
-    own = OwnNotifier(infra, NOTIFIER_ENV, infra.root / "webhook-crash-logs")
-    try:
+    with replaced_notifier(stack, infra, NOTIFIER_ENV, infra.root / "webhook-crash-logs") as own:
         yield own
-    finally:
-        own.stop()
-        stack.procs["notifier"].start()
-        wait_http(stack.ports["notifier"])
 
 
 @pytest.fixture(scope="module")
