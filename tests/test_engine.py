@@ -5,6 +5,7 @@ one-active-run rule."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 import uuid
@@ -240,6 +241,61 @@ async def test_one_active_run_per_workflow_unless_unlimited(engine, store, tenan
     other = uuid.uuid4()
     outcomes = [(await _start(store, tenant, nodes, other, concurrency="unlimited"))[1] for _ in range(3)]
     assert [o.status for o in outcomes] == [201, 201, 201]
+
+
+async def _start_driven(engine, store, tenant, nodes, workflow_id=None, **definition):
+    """StartRun through the handler with the engine: its first pass commits with RunCreated."""
+    run_id = uuid.uuid4()
+    outcome = await handle_run_command(store, _env(tenant, StartRun(
+        run_id=run_id, workflow_id=workflow_id or uuid.uuid4(), workflow_version=1,
+        definition={"nodes": nodes, **definition}, inputs={"n": 2}, created_by="alice", at=datetime.now(UTC))),
+        engine=engine)
+    return run_id, outcome
+
+
+async def test_a_run_over_in_its_first_pass_is_still_refused_while_another_is_active(engine, store, tenant):
+    # A pure run is over in the StartRun's own append, and its runs row is then written once, already
+    # completed. An exclusive one must still meet the one-active-run index.
+    workflow_id = uuid.uuid4()
+    sleeper, ok = await _start_driven(engine, store, tenant, [{"id": "s", "type": "test.sleep", "config": {"seconds": 0.5}}],
+                                      workflow_id)
+    refused_id, refused = await _start_driven(engine, store, tenant, [{"id": "a", "type": "echo"}], workflow_id)
+    assert ok.status == 201 and refused.status == 409 and "already active" in refused.error
+    assert await store.read_stream(tenant, f"run-{refused_id}") == []
+    await asyncio.wait_for(asyncio.shield(engine.drivers[(tenant, sleeper)].task), 5)
+    _, after = await _start_driven(engine, store, tenant, [{"id": "a", "type": "echo"}], workflow_id)
+    assert after.status == 201
+
+
+@pytest.mark.parametrize("definition", [{"concurrency": "unlimited"}, {}], ids=["unlimited", "exclusive"])
+async def test_a_runs_row_written_in_one_statement_equals_the_row_written_event_by_event(engine, store, tenant,
+                                                                                         definition):
+    # The runs projection merges a batch's changes (and inserts a run created in the batch with them). The
+    # row must be exactly what projecting the same events one at a time gives.
+    from libs.events.projections import runs as runs_projection
+
+    nodes = [{"id": "a", "type": "transform", "config": {"template": {"n": "${inputs.n}"}}},
+             {"id": "b", "type": "echo", "input_from": "a"},
+             {"id": "c", "type": "condition", "depends_on": ["a"],
+              "config": {"field": "$.a.n", "operator": "equals", "value": 3}},
+             {"id": "d", "type": "echo", "depends_on": ["c"]}]
+    run_id, outcome = await _start_driven(engine, store, tenant, nodes, **definition)
+    assert outcome.status == 201
+    recorded = await store.read_stream(tenant, f"run-{run_id}")
+    assert recorded[-1].type == "RunCompleted"
+    query = "SELECT to_jsonb(runs) - 'run_number' FROM runs WHERE id = $1"
+    async with store.pool.acquire() as conn:
+        merged = json.loads(await conn.fetchval(query, run_id))
+        replay = conn.transaction()
+        await replay.start()
+        await conn.execute("DELETE FROM runs WHERE id = $1", run_id)
+        for rec in recorded:
+            await runs_projection.project(conn, [rec])
+        one_by_one = json.loads(await conn.fetchval(query, run_id))
+        await replay.rollback()
+    assert merged == one_by_one
+    assert merged["status"] == "completed" and merged["finished_at"] and merged["stream_version"] == len(recorded)
+    assert merged["steps"]["d"]["status"] == "skipped" and merged["steps"]["b"]["output"] == {"n": 2}
 
 
 async def _transactions(store, run_id) -> list[list[str]]:

@@ -346,16 +346,24 @@ async def test_global_reads_see_every_committed_event_once_in_order(pool, settin
     stop = asyncio.Event()
     rng = random.Random(1234)
 
-    async def append(stream: str, run_id: uuid.UUID, expected: int, n: int) -> int:
-        await store.append(stream, expected, steps(run_id, n, f"v{expected}-"), metadata=Metadata(tenant_id=tenant))
+    async def append(stream: str, run_id: uuid.UUID, expected: int, n: int, *, as_command: bool = False) -> int:
+        events = steps(run_id, n, f"v{expected}-")
+        if as_command:  # as handle_command appends: load first, then the lock taken with the command record
+            command_id = str(uuid.uuid4())
+            async with store.transaction(tenant) as tx:
+                await tx.load(stream, uuid.UUID(command_id))
+                await tx.append_recorded(stream, expected, events,
+                                         metadata=Metadata(tenant_id=tenant, command_id=command_id))
+        else:
+            await store.append(stream, expected, events, metadata=Metadata(tenant_id=tenant))
         committed.update((stream, expected + i + 1) for i in range(n))
         return expected + n
 
-    async def fast_writer() -> None:
+    async def fast_writer(as_command: bool) -> None:
         stream, run_id = run_stream()
         version = 0
         while not stop.is_set():
-            version = await append(stream, run_id, version, rng.randint(1, 3))
+            version = await append(stream, run_id, version, rng.randint(1, 3), as_command=as_command)
             await asyncio.sleep(rng.uniform(0, 0.01))
 
     async def slow_writer(hold_s: float) -> None:
@@ -378,8 +386,8 @@ async def test_global_reads_see_every_committed_event_once_in_order(pool, settin
             stream, run_id = run_stream()
             doomed_streams.add(stream)
             with pytest.raises(RuntimeError, match="by hand"):
-                async with store.tenant_transaction(tenant) as conn:
-                    rec = await store._insert(conn, stream, 0, steps(run_id, 1), Metadata(tenant_id=tenant))
+                async with store.transaction(tenant) as tx:  # not locked: _insert alone never takes the lock
+                    rec = await tx._insert(stream, 0, steps(run_id, 1), Metadata(tenant_id=tenant))
                     chaos.doomed_positions.extend(r.global_position for r in rec)
                     await asyncio.sleep(rng.uniform(0, 0.2))
                     raise RuntimeError("rolled back by hand")
@@ -420,7 +428,7 @@ async def test_global_reads_see_every_committed_event_once_in_order(pool, settin
     started = time.monotonic()
     try:
         reader_task = asyncio.create_task(reader())
-        writers = [asyncio.create_task(fast_writer()) for _ in range(4)]
+        writers = [asyncio.create_task(fast_writer(as_command=i % 2 == 1)) for i in range(4)]
         writers.append(asyncio.create_task(rolled_back_writer()))
         slow = [asyncio.create_task(slow_writer(2.5)), asyncio.create_task(slow_rolled_back_writer())]
         await asyncio.wait_for(asyncio.gather(*slow), 15)

@@ -51,25 +51,28 @@ async def handle_command(
     `on_appended(stream)` is told the whole stream after this command appended (not when it was refused or
     had been handled before)."""
     tenant_id = envelope.tenant_id
-    done, recorded = await store.load(tenant_id, stream_id, envelope.command_id)
-    if done is not None:
-        return done
-    for attempt in range(MAX_CONFLICT_RETRIES):
-        if attempt:
-            recorded = await store.read_stream(tenant_id, stream_id)
-        state = fold(initial, evolve, recorded)
+    for _attempt in range(MAX_CONFLICT_RETRIES):
         try:
-            events = decide(envelope.command, state)
-            if follow is not None and events:
-                after = state
-                for event in events:
-                    after = evolve(after, event)
-                events = [*events, *await follow(after)]
-            outcome, appended = await store.append_recorded(
-                stream_id, len(recorded), events, metadata=metadata_for(envelope), status=status,
-                timers=timers(events) if timers is not None else (),
-            )
+            # Load, decide and append in one transaction: the append lock is taken only when appending, and a
+            # conflict (another writer got there first) rolls it all back for a fresh try.
+            async with store.transaction(tenant_id) as tx:
+                done, recorded = await tx.load(stream_id, envelope.command_id)
+                if done is not None:
+                    return done
+                state = fold(initial, evolve, recorded)
+                events = decide(envelope.command, state)
+                if follow is not None and events:
+                    after = state
+                    for event in events:
+                        after = evolve(after, event)
+                    events = [*events, *await follow(after)]
+                outcome, appended = await tx.append_recorded(
+                    stream_id, len(recorded), events, metadata=metadata_for(envelope), status=status,
+                    timers=timers(events) if timers is not None else (),
+                )
         except DomainError as refused:
+            # Recorded in a transaction of its own: a refusal raised by the append (a projection's
+            # constraint) has aborted the one above.
             return await store.record_outcome(
                 tenant_id,
                 Outcome(

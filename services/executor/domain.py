@@ -129,13 +129,7 @@ def decide(command, state: Run) -> list[Event]:
         case StartRun() as c:
             if state.exists:
                 raise DomainError(409, "Run already exists")
-            return [
-                RunCreated(
-                    run_id=c.run_id, workflow_id=c.workflow_id, workflow_version=c.workflow_version,
-                    definition=c.definition, inputs=c.inputs, created_by=c.created_by, at=c.at,
-                    description=c.description,
-                )
-            ]
+            return [c.created()]
         case CancelRun() as c:
             _stoppable(state)
             if state.cancel_requested:

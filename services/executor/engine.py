@@ -243,8 +243,10 @@ class RunDriver:
                 if step_key(start[0]) not in PURE:
                     starts.append(start)
                     busy.add(start[0]["id"])
-            if not inline:
+            if not inline and not decided:
                 return run, events, starts, plan.wake_at
+            # Something changed (a step skipped, a pure result): plan again with it, so what it settles (the
+            # run's end, a skip's dependents) goes into the same append.
             for node, attempt, key_attempt in inline:
                 ok, result, retryable = await self._call(run, node, attempt, key_attempt)
                 event = self._result_event(node, attempt, ok, result, retryable)

@@ -35,20 +35,36 @@ def _json(value) -> str:
 
 # A run's step states, merged per step (later events keep earlier fields: started_at survives completion).
 # $2 is {step_id: fields}; one statement for every step event of a batch. $5 sets the status (RunStarted, a
-# pause); otherwise a decided approval (or a rejected one) lets a paused run go on once no step awaits one
-# any more ($4).
+# pause, the end); otherwise a decided approval (or a rejected one) lets a paused run go on once no step
+# awaits one any more ($4). With $6 the run ended: outputs ($7, RunCompleted only), error ($8, the other
+# ends: RunCompleted keeps it) and finished_at ($9).
 _MERGED_STEPS = ("steps || coalesce((SELECT jsonb_object_agg(p.key, coalesce(steps -> p.key, '{}'::jsonb) || p.value)"
                  " FROM jsonb_each($2::jsonb) AS p), '{}'::jsonb)")
 _UPDATE_STEPS = (
     f"UPDATE runs SET steps = {_MERGED_STEPS}, stream_version = $3,"
     " status = CASE WHEN $5::text IS NOT NULL THEN $5::text WHEN $4 AND status = 'awaiting_approval'"
     f" AND NOT jsonb_path_exists({_MERGED_STEPS}, '$.* ? (@.status == \"awaiting_approval\")')"
-    " THEN 'running' ELSE status END WHERE id = $1"
+    " THEN 'running' ELSE status END,"
+    " outputs = CASE WHEN $6 AND $5 = 'completed' THEN $7::jsonb ELSE outputs END,"
+    " error = CASE WHEN $6 AND $5 <> 'completed' THEN $8::text ELSE error END,"
+    " finished_at = CASE WHEN $6 THEN $9::timestamptz ELSE finished_at END WHERE id = $1"
 )
+# Run numbers count per workflow in log order (appends are serialised), so a rebuild gives every run the same
+# number again.
+_INSERT_RUN = (
+    "INSERT INTO runs (id, tenant_id, workflow_id, status, inputs, created_by, created_at, started_at,"
+    " stream_version, run_number, exclusive, steps, outputs, error, finished_at)"
+    " VALUES ($1, $2, $3, $9, $4::jsonb, $5, $6, $6, $7,"
+    " (SELECT coalesce(max(run_number), 0) + 1 FROM runs WHERE workflow_id = $3), $8, $10::jsonb, $11::jsonb, $12,"
+    " $13) ON CONFLICT (id) DO NOTHING RETURNING true"
+)
+_ACTIVE = ("pending", "running", "awaiting_approval")
 
 
 class _StepPatch:
-    """Step-state changes of consecutive events of one run, written by one UPDATE (_UPDATE_STEPS)."""
+    """Changes of consecutive events of one run, written by one statement: the step states, the status and
+    the end (_UPDATE_STEPS); when the run was created in the same batch, its row is inserted with all of
+    them (_INSERT_RUN)."""
 
     def __init__(self) -> None:
         self.run_id = None
@@ -56,6 +72,11 @@ class _StepPatch:
         self.version = 0
         self.unpause = False
         self.status: str | None = None
+        self.ended = False
+        self.outputs = None
+        self.error: str | None = None
+        self.finished_at = None
+        self.created: tuple[RecordedEvent, RunCreated] | None = None
 
     def add(self, rec: RecordedEvent, run_id, step_id: str | None, fields: dict, *, unpause: bool = False) -> None:
         self.run_id, self.version = run_id, rec.version
@@ -63,30 +84,59 @@ class _StepPatch:
             self.fields.setdefault(step_id, {}).update(fields)
         self.unpause = self.unpause or unpause
 
+    def end(self, rec: RecordedEvent, run_id, status: str, at, *, error: str | None = None, outputs=None) -> None:
+        self.add(rec, run_id, None, {})
+        self.status, self.ended, self.finished_at = status, True, at
+        self.error, self.outputs = error, outputs
+
+    def holds_other_run(self, event) -> bool:
+        current = self.run_id if self.run_id is not None else self.created[1].run_id if self.created else None
+        return current is not None and getattr(event, "run_id", None) != current
+
     async def flush(self, conn: asyncpg.Connection) -> None:
+        if self.created is not None and await self._insert(conn):
+            self.__init__()
+            return
         if self.run_id is not None:
             await conn.execute(_UPDATE_STEPS, self.run_id, _json(self.fields), self.version, self.unpause,
-                               self.status)
+                               self.status, self.ended, _json(self.outputs), self.error, self.finished_at)
         self.__init__()
 
-
-async def _finish(conn: asyncpg.Connection, rec: RecordedEvent, run_id, status: str, error: str | None, at) -> None:
-    await conn.execute(
-        "UPDATE runs SET status = $2, error = $3, finished_at = $4, stream_version = $5 WHERE id = $1",
-        run_id, status, error, at, rec.version,
-    )
+    async def _insert(self, conn: asyncpg.Connection) -> bool:
+        """Insert the created run; True when the row took in the changes after RunCreated too. An exclusive
+        run that is already over is inserted as pending first (then updated), so the one-active-run index
+        still refuses it while another run is active."""
+        rec, e = self.created
+        exclusive = e.definition.get("concurrency") != "unlimited"
+        status = self.status or "pending"
+        merged = self.run_id is not None and (not exclusive or status in _ACTIVE)
+        if not merged:
+            status = "pending"
+        ended = merged and self.ended
+        inserted = await conn.fetchval(
+            _INSERT_RUN, e.run_id, rec.tenant_id, e.workflow_id, _json(e.inputs), e.created_by, e.at,
+            self.version if merged else rec.version, exclusive, status,
+            _json(self.fields) if merged else "{}",
+            _json(self.outputs) if ended and status == "completed" else None,
+            self.error if ended and status != "completed" else None,
+            self.finished_at if ended else None,
+        )
+        # Not inserted (the row exists): the changes after RunCreated are applied as an update, as always.
+        return merged and bool(inserted)
 
 
 async def project(conn: asyncpg.Connection, recorded: Sequence[RecordedEvent]) -> None:
-    """Apply consecutive run events in order; the step changes between two run-level events (for one run)
-    are merged into one statement."""
+    """Apply consecutive run events in order; the changes between two events that need statements of their own
+    (for one run) are merged into one statement, and a run created in the batch is inserted with them."""
     patch = _StepPatch()
     try:
         for rec in recorded:
             event = event_of(rec)
-            if patch.run_id is not None and getattr(event, "run_id", None) != patch.run_id:
+            if patch.holds_other_run(event):
                 await patch.flush(conn)
-            if not _patch_step(patch, rec, event):
+            if isinstance(event, RunCreated):
+                patch.created = (rec, event)
+            elif not _patch_step(patch, rec, event):
                 await patch.flush(conn)
                 await _apply(conn, rec, event)
         await patch.flush(conn)
@@ -119,6 +169,12 @@ def _patch_step(patch: _StepPatch, rec: RecordedEvent, event) -> bool:
                                                  "retry_at": e.retry_at.isoformat()})
         case StepWaiting() as e:
             patch.add(rec, e.run_id, e.step_id, {"status": "waiting", "until": e.until.isoformat()})
+        case RunCompleted() as e:
+            patch.end(rec, e.run_id, "completed", e.at, outputs=e.outputs)
+        case RunFailed() as e:
+            patch.end(rec, e.run_id, "failed", e.at, error=e.error)
+        case RunCancelled() | RunTerminated() as e:
+            patch.end(rec, e.run_id, "cancelled", e.at, error=e.reason or None)
         case _:
             return False
     return True
@@ -126,38 +182,6 @@ def _patch_step(patch: _StepPatch, rec: RecordedEvent, event) -> bool:
 
 async def _apply(conn: asyncpg.Connection, rec: RecordedEvent, event) -> None:
     match event:
-        case RunCreated() as e:
-            await conn.execute(
-                # Run numbers count per workflow in log order (appends are serialised), so a rebuild
-                # gives every run the same number again.
-                "INSERT INTO runs (id, tenant_id, workflow_id, status, inputs, created_by, created_at,"
-                " started_at, stream_version, run_number, exclusive) VALUES ($1, $2, $3, 'pending', $4::jsonb, $5,"
-                " $6, $6, $7, (SELECT coalesce(max(run_number), 0) + 1 FROM runs WHERE workflow_id = $3), $8)"
-                " ON CONFLICT (id) DO NOTHING",
-                e.run_id,
-                rec.tenant_id,
-                e.workflow_id,
-                _json(e.inputs),
-                e.created_by,
-                e.at,
-                rec.version,
-                e.definition.get("concurrency") != "unlimited",
-            )
-        case RunCompleted() as e:
-            await conn.execute(
-                "UPDATE runs SET status = 'completed', outputs = $2::jsonb, finished_at = $3,"
-                " stream_version = $4 WHERE id = $1",
-                e.run_id,
-                _json(e.outputs),
-                e.at,
-                rec.version,
-            )
-        case RunFailed() as e:
-            await _finish(conn, rec, e.run_id, "failed", e.error, e.at)
-        case RunCancelled() as e:
-            await _finish(conn, rec, e.run_id, "cancelled", e.reason or None, e.at)
-        case RunTerminated() as e:
-            await _finish(conn, rec, e.run_id, "cancelled", e.reason or None, e.at)
         case StepAwaitingApproval() as e:
             patch = _StepPatch()
             patch.add(rec, e.run_id, e.step_id, {"status": "awaiting_approval", "approval": e.approval,

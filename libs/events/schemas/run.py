@@ -218,6 +218,12 @@ class StartRun(Command, frozen=True, kw_only=True):
     at: datetime
     description: str = ""
 
+    def created(self) -> RunCreated:
+        """The run this command creates: the event it is recorded as when accepted."""
+        return RunCreated(run_id=self.run_id, workflow_id=self.workflow_id, workflow_version=self.workflow_version,
+                          definition=self.definition, inputs=self.inputs, created_by=self.created_by, at=self.at,
+                          description=self.description)
+
 
 class CancelRun(Command, frozen=True, kw_only=True):
     run_id: UUID

@@ -8,9 +8,9 @@ import msgspec
 from litestar import Request, Response, delete, get, post
 
 from libs.events.auth import Principal
-from libs.events.run_view import RunView
+from libs.events.run_view import RunView, evolve, initial
 from libs.events.schemas import Outcome
-from libs.events.schemas.run import TerminateRun
+from libs.events.schemas.run import StartRun, TerminateRun
 from services.gateway import queries, runs
 from services.gateway.bodies import ExecuteBody, decode_body
 from services.gateway.commands import now
@@ -29,18 +29,27 @@ async def execute_workflow(request: Request, principal: Principal, workflow_id: 
     definition = msgspec.json.decode(row["definition"])
     inputs = runs.prepare_inputs(definition, body.inputs)
     make = runs.start_command(row["id"], row["stream_version"], definition, inputs, principal.user_id)
+    sent: list[StartRun] = []
+    keyed = "idempotency-key" in request.headers
+
+    def make_and_keep(command_id):
+        sent.append(make(command_id))
+        return sent[-1]
 
     async def render(outcome: Outcome):
         # The run as created (its first event, RunCreated), not whatever it has become since: a quick run
-        # may be over before the reply arrives. Its progress is GET .../runs/:runId.
-        view = await runs.load_view(ctx.store, principal.tenant_id, runs.run_id_of(outcome), 1)
-        if view is None:
+        # may be over before the reply arrives. Its progress is GET .../runs/:runId. Without an
+        # Idempotency-Key the command id is new, so the run is the one this command created: its RunCreated is
+        # the command's own. With one, an earlier request may have created it: read it.
+        if not keyed:
+            view = evolve(initial, sent[-1].created())
+        elif (view := await runs.load_view(ctx.store, principal.tenant_id, runs.run_id_of(outcome), 1)) is None:
             raise ApiError(404, "Run not found")
         run = _view_json(view)
         del run["version"]
         return 201, {"success": True, "run": run}
 
-    return await dispatcher.dispatch(request, principal, "executor", make, render, raw)
+    return await dispatcher.dispatch(request, principal, "executor", make_and_keep, render, raw)
 
 
 @get("/{workflow_id:str}/runs")
