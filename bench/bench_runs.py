@@ -132,6 +132,45 @@ async def measure_ceiling(dsn: str, n: int) -> dict[str, float]:
     return rates
 
 
+async def measure_jetstream(nats_url: str, nats_pid: int, count: int, depths: tuple[int, ...] = (9, 144)) -> dict[str, float]:
+    """The relay's publishing alone on this nats-server (sync always): messages shaped like events (headers with
+    Nats-Msg-Id, a few hundred bytes) into a stream of their own, pipelined `depth` at a time with every PubAck
+    awaited: 9 is one run's events, 144 sixteen runs' (the relay publishes a whole chunk at once under load, and
+    nats-server then syncs several messages per fsync). Gives stored messages/s and nats-server CPU per message."""
+    rates: dict[str, float] = {}
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name="CEIL", subjects=["ceil.>"], duplicate_window=120.0)
+        server = psutil.Process(nats_pid)
+        payload = json.dumps({"run_id": str(uuid.uuid4()), "step_id": "a", "attempt": 1, "output": {},
+                              "at": "2026-11-23T00:00:00+00:00"}).encode()
+
+        async def publish(count: int, depth: int) -> int:
+            for i in range(0, count, depth):
+                acks = [await js.publish_async(f"ceil.t.run.{i}.E{j}", payload, headers={
+                    "Nats-Msg-Id": str(uuid.uuid4()), "Weft-Position": str(i + j), "Weft-Type": "StepCompleted"})
+                    for j in range(depth)]
+                await asyncio.gather(*acks)
+            return -(-count // depth) * depth
+
+        for depth in depths:
+            await publish(depth * 4, depth)  # warm up
+            before, started = server.cpu_times(), time.perf_counter()
+            n = await publish(count, depth)
+            elapsed, after = time.perf_counter() - started, server.cpu_times()
+            cpu = (after.user + after.system) - (before.user + before.system)
+            rates[f"js_rate_{depth}"], rates[f"js_cpu_us_{depth}"] = n / elapsed, cpu / n * 1e6
+            print(f"  JetStream publish, {depth:>3} pipelined, PubAcks awaited  {n:>6} in {elapsed:5.2f} s "
+                  f"{n / elapsed:8.0f} /s   nats-server CPU {cpu / n * 1e6:4.0f} us per stored message "
+                  f"({100 * (after.system - before.system) / max(cpu, 1e-9):.0f}% of it in the kernel)", flush=True)
+        await js.delete_stream("CEIL")
+    finally:
+        await nc.close()
+    rates["js_cpu_us"] = min(v for k, v in rates.items() if k.startswith("js_cpu_us_"))
+    return rates
+
+
 # -- a minimal keep-alive HTTP/1.1 client (cheap on the shared cores) -----------------------------------
 
 
@@ -743,6 +782,19 @@ def summary(rates: dict[str, float], results: list[LevelResult], cores: int) -> 
     print(f"  best measured {best.runs_per_s:.1f} runs/s at {best.inflight} in flight = "
           f"{best.runs_per_s / (store_best / per_run) * 100:.0f}% of the EventStore ceiling, "
           f"{best.runs_per_s / (raw_best / per_run) * 100:.0f}% of the raw INSERT ceiling")
+    # The budget the goal leaves, next to what JetStream alone takes for the messages a run stores (DESIGN 3:
+    # every event its own message, sync_interval always): one command plus the relayed events.
+    budget_ms = cores / GOAL_RUNS_S * 1000
+    stored = 1 + events
+    js_ms = stored * rates["js_cpu_us"] / 1000
+    n = max(len(best.completed), 1)
+    spent = {k: v / n * 1000 for k, v in best.cpu.items() if not k.startswith("bench")}
+    print(f"  CPU budget at the goal: {cores} cores / {GOAL_RUNS_S:.0f} runs/s = {budget_ms:.2f} ms per run, all processes;"
+          f" spent at {best.inflight} in flight: {sum(spent.values()):.2f} ms")
+    print(f"  JetStream alone, measured above (the cheaper depth): {stored} stored messages per run x "
+          f"{rates['js_cpu_us']:.0f} us = "
+          f"{js_ms:.2f} ms of nats-server CPU per run ({js_ms / budget_ms * 100:.0f}% of the budget; nats-server spent "
+          f"{spent.get('nats-server', 0):.2f} ms per run in the level, with consumers, replies and acks)")
     print(f"  goal >= {GOAL_RUNS_S:.0f} runs/s on 2 cores ({cores} here): {best.runs_per_s:.1f} -> "
           f"{verdict(best.runs_per_s >= GOAL_RUNS_S)}")
     for low in idle + levels:
@@ -797,6 +849,8 @@ def main() -> int:
 
         print(f"\n== raw append ceiling on the events table (fsync on, each append its own commit, n={args.ceiling_n})")
         rates = asyncio.run(measure_ceiling(dsn, args.ceiling_n))
+        print(f"\n== JetStream ceiling on the same nats-server (sync_interval: always, file storage, n={args.ceiling_n * 3})")
+        rates.update(asyncio.run(measure_jetstream(nats_srv.url, nats_srv.proc.pid, args.ceiling_n * 3)))
 
         t0 = time.perf_counter()
         procs, ports = start_services(root, list(SERVICES), dsn, nats_srv.url,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -54,8 +55,9 @@ async def service_resources(settings: Settings, name: str, setup: Setup | None) 
     js = nc.jetstream()
     await ensure_streams(js, settings)
     # graceful_timeout: on shutdown, in-flight handlers get this long to finish before their messages
-    # are left unacked (JetStream redelivers them).
-    broker = NatsBroker(settings.nats_url, graceful_timeout=15.0, max_reconnect_attempts=-1)
+    # are left unacked (JetStream redelivers them). FastStream's own per-message lines ("Received",
+    # "Processed") go to DEBUG: every handler logs its outcome itself (e.g. command_handled), once, structured.
+    broker = NatsBroker(settings.nats_url, graceful_timeout=15.0, max_reconnect_attempts=-1, log_level=logging.DEBUG)
     ctx = ServiceContext(
         settings=settings, pool=pool, store=EventStore(pool, app_role=settings.db_app_role, projector=project),
         nc=nc, js=js, broker=broker,
