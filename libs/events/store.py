@@ -151,14 +151,15 @@ _LOAD = (
     " metadata::text AS metadata, tenant_id, recorded_at FROM events WHERE tenant_id = $1 AND stream_id = $2) AS e"
     " ON o.outcome IS NULL ORDER BY e.version"
 )
-# The command record, taking the append lock first when the transaction does not hold it yet: the insert's only
-# row comes from the lock's CTE, so nothing is written before the lock is held. Later statements of the
-# transaction take their snapshots after it (READ COMMITTED: one snapshot per statement), so the version check
-# in _insert sees every append committed before ours.
+# The command record.
 _RECORD_COMMAND = (
     "INSERT INTO processed_commands (command_id, tenant_id, outcome) VALUES ($1, $2, $3::jsonb)"
     " ON CONFLICT (command_id) DO NOTHING RETURNING true"
 )
+# The same, taking the append lock first when the transaction does not hold it yet: the insert's only row comes
+# from the lock's CTE, so nothing is written before the lock is held. Later statements of the transaction take
+# their snapshots after it (READ COMMITTED: one snapshot per statement), so the version check in _insert sees
+# every append committed before ours (docs/decisions/0013).
 _LOCK_AND_RECORD_COMMAND = (
     "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($4))"
     " INSERT INTO processed_commands (command_id, tenant_id, outcome) SELECT $1, $2, $3::jsonb FROM lock"
