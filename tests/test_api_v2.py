@@ -175,6 +175,9 @@ async def test_run_goes_pending_running_completed_with_outputs(stack, tenant, po
         final = done.json()["run"]
         assert final["outputs"] == {"greeting": "Hello Ada", "n": 3} and final["error"] is None
         assert final["finished_at"] >= final["started_at"]
+        # The 201 shows the run as it was created (rendered from the request's own StartRun): the same run.
+        assert {k: final[k] for k in ("id", "workflow_id", "inputs", "started_at")} == \
+            {k: run[k] for k in ("id", "workflow_id", "inputs", "started_at")}
     # The history says how it got there: pending -> running -> steps in order -> completed.
     rows = await pool.fetch("SELECT type FROM events WHERE stream_id = $1 ORDER BY version", f"run-{run['id']}")
     assert [r["type"] for r in rows] == [
