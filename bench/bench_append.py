@@ -28,7 +28,7 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import raw_writer, store_writer  # noqa: E402
-from libs.events.embedded import EmbeddedPostgres, free_port  # noqa: E402
+from deploy.local.embedded import EmbeddedPostgres, free_port  # noqa: E402
 from libs.events.migrate import migrate  # noqa: E402
 from libs.events.store import EventStore  # noqa: E402
 

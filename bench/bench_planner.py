@@ -32,9 +32,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from libs.events.auth import issue_token  # noqa: E402
+from libs.security.auth import issue_token  # noqa: E402
 from bench.common import pct, start_services, stop_all, verdict  # noqa: E402
-from libs.events.embedded import EmbeddedNats, EmbeddedPostgres, free_port  # noqa: E402
+from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres, free_port  # noqa: E402
 from libs.events.migrate import migrate  # noqa: E402
 from libs.events.settings import load_settings  # noqa: E402
 from services.planner.llm import LLMClient  # noqa: E402

@@ -43,12 +43,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_runs import HttpConn  # noqa: E402
 from bench.common import pct, verdict  # noqa: E402
-from libs.events import apikeys  # noqa: E402
-from libs.events.auth import issue_token  # noqa: E402
+from libs.security import apikeys  # noqa: E402
+from libs.security.auth import issue_token  # noqa: E402
 from libs.events.db import create_pool, tenant_transaction  # noqa: E402
-from libs.events.embedded import EmbeddedNats, EmbeddedPostgres, free_port  # noqa: E402
+from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres, free_port  # noqa: E402
 from libs.events.migrate import migrate  # noqa: E402
-from libs.events.ratelimit import MICRO, TAKE_SQL, Bucket, Limit, take  # noqa: E402
+from libs.security.ratelimit import MICRO, TAKE_SQL, Bucket, Limit, take  # noqa: E402
 from libs.events.settings import load_settings  # noqa: E402
 
 TENANT = "tbench"
@@ -65,8 +65,8 @@ def serve(port: int, dsn: str) -> None:
     from litestar import Litestar, Router, get
 
     from libs.events.db import create_pool
-    from libs.events.ratelimit import SharedBuckets
-    from libs.events.service import serve as uvicorn_serve
+    from libs.security.ratelimit import SharedBuckets
+    from libs.runtime.service import serve as uvicorn_serve
     from services.gateway.public.auth import api_key_middleware
     from services.gateway.ratelimit import v2_rate_limit_middleware
 

@@ -53,10 +53,10 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import pct, raw_writer, start_services, stop_all, store_writer, verdict  # noqa: E402
-from libs.events.auth import issue_token  # noqa: E402
-from libs.events.embedded import EmbeddedNats, EmbeddedPostgres, free_port  # noqa: E402
+from libs.security.auth import issue_token  # noqa: E402
+from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres, free_port  # noqa: E402
 from libs.events.migrate import migrate  # noqa: E402
-from libs.events.relay import CHECKPOINT  # noqa: E402
+from services.relay.app import CHECKPOINT  # noqa: E402
 from libs.events.settings import load_settings  # noqa: E402
 from libs.events.store import EventStore  # noqa: E402
 

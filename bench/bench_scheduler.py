@@ -38,11 +38,11 @@ import nats
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import pct, start_services, stop_all, verdict  # noqa: E402
-from libs.events import cron  # noqa: E402
+from libs.domain import cron  # noqa: E402
 from libs.events.bus import CommandBus  # noqa: E402
-from libs.events.embedded import EmbeddedNats, EmbeddedPostgres, free_port  # noqa: E402
+from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres, free_port  # noqa: E402
 from libs.events.migrate import migrate  # noqa: E402
-from libs.events.projections import project  # noqa: E402
+from libs.readmodels import project  # noqa: E402
 from libs.events.schemas import CommandEnvelope, Metadata  # noqa: E402
 from libs.events.schemas.run import StartRun  # noqa: E402
 from libs.events.schemas.schedule import ScheduleCreated  # noqa: E402

@@ -29,15 +29,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import pct  # noqa: E402
 from libs.events.db import create_pool  # noqa: E402
-from libs.events.embedded import EmbeddedPostgres, free_port  # noqa: E402
+from deploy.local.embedded import EmbeddedPostgres, free_port  # noqa: E402
 from libs.events.migrate import migrate  # noqa: E402
-from libs.events.outbound import GuardedHttpClient  # noqa: E402
-from libs.events.projections import project  # noqa: E402
+from libs.adapters.outbound import GuardedHttpClient  # noqa: E402
+from libs.readmodels import project  # noqa: E402
 from libs.events.schemas import Metadata  # noqa: E402
 from libs.events.schemas.run import RunCreated, RunStarted  # noqa: E402
 from libs.events.settings import load_settings  # noqa: E402
 from libs.events.store import EventStore  # noqa: E402
-from libs.events.webhooks import create_endpoint  # noqa: E402
+from libs.adapters.webhooks import create_endpoint  # noqa: E402
 from services.notifier.webhook_delivery import WebhookSender  # noqa: E402
 from services.notifier.webhooks import WebhookIntake  # noqa: E402
 from tests.fakes.webhook_receiver import WebhookReceiver  # noqa: E402

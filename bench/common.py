@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
-from libs.events.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from libs.events.schemas import Metadata
 from libs.events.schemas.run import StepStarted
 from libs.events.store import EventStore

@@ -18,10 +18,10 @@ import asyncpg
 import httpx
 import pytest
 
-from libs.events.auth import issue_token
-from libs.events.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+from libs.security.auth import issue_token
+from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from libs.events.migrate import migrate
-from libs.events.projections import project
+from libs.readmodels import project
 from libs.events.settings import Settings, load_settings
 from libs.events.store import EventStore
 

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from deploy.local.stack import ServiceProcess, service_env, wait_http
-from libs.events.embedded import free_port
+from deploy.local.embedded import free_port
 from tests.conftest import poll
 from tests.fakes.openai_server import FakeOpenAI, Reply, Status
 

@@ -23,10 +23,10 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from deploy.local.stack import PROCESSES, ServiceProcess, service_env, wait_http
-from libs.events import apikeys
-from libs.events.approval_tokens import issue_plan_token, issue_step_token, verify_plan_token
-from libs.events.auth import issue_token
-from libs.events.embedded import EmbeddedNats, free_port
+from libs.security import apikeys
+from libs.security.approval_tokens import issue_plan_token, issue_step_token, verify_plan_token
+from libs.security.auth import issue_token
+from deploy.local.embedded import EmbeddedNats, free_port
 from libs.events.settings import Settings, load_settings
 from tests.conftest import Infra, migrated_database, poll
 from tests.fakes.smtp_server import Inbox
@@ -531,7 +531,7 @@ async def test_a_notifier_killed_after_sending_resends_the_same_message_and_lose
 
 
 async def test_rebuilt_read_models_spend_the_same_tokens_and_activate_the_same_workflows(cluster, db):
-    from libs.events.projections import rebuild
+    from libs.readmodels import rebuild
 
     before_tokens = {r["id"] for r in await db.fetch("SELECT id FROM approval_tokens_used")}
     before_active = {r["id"] for r in await db.fetch("SELECT id FROM workflows WHERE status = 'active'")}

@@ -272,7 +272,7 @@ async def test_a_runs_row_written_in_one_statement_equals_the_row_written_event_
                                                                                          definition):
     # The runs projection merges a batch's changes (and inserts a run created in the batch with them). The
     # row must be exactly what projecting the same events one at a time gives.
-    from libs.events.projections import runs as runs_projection
+    from libs.readmodels import runs as runs_projection
 
     nodes = [{"id": "a", "type": "transform", "config": {"template": {"n": "${inputs.n}"}}},
              {"id": "b", "type": "echo", "input_from": "a"},

@@ -24,8 +24,8 @@ import httpx
 import pytest
 
 from deploy.local.stack import PROCESSES, ServiceProcess, service_env, wait_http
-from libs.events.auth import issue_token
-from libs.events.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+from libs.security.auth import issue_token
+from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from libs.events.migrate import migrate
 from libs.events.settings import load_settings
 from services.gateway.commands import entity_id

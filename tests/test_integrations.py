@@ -20,8 +20,8 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 
-from libs.events.embedded import free_port
-from libs.events.outbound import GuardedHttpClient, OutboundError
+from deploy.local.embedded import free_port
+from libs.adapters.outbound import GuardedHttpClient, OutboundError
 from libs.events.settings import Settings, load_settings
 from services.executor.integrations import build_deps, close_deps, register_agent
 from services.executor.integrations.for_each import MAX_ROWS

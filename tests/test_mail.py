@@ -1,4 +1,4 @@
-"""libs/events/mail.py and the notifier's send-once record, against a real SMTP server on loopback (aiosmtpd)
+"""libs/adapters/mail.py and the notifier's send-once record, against a real SMTP server on loopback (aiosmtpd)
 and the real Postgres (an isolated database: no relay or service process reads it)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from libs.events.embedded import free_port
-from libs.events.mail import MailError, message_id_for, send_mail, sink_path, sink_summary
+from deploy.local.embedded import free_port
+from libs.adapters.mail import MailError, message_id_for, send_mail, sink_path, sink_summary
 from libs.events.settings import Settings, load_settings
 from libs.events.store import EventStore
 from services.notifier.approval_emails import ApprovalMailer, Email

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 
-from libs.events.auth import verify_token
-from libs.events.embedded import free_port, free_port_block
+from libs.security.auth import verify_token
+from deploy.local.embedded import free_port, free_port_block
 from libs.events.settings import load_settings
 
 
@@ -22,7 +22,7 @@ def _start(data_dir: Path, ports: dict[str, int]) -> tuple[subprocess.Popen, str
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEFT_")}
     env.update(WEFT_DATA_DIR=str(data_dir), WEFT_PORT=str(ports["api"]), WEFT_PG_PORT=str(ports["pg"]),
                WEFT_NATS_PORT=str(ports["nats"]), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "libs.events.cli", "up"], env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "up"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
     deadline = time.monotonic() + 120
@@ -83,11 +83,11 @@ def test_weft_up_runs_everything_and_stops_cleanly(tmp_path: Path):
 
 
 def test_weft_token_prints_a_verifiable_jwt():
-    out = subprocess.run([sys.executable, "-m", "libs.events.cli", "token", "--tenant", "acme", "--user", "alice"],
+    out = subprocess.run([sys.executable, "-m", "cli", "token", "--tenant", "acme", "--user", "alice"],
                          capture_output=True, text=True, check=True, env={k: v for k, v in os.environ.items()
                                                                            if not k.startswith("WEFT_")})
     principal = verify_token(load_settings({}), out.stdout.strip())
     assert (principal.tenant_id, principal.user_id) == ("acme", "alice")
-    bad = subprocess.run([sys.executable, "-m", "libs.events.cli", "token", "--tenant", "a.b", "--user", "x"],
+    bad = subprocess.run([sys.executable, "-m", "cli", "token", "--tenant", "a.b", "--user", "x"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "tenant" in bad.stderr

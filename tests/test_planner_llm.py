@@ -149,7 +149,7 @@ async def test_plan_hash_stable_for_the_same_plan(fake: FakeOpenAI, planner: Pla
 
 
 async def test_no_allow_list_offers_the_whole_catalogue(fake: FakeOpenAI, planner: Planner) -> None:
-    from libs.events.catalog import CATALOG
+    from libs.domain.catalog import CATALOG
 
     fake.script(json.dumps(GOOD))
     await planner.plan(TENANT, GOAL, None)
@@ -323,7 +323,7 @@ async def test_hang_once_then_good_plan_succeeds(fake: FakeOpenAI) -> None:
 
 
 async def test_connection_refused_twice_is_503() -> None:
-    from libs.events.embedded import free_port
+    from deploy.local.embedded import free_port
 
     client = LLMClient(base_url=f"http://127.0.0.1:{free_port()}/v1", api_key="k", model=MODEL, timeout_s=1.0)
     try:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import asyncpg
 import httpx
 
-from libs.events.projections import READ_MODEL_TABLES
+from libs.readmodels import READ_MODEL_TABLES
 from libs.events.schemas import Metadata
 from libs.events.schemas.workflow import WorkflowCreated, WorkflowUpdated
 from tests.conftest import poll
@@ -74,7 +74,7 @@ def row_key(table: str, row: dict) -> tuple:
 
 def run_rebuild(database_url: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "libs.events.cli", "projections", "rebuild"],
+        [sys.executable, "-m", "cli", "projections", "rebuild"],
         env={**os.environ, "WEFT_DATABASE_URL": database_url},
         capture_output=True, text=True, timeout=120,
     )

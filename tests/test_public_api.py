@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import msgspec
 
-from libs.events import apikeys
+from libs.security import apikeys
 from tests.conftest import poll
 
 PUBLIC = "/api/v1/public"
@@ -333,7 +333,7 @@ async def test_admin_api_lists_rotates_deactivates_and_deletes_without_showing_k
 
 def _weft(infra, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEFT_")} | {"WEFT_DATABASE_URL": infra.database_url}
-    return subprocess.run([sys.executable, "-m", "libs.events.cli", "api-key", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cli", "api-key", *args], env=env, capture_output=True,
                           text=True, timeout=60)
 
 

@@ -11,9 +11,9 @@ import uuid
 import httpx
 import pytest
 
-from libs.events import apikeys
-from libs.events.auth import issue_token
-from libs.events.ratelimit import MICRO, Limit, MemoryBuckets, SharedBuckets
+from libs.security import apikeys
+from libs.security.auth import issue_token
+from libs.security.ratelimit import MICRO, Limit, MemoryBuckets, SharedBuckets
 from tests.conftest import start_processes
 
 

@@ -1,4 +1,4 @@
-"""The relay (libs/events/relay.py) as a real process: event store -> JetStream WEFT_EVENTS.
+"""The relay (services/relay/app.py) as a real process: event store -> JetStream WEFT_EVENTS.
 
 Every assertion is per tenant (subjects weft.evt.<tenant>.>), never on global counts, because other
 modules share the database and the stream. Only one relay may lead (a session advisory lock); the
@@ -24,7 +24,7 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from libs.events.bus import EVENTS_STREAM
-from libs.events.relay import CHECKPOINT, RELAY_LOCK_KEY
+from services.relay.app import CHECKPOINT, RELAY_LOCK_KEY
 from libs.events.schemas import Metadata
 from libs.events.schemas.run import RunCompleted, RunStarted, StepCompleted, StepStarted
 from libs.events.store import EventStore

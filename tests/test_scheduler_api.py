@@ -12,7 +12,7 @@ import httpx
 import msgspec
 import pytest
 
-from libs.events.cron import next_after, parse, zone
+from libs.domain.cron import next_after, parse, zone
 from libs.events.schemas import Metadata
 from libs.events.schemas.plan import PlanApproved
 from libs.events.schemas.schedule import ScheduleCreated

@@ -11,9 +11,9 @@ from functools import reduce
 
 import pytest
 
-from libs.events import cron
+from libs.domain import cron
 from libs.events.errors import DomainError
-from libs.events.schedule_state import evolve, initial, next_run_at
+from libs.domain.schedule_state import evolve, initial, next_run_at
 from libs.events.schemas.schedule import (
     CreateSchedule,
     OccurrenceDeferred,

@@ -21,10 +21,10 @@ import msgspec
 import pytest
 
 from deploy.local.stack import ServiceProcess, service_env, wait_http
-from libs.events import cron
-from libs.events.embedded import EmbeddedNats, free_port
-from libs.events.projections import project
-from libs.events.schedule_state import decode
+from libs.domain import cron
+from deploy.local.embedded import EmbeddedNats, free_port
+from libs.readmodels import project
+from libs.domain.schedule_state import decode
 from libs.events.schemas import Metadata
 from libs.events.schemas.schedule import ScheduleCreated
 from libs.events.schemas.workflow import WorkflowCreated
@@ -32,7 +32,7 @@ from libs.events.store import EventStore
 from services.scheduler.domain import run_id_for
 from tests.conftest import migrated_database, poll
 
-MODULES = {"relay": "libs.events.relay", "executor": "services.executor", "scheduler-a": "services.scheduler",
+MODULES = {"relay": "services.relay", "executor": "services.executor", "scheduler-a": "services.scheduler",
            "scheduler-b": "services.scheduler"}
 
 

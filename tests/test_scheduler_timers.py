@@ -18,7 +18,7 @@ from libs.events.schemas import CommandEnvelope, Metadata
 from libs.events.schemas.run import EndDelay, StepStarted
 from libs.events.schemas.schedule import OccurrenceFired, ScheduleCreated
 from libs.events.schemas.workflow import WorkflowCreated
-from libs.events.projections import project
+from libs.readmodels import project
 from libs.events.store import EventStore, WrongExpectedVersion
 from libs.events.timers import Timer, cancel_timer, set_timers, timer_id_for
 from services.scheduler import domain
@@ -301,7 +301,7 @@ async def test_two_tickers_racing_on_the_same_schedules_fire_each_occurrence_onc
 
 async def test_the_schedule_read_models_rebuild_from_the_log_exactly(store, dsn):
     """`weft projections rebuild` gives the same schedules and occurrence rows as the live projection did."""
-    from libs.events.projections import rebuild
+    from libs.readmodels import rebuild
 
     tables = {"schedules": "SELECT * FROM schedules ORDER BY id",
               "schedule_occurrences": "SELECT * FROM schedule_occurrences ORDER BY schedule_id, seq"}

@@ -22,12 +22,12 @@ import msgspec
 import pytest
 from standardwebhooks import Webhook
 
-from libs.events.outbound import GuardedHttpClient
+from libs.adapters.outbound import GuardedHttpClient
 from libs.events.schemas import Metadata
 from libs.events.schemas.run import RunCompleted, RunCreated, RunStarted
 from libs.events.settings import Settings, load_settings
 from libs.events.store import EventStore
-from libs.events.webhooks import attempt_timer_id, create_endpoint, standard_secret
+from libs.adapters.webhooks import attempt_timer_id, create_endpoint, standard_secret
 from services.notifier.webhook_delivery import WebhookSender
 from services.notifier.webhooks import WebhookIntake
 from tests.fakes.webhook_receiver import WebhookReceiver

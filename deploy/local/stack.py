@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from libs.events.embedded import EmbeddedNats, EmbeddedPostgres, stop_process
+from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres, stop_process
 from libs.events.migrate import migrate
 
 # name -> (python module, port offset from the gateway's port)
@@ -20,7 +20,7 @@ PROCESSES: dict[str, tuple[str, int]] = {
     "executor": ("services.executor", 2),
     "scheduler": ("services.scheduler", 3),
     "notifier": ("services.notifier", 4),
-    "relay": ("libs.events.relay", 5),
+    "relay": ("services.relay", 5),
 }
 
 
@@ -85,7 +85,7 @@ class MailWatcher:
         self.seen = set(self.folder.glob("*.eml")) if self.folder and self.folder.is_dir() else set()
 
     def report(self) -> None:
-        from libs.events.mail import sink_summary
+        from libs.adapters.mail import sink_summary
 
         if self.folder is None or not self.folder.is_dir():
             return
@@ -98,7 +98,7 @@ class MailWatcher:
 
 
 def up() -> int:
-    from libs.events.auth import issue_token
+    from libs.security.auth import issue_token
     from libs.events.settings import load_settings
 
     data_dir = Path(os.environ.get("WEFT_DATA_DIR", ".weft")).resolve()

@@ -1,1 +1,1 @@
-"""Shared plumbing of every Weft service: message schemas, event store, relay, bus, settings, logging."""
+"""The event-sourcing kernel: message schemas, event store, bus, consumers, timers, migrations, settings, logging."""

@@ -1,6 +1,6 @@
 """Run the executor service: python -m services.executor"""
 
-from libs.events.service import serve
+from libs.runtime.service import serve
 from libs.events.settings import load_settings
 from services.executor.app import create_app
 

@@ -11,7 +11,7 @@ from litestar import Litestar
 from libs.events.bus import EVENTS_STREAM
 from libs.events.consumer import subscribe_commands
 from libs.events.schemas.run import RunCommand
-from libs.events.service import ServiceContext, create_service_app
+from libs.runtime.service import ServiceContext, create_service_app
 from libs.events.settings import Settings, load_settings
 from services.executor import integrations
 from services.executor.engine import Engine

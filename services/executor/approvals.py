@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from libs.events.definition import plan_hash
+from libs.domain.definition import plan_hash
 from libs.events.errors import DomainError
 from libs.events.schemas import CommandEnvelope, Event
 from libs.events.schemas.run import (

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from libs.events.definition import dependencies, topological_order
+from libs.domain.definition import dependencies, topological_order
 from libs.events.errors import DomainError
 from libs.events.schemas import Event
 from libs.events.schemas.run import (

@@ -1,6 +1,6 @@
 """Run the gateway service: python -m services.gateway"""
 
-from libs.events.service import serve
+from libs.runtime.service import serve
 from libs.events.settings import load_settings
 from services.gateway.app import create_app
 

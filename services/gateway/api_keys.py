@@ -17,8 +17,8 @@ import msgspec
 from litestar import Request, Router, delete, get, patch, post
 from litestar.di import Provide
 
-from libs.events import apikeys
-from libs.events.auth import Principal
+from libs.security import apikeys
+from libs.security.auth import Principal
 from services.gateway.auth import authenticate
 from services.gateway.bodies import UNSET, decode_body
 from services.gateway.errors import ApiError

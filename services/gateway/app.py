@@ -7,8 +7,8 @@ import asyncio
 from litestar import Litestar
 
 from libs.events.bus import CommandBus
-from libs.events.ratelimit import SharedBuckets
-from libs.events.service import ServiceContext, create_service_app
+from libs.security.ratelimit import SharedBuckets
+from libs.runtime.service import ServiceContext, create_service_app
 from libs.events.settings import Settings, load_settings
 from services.gateway import approvals, assistant, console, executions, streams, v2
 from services.gateway import api_keys, public

@@ -2,7 +2,7 @@
 (spec B): GET /api/workflows/{id}/approve?token= (plan) and GET /api/workflows/resume?token=&action=&note=
 (step), plus their POST forms for the confirmation-page mode (`WEFT_APPROVAL_LINKS_CONFIRM`).
 
-Links need no session: the signed token is the credential (libs/events/approval_tokens.py). HEAD requests and
+Links need no session: the signed token is the credential (libs/security/approval_tokens.py). HEAD requests and
 known link scanners get 200 with no side effect. A decision is a command to the owning service, whose
 decider checks the binding (plan hash, step, approver) and whose append spends the token id.
 """
@@ -19,7 +19,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import HttpMethod, Request, Response, Router, route
 from litestar.response import Redirect
 
-from libs.events.approval_tokens import TokenError, verify_plan_token, verify_step_token
+from libs.security.approval_tokens import TokenError, verify_plan_token, verify_step_token
 from libs.events.schemas import CommandEnvelope, Outcome
 from libs.events.schemas.plan import ApprovePlan
 from libs.events.schemas.run import DecideApproval

@@ -12,10 +12,10 @@ import structlog
 from litestar import Request, Response, Router, post
 from litestar.di import Provide
 
-from libs.events.auth import Principal
+from libs.security.auth import Principal
 from libs.events.bus import CommandNotAccepted
 from libs.events.db import DB_UNAVAILABLE
-from libs.events.catalog import assistant_steps
+from libs.domain.catalog import assistant_steps
 from libs.events.schemas import CommandEnvelope, Outcome
 from libs.events.schemas.plan import CreateWorkflowFromGoal
 from libs.events.schemas.run import CancelRun, StartRun

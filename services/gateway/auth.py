@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar import Request
 
-from libs.events.auth import InvalidToken, Principal, verify_token
+from libs.security.auth import InvalidToken, Principal, verify_token
 from services.gateway.errors import ApiError
 
 

@@ -13,7 +13,7 @@ import msgspec
 import structlog
 from litestar import Request, Response
 
-from libs.events.auth import Principal
+from libs.security.auth import Principal
 from libs.events.bus import CommandBus
 from libs.events.db import DB_UNAVAILABLE
 from libs.events.schemas import CommandEnvelope, Outcome

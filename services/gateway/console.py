@@ -9,9 +9,9 @@ import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.di import Provide
 
-from libs.events import cron
-from libs.events.auth import Principal
-from libs.events.catalog import step_type
+from libs.domain import cron
+from libs.security.auth import Principal
+from libs.domain.catalog import step_type
 from libs.events.schemas import Outcome
 from libs.events.schemas.plan import CreateWorkflowFromGoal, PlanGenerated, ReviseWorkflowPlan
 from libs.events.schemas.run import TerminateRun

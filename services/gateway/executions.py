@@ -14,8 +14,8 @@ import msgspec
 from litestar import Request, Response, Router, delete, get, post
 from litestar.di import Provide
 
-from libs.events.auth import Principal
-from libs.events.run_view import NodeState, RunView
+from libs.security.auth import Principal
+from libs.domain.run_view import NodeState, RunView
 from libs.events.schemas import Outcome
 from libs.events.schemas.run import CancelRun
 from services.gateway import queries, runs

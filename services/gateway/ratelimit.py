@@ -13,9 +13,9 @@ import msgspec
 import structlog
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from libs.events.auth import InvalidToken, Principal, verify_token
+from libs.security.auth import InvalidToken, Principal, verify_token
 from libs.events.db import DB_UNAVAILABLE
-from libs.events.ratelimit import Limit, SharedBuckets
+from libs.security.ratelimit import Limit, SharedBuckets
 from services.gateway.asgi import answer, bearer_token, with_headers
 from services.gateway.errors import error_body
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import asyncpg
 
-from libs.events import inputs as inputs_rule
+from libs.domain import inputs as inputs_rule
 from libs.events.errors import DomainError
-from libs.events.run_view import RunView, fold_run
+from libs.domain.run_view import RunView, fold_run
 from libs.events.schemas import Outcome
 from libs.events.schemas.run import StartRun
 from libs.events.store import EventStore
@@ -22,7 +22,7 @@ TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 
 
 def prepare_inputs(definition: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
-    """Defaults applied and inputs validated against definition.inputs (libs/events/inputs.py); a violation
+    """Defaults applied and inputs validated against definition.inputs (libs/domain/inputs.py); a violation
     is a 400 naming the field."""
     try:
         return inputs_rule.prepare_inputs(definition, inputs)

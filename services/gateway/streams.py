@@ -41,7 +41,7 @@ from litestar.di import Provide
 from litestar.exceptions import WebSocketDisconnect
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from libs.events.auth import InvalidToken, Principal, verify_token
+from libs.security.auth import InvalidToken, Principal, verify_token
 from services.gateway import queries
 from services.gateway.auth import authenticate
 from services.gateway.errors import PLAIN_EXCEPTION_HANDLERS, ApiError

@@ -19,9 +19,9 @@ import msgspec
 from litestar import Request, Response, Router, delete, get, patch, post
 from litestar.di import Provide
 
-from libs.events.auth import Principal
+from libs.security.auth import Principal
 from libs.events.timers import set_timers
-from libs.events.webhooks import (
+from libs.adapters.webhooks import (
     EVENTS,
     InvalidEndpoint,
     attempt_timer,

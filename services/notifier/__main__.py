@@ -1,6 +1,6 @@
 """Run the notifier service: python -m services.notifier"""
 
-from libs.events.service import serve
+from libs.runtime.service import serve
 from libs.events.settings import load_settings
 from services.notifier.app import create_app
 

@@ -9,7 +9,7 @@ from litestar import Litestar
 
 from libs.events.consumer import subscribe_commands
 from libs.events.schemas.webhook import WebhookCommand
-from libs.events.service import ServiceContext, create_service_app
+from libs.runtime.service import ServiceContext, create_service_app
 from libs.events.settings import Settings, load_settings
 from services.notifier import webhooks
 from services.notifier.approval_emails import setup_approval_emails

@@ -22,13 +22,13 @@ from urllib.parse import urlencode
 import structlog
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from libs.events.approval_tokens import issue_plan_token, issue_step_token
-from libs.events.catalog import step_type
+from libs.security.approval_tokens import issue_plan_token, issue_step_token
+from libs.domain.catalog import step_type
 from libs.events.consumer import subscribe_events
-from libs.events.definition import plan_hash
+from libs.domain.definition import plan_hash
 from libs.events.faults import crash_point
-from libs.events.mail import MailError, message_id_for, send_mail
-from libs.events.run_view import fold_run
+from libs.adapters.mail import MailError, message_id_for, send_mail
+from libs.domain.run_view import fold_run
 from libs.events.schemas import Event
 from libs.events.schemas.plan import PlanApprovalRequested, PlanGenerated, PlanRevised
 from libs.events.schemas.registry import decode_event, event_of
@@ -40,7 +40,7 @@ from libs.events.schemas.run import (
     StepAwaitingApproval,
 )
 from libs.events.schemas.workflow import WorkflowCreated, WorkflowDeleted, WorkflowUpdated
-from libs.events.service import ServiceContext
+from libs.runtime.service import ServiceContext
 from libs.events.settings import Settings
 from libs.events.store import EventStore
 

@@ -19,12 +19,12 @@ import asyncpg
 import structlog
 
 from libs.events.faults import crash_point
-from libs.events.mail import MailError, message_id_for, send_mail
-from libs.events.outbound import GuardedHttpClient, OutboundError
+from libs.adapters.mail import MailError, message_id_for, send_mail
+from libs.adapters.outbound import GuardedHttpClient, OutboundError
 from libs.events.settings import Settings
 from libs.events.store import EventStore
 from libs.events.timers import cancel_timer, set_timers
-from libs.events.webhooks import attempt_timer, attempt_timer_id, disabled_notice_timer, request_headers
+from libs.adapters.webhooks import attempt_timer, attempt_timer_id, disabled_notice_timer, request_headers
 from services.notifier import webhook_policy as policy
 
 log = structlog.get_logger()

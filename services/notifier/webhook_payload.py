@@ -7,8 +7,8 @@ from typing import Any
 
 import msgspec
 
-from libs.events.run_view import _iso as iso
-from libs.events.run_view import RunView
+from libs.domain.run_view import _iso as iso
+from libs.domain.run_view import RunView
 from libs.events.schemas import Event
 from libs.events.schemas.run import RunCompleted, RunFailed, RunStarted, StepAwaitingApproval
 

@@ -17,16 +17,16 @@ import structlog
 
 from libs.events.consumer import subscribe_events
 from libs.events.faults import crash_point
-from libs.events.outbound import GuardedHttpClient
-from libs.events.run_view import fold_run
+from libs.adapters.outbound import GuardedHttpClient
+from libs.domain.run_view import fold_run
 from libs.events.schemas import CommandEnvelope, Outcome
 from libs.events.schemas.registry import event_of
 from libs.events.schemas.webhook import AttemptWebhookDelivery, NotifyWebhookEndpointDisabled
-from libs.events.service import ServiceContext
+from libs.runtime.service import ServiceContext
 from libs.events.settings import Settings
 from libs.events.store import EventStore
 from libs.events.timers import set_timers
-from libs.events.webhooks import attempt_timer, delivery_id
+from libs.adapters.webhooks import attempt_timer, delivery_id
 from services.notifier.webhook_delivery import WebhookSender
 from services.notifier.webhook_payload import NOTIFIED, api_key_of, payload
 

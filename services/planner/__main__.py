@@ -1,6 +1,6 @@
 """Run the planner service: python -m services.planner"""
 
-from libs.events.service import serve
+from libs.runtime.service import serve
 from libs.events.settings import load_settings
 from services.planner.app import create_app
 

@@ -7,7 +7,7 @@ from litestar import Litestar
 from libs.events.consumer import subscribe_commands
 from libs.events.schemas import CommandEnvelope
 from libs.events.schemas.workflow import WorkflowCommand
-from libs.events.service import ServiceContext, create_service_app
+from libs.runtime.service import ServiceContext, create_service_app
 from libs.events.settings import Settings, load_settings
 from services.planner.cache import PlanCache
 from services.planner.handlers import PLANNING_COMMANDS, handle_planning_command, handle_workflow_command

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from libs.events.catalog import assistant_steps
+from libs.domain.catalog import assistant_steps
 from services.planner.offline import OFFLINE_CONFIDENCE, offline_plan, schedule_from_text
 
 _INTENTS = {

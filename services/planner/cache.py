@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import msgspec
 
 from libs.events.store import EventStore
-
-if TYPE_CHECKING:
-    from services.planner.planning import PlanResult
+from services.planner.plan_result import PlanResult
 
 
 class PlanCache:
@@ -17,8 +13,6 @@ class PlanCache:
         self.store, self.ttl_s = store, ttl_s
 
     async def get(self, tenant_id: str, key: str) -> PlanResult | None:
-        from services.planner.planning import PlanResult
-
         async with self.store.tenant_transaction(tenant_id) as conn:
             raw = await conn.fetchval(
                 "SELECT result::text FROM plan_cache WHERE tenant_id = $1 AND cache_key = $2"

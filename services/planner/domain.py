@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from libs.events.definition import validate_definition
+from libs.domain.definition import validate_definition
 from libs.events.errors import DomainError
 from libs.events.schemas import Event
 from libs.events.schemas.plan import (

@@ -10,8 +10,9 @@ from typing import Any
 import msgspec
 import structlog
 
-from libs.events.catalog import CATALOG
+from libs.domain.catalog import CATALOG
 from services.planner.cache import PlanCache
+from services.planner.plan_result import PlanResult
 from services.planner.llm import MODEL_FAILURES, TRANSIENT, Completion, LLMClient
 from services.planner.offline import OFFLINE_CONFIDENCE, offline_plan
 from services.planner.validation import estimated_cost, outbound_steps, plan_hash, plan_schema, to_definition, validate_plan
@@ -19,26 +20,6 @@ from services.planner.validation import estimated_cost, outbound_steps, plan_has
 log = structlog.get_logger()
 PROMPT_VERSION = "plan-v1"
 OFFLINE_MODEL = "offline-planner"
-
-
-class PlanResult(msgspec.Struct, frozen=True, kw_only=True):
-    name: str
-    description: str
-    confidence: float
-    schedule: str | None
-    definition: dict[str, Any]
-    plan_hash: str
-    source: str  # "ai-generated" or "offline-planner"
-    model: str
-    prompt_version: str
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_ms: float = 0.0
-    model_latency_ms: float = 0.0
-    attempts: int = 0
-    cached: bool = False
-    est_cost_usd: float = 0.0
-    outbound_steps: list[str] = []
 
 
 class PlanningFailed(Exception):

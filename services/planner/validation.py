@@ -7,8 +7,8 @@ from typing import Any
 
 import jsonschema
 
-from libs.events.catalog import CATALOG
-from libs.events.definition import dependencies, plan_hash, validate_definition  # noqa: F401 - plan_hash re-exported
+from libs.domain.catalog import CATALOG
+from libs.domain.definition import dependencies, plan_hash, validate_definition  # noqa: F401 - plan_hash re-exported
 from libs.events.errors import DomainError
 
 MAX_PLAN_STEPS = 20

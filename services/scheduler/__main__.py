@@ -1,6 +1,6 @@
 """Run the scheduler service: python -m services.scheduler"""
 
-from libs.events.service import serve
+from libs.runtime.service import serve
 from libs.events.settings import load_settings
 from services.scheduler.app import create_app
 

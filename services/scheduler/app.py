@@ -9,7 +9,7 @@ from litestar import Litestar
 
 from libs.events.consumer import subscribe_commands, subscribe_events
 from libs.events.schemas.schedule import ScheduleCommand
-from libs.events.service import ServiceContext, create_service_app
+from libs.runtime.service import ServiceContext, create_service_app
 from libs.events.settings import Settings, load_settings
 from services.scheduler.firing import ScheduleFirer
 from services.scheduler.handlers import handle_schedule_command, on_run_finished, on_workflow_event

@@ -13,9 +13,9 @@ from typing import Any
 
 import msgspec
 
-from libs.events import cron
+from libs.domain import cron
 from libs.events.errors import DomainError
-from libs.events.schedule_state import ScheduleState, check_settings, evolve, live
+from libs.domain.schedule_state import ScheduleState, check_settings, evolve, live
 from libs.events.schemas import Event
 from libs.events.schemas.schedule import (
     CreateSchedule,

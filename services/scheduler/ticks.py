@@ -15,8 +15,8 @@ import structlog
 from libs.events.aggregate import MAX_CONFLICT_RETRIES, handle_command, metadata_for
 from libs.events.errors import DomainError
 from libs.events.faults import crash_point
-from libs.events.inputs import prepare_inputs
-from libs.events.schedule_state import ScheduleState, decode, evolve, initial
+from libs.domain.inputs import prepare_inputs
+from libs.domain.schedule_state import ScheduleState, decode, evolve, initial
 from libs.events.schemas import CommandEnvelope, Event, Metadata, Outcome
 from libs.events.schemas.run import StartRun
 from libs.events.schemas.schedule import CreateSchedule, DeleteSchedule, OccurrenceFired

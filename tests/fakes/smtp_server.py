@@ -10,7 +10,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from libs.events.embedded import free_port
+from deploy.local.embedded import free_port
 
 
 class Inbox:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 
-from libs.events.approval_tokens import (
+from libs.security.approval_tokens import (
     PLAN_TYPE,
     TokenError,
     issue_plan_token,
@@ -18,7 +18,7 @@ from libs.events.approval_tokens import (
     verify_plan_token,
     verify_step_token,
 )
-from libs.events.auth import issue_token
+from libs.security.auth import issue_token
 from libs.events.settings import load_settings
 
 SETTINGS = load_settings({})

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from libs.events.definition import plan_hash
+from libs.domain.definition import plan_hash
 from libs.events.errors import DomainError
 from libs.events.schemas.plan import ApprovePlan, PlanApproved, PlanGenerated, PlanRevised
 from libs.events.schemas.run import (

@@ -1,4 +1,4 @@
-"""Cron expressions in IANA time zones (libs/events/cron.py), against explicit instants: DST changes in both
+"""Cron expressions in IANA time zones (libs/domain/cron.py), against explicit instants: DST changes in both
 directions, 29 February, day-of-month/day-of-week combinations, and a brute-force reference that walks
 every UTC minute around real DST transitions."""
 
@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from libs.events.cron import CronError, latest, next_after, occurrences, parse, zone
+from libs.domain.cron import CronError, latest, next_after, occurrences, parse, zone
 
 NY = zone("America/New_York")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from libs.events.definition import MAX_NODES, dependencies, topological_order, validate_definition
+from libs.domain.definition import MAX_NODES, dependencies, topological_order, validate_definition
 from libs.events.errors import DomainError
 
 

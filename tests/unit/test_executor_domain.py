@@ -9,7 +9,7 @@ from uuid import uuid4
 
 import pytest
 
-from libs.events.definition import topological_order
+from libs.domain.definition import topological_order
 from libs.events.errors import DomainError
 from libs.events.schemas.run import (
     RunCompleted,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from libs.events.ratelimit import MICRO, Limit, MemoryBuckets, take
+from libs.security.ratelimit import MICRO, Limit, MemoryBuckets, take
 
 limits = st.builds(Limit, burst=st.integers(1, 20), per_minute=st.integers(1, 6000))
 # Gaps between consecutive requests: often simultaneous, often tiny, sometimes long.

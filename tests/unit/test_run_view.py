@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from libs.events.run_view import fold_run
+from libs.domain.run_view import fold_run
 from libs.events.schemas.run import (
     RunCancelled,
     RunCompleted,

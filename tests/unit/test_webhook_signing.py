@@ -14,10 +14,10 @@ import msgspec
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from libs.events.run_view import fold_run
+from libs.domain.run_view import fold_run
 from libs.events.schemas.run import RunCompleted, RunCreated, RunFailed, RunStarted, StepAwaitingApproval
 from libs.events.store import RecordedEvent
-from libs.events.webhooks import (
+from libs.adapters.webhooks import (
     EVENTS,
     InvalidEndpoint,
     delivery_id,

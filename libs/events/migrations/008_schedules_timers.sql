@@ -20,8 +20,8 @@ CREATE TABLE timers (
 -- The firing loop's only question: the earliest pending due time, and the pending timers due by now.
 CREATE INDEX timers_pending_due ON timers (due_at) WHERE status = 'pending';
 
--- Schedules read model (libs/events/projections/schedules.py), written inline with the schedule events.
--- `state` is the schedule folded from its events (libs/events/schedule_state.py) at stream_version: the
+-- Schedules read model (libs/readmodels/schedules.py), written inline with the schedule events.
+-- `state` is the schedule folded from its events (libs/domain/schedule_state.py) at stream_version: the
 -- scheduler decides from it rather than re-reading a stream that grows with every occurrence. next_run_at
 -- is the first occurrence after cursor_at (the last occurrence handled, or when the cron, time zone or
 -- enabled flag last changed); NULL when disabled or paused. Deleted schedules leave the table.

@@ -64,7 +64,7 @@ CREATE POLICY tenant_isolation ON api_key_executions
 
 -- Token buckets, one row per limited client ("key:<uuid>", "user:<tenant>/<user>"), shared by every
 -- gateway process. A request takes its token with one INSERT ... ON CONFLICT DO UPDATE (the statement is
--- in libs/events/ratelimit.py, next to the reference math it mirrors): the row lock serialises one
+-- in libs/security/ratelimit.py, next to the reference math it mirrors): the row lock serialises one
 -- client's requests across all gateways, and different clients never wait for each other.
 -- UNLOGGED: a bucket write produces no WAL, so its commit waits for no fsync. After a Postgres crash the
 -- table is empty and every bucket starts full again, which only ever errs towards letting a client through.

@@ -6,7 +6,7 @@ from typing import Any
 
 from openai import AsyncOpenAI
 
-from libs.events.outbound import GuardedHttpClient, Resolver
+from libs.adapters.outbound import GuardedHttpClient, Resolver
 from libs.events.settings import Settings
 from services.executor.integrations import agent, condition, email, for_each, http_request, slack
 from services.executor.integrations.agent import register_agent

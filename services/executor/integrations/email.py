@@ -1,11 +1,11 @@
-"""`email.send`: one message through libs/events/mail.py (SMTP when configured, else the sink folder)."""
+"""`email.send`: one message through libs/adapters/mail.py (SMTP when configured, else the sink folder)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from libs.events.mail import MailError, message_id_for, recipients, send_mail, sink_path
+from libs.adapters.mail import MailError, message_id_for, recipients, send_mail, sink_path
 from services.executor.integrations.support import require_str
 from services.executor.steps import StepCall, StepDeps, StepError, config_of, step
 

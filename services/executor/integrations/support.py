@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from libs.events.outbound import OutboundError, OutboundResponse
+from libs.adapters.outbound import OutboundError, OutboundResponse
 from services.executor.steps import StepCall, StepDeps, StepError
 
 

@@ -1,6 +1,6 @@
 """API-key authentication and the per-key rate limit of the public API, as one ASGI middleware.
 
-One database round trip per request (libs.events.apikeys.admit) finds the key by its hash and takes a
+One database round trip per request (libs.security.apikeys.admit) finds the key by its hash and takes a
 token from the key's bucket. The rate-limit headers are added to every response a known key gets, errors
 included, by wrapping `send`; the route sees the key as `request.state.api_key` (and the `api_key`
 dependency).
@@ -15,8 +15,8 @@ import structlog
 from litestar import Request
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from libs.events.apikeys import admit
-from libs.events.auth import Principal
+from libs.security.apikeys import admit
+from libs.security.auth import Principal
 from libs.events.db import DB_UNAVAILABLE
 from services.gateway.asgi import answer, bearer_token, with_headers
 from services.gateway.errors import RETRY_AFTER_S

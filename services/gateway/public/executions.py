@@ -16,7 +16,7 @@ import nats
 import structlog
 from litestar import Request, Response, get, post
 
-from libs.events import apikeys
+from libs.security import apikeys
 from libs.events.bus import CommandNotAccepted
 from libs.events.db import DB_UNAVAILABLE
 from libs.events.schemas import Outcome

@@ -7,8 +7,8 @@ from typing import Any
 
 from litestar import Request
 
-from libs.events.auth import Principal
-from libs.events.definition import validate_definition
+from libs.security.auth import Principal
+from libs.domain.definition import validate_definition
 from libs.events.errors import DomainError
 from services.gateway import queries
 from services.gateway.errors import ApiError

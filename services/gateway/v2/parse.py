@@ -8,7 +8,7 @@ from typing import Any
 
 from litestar import Request, Response, post
 
-from libs.events.auth import Principal
+from libs.security.auth import Principal
 from libs.events.schemas import Outcome
 from libs.events.schemas.plan import ParseInstruction
 from services.gateway.bodies import ParseBody, decode_body

@@ -7,8 +7,8 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, delete, get, post
 
-from libs.events.auth import Principal
-from libs.events.run_view import RunView, evolve, initial
+from libs.security.auth import Principal
+from libs.domain.run_view import RunView, evolve, initial
 from libs.events.schemas import Outcome
 from libs.events.schemas.run import StartRun, TerminateRun
 from services.gateway import queries, runs

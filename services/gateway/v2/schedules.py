@@ -9,10 +9,10 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Response, delete, get, patch, post
 
-from libs.events import cron
-from libs.events.auth import Principal
+from libs.domain import cron
+from libs.security.auth import Principal
 from libs.events.errors import DomainError
-from libs.events.schedule_state import check_settings
+from libs.domain.schedule_state import check_settings
 from libs.events.schemas import Outcome
 from libs.events.schemas.schedule import CreateSchedule, DeleteSchedule, UpdateSchedule
 from services.gateway import queries, runs

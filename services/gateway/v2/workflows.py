@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, delete, get, patch, post
 
-from libs.events.auth import Principal
+from libs.security.auth import Principal
 from libs.events.schemas import Outcome
 from libs.events.schemas.workflow import CreateWorkflow, DeleteWorkflow, UpdateWorkflow
 from services.gateway import queries

@@ -6,7 +6,7 @@ import asyncpg
 import msgspec
 
 from libs.events.errors import DomainError
-from libs.events.projections.approvals import consume_token
+from libs.readmodels.approvals import consume_token
 from libs.events.schemas.registry import event_of
 from libs.events.schemas.plan import PlanApprovalRequested, PlanApproved, PlanGenerated, PlanRevised
 from libs.events.schemas.workflow import WorkflowCreated, WorkflowDeleted, WorkflowUpdated

@@ -119,7 +119,7 @@ class Relay:
 
 def create_app(settings=None):
     """The relay as a process: health routes plus the relay loop as a background task."""
-    from libs.events.service import create_service_app
+    from libs.runtime.service import create_service_app
     from libs.events.settings import load_settings
 
     settings = settings or load_settings(service="relay")
@@ -128,11 +128,3 @@ def create_app(settings=None):
         ctx.tasks.append(asyncio.create_task(Relay(settings.database_url, ctx.js, poll_s=settings.relay_poll_s).run()))
 
     return create_service_app(settings, name="relay", setup=setup)
-
-
-if __name__ == "__main__":
-    from libs.events.service import serve
-    from libs.events.settings import load_settings
-
-    _settings = load_settings(service="relay")
-    serve(create_app(_settings), _settings)

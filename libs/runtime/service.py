@@ -20,7 +20,7 @@ from nats.js import JetStreamContext
 from libs.events.bus import ensure_streams
 from libs.events.db import create_pool
 from libs.events.logging import configure_logging
-from libs.events.projections import project
+from libs.readmodels import project
 from libs.events.settings import Settings
 from libs.events.store import EventStore
 

@@ -75,7 +75,7 @@ def step_type(node: dict[str, Any]) -> StepType | None:
 
 def assistant_steps(definition: dict[str, Any]) -> list[dict[str, Any]]:
     """A definition's steps in the assistant contract's words: id, agentName, action, description, dependencies."""
-    from libs.events.definition import dependencies
+    from libs.domain.definition import dependencies
 
     steps = []
     for node in definition.get("nodes", []):

@@ -8,7 +8,7 @@ import asyncpg
 import msgspec
 
 from libs.events.errors import DomainError
-from libs.events.projections.approvals import consume_token
+from libs.readmodels.approvals import consume_token
 from libs.events.schemas.registry import event_of
 from libs.events.schemas.run import (
     ApprovalDecisionRecorded,

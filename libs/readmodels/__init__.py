@@ -1,4 +1,4 @@
-"""Inline projections: read models written in the append transaction, rebuildable from the log."""
+"""Read models (projections): tables written in the append transaction, rebuildable from the log."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
-from libs.events.projections import runs, schedules, workflows
+from libs.readmodels import runs, schedules, workflows
 from libs.events.store import RecordedEvent, read_all
 
 Handler = Callable[[asyncpg.Connection, Sequence[RecordedEvent]], Awaitable[None]]

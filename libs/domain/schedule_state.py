@@ -11,7 +11,7 @@ from uuid import UUID
 
 import msgspec
 
-from libs.events import cron
+from libs.domain import cron
 from libs.events.errors import DomainError
 from libs.events.schemas import Event
 from libs.events.schemas.schedule import (

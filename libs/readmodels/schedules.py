@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import msgspec
 
-from libs.events import schedule_state
+from libs.domain import schedule_state
 from libs.events.schemas.registry import event_of
 from libs.events.schemas.schedule import (
     OccurrenceDeferred,

@@ -8,7 +8,7 @@ import sys
 
 
 def _token(args: argparse.Namespace) -> int:
-    from libs.events.auth import issue_token
+    from libs.security.auth import issue_token
     from libs.events.settings import load_settings
 
     print(issue_token(load_settings(), args.tenant, args.user, ttl_s=args.ttl, email=args.email))
@@ -27,7 +27,7 @@ def _migrate(_: argparse.Namespace) -> int:
 def _rebuild(_: argparse.Namespace) -> int:
     import asyncpg
 
-    from libs.events.projections import rebuild
+    from libs.readmodels import rebuild
     from libs.events.settings import load_settings
 
     async def run() -> int:
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     psub = projections.add_subparsers(dest="action", required=True)
     psub.add_parser("rebuild", help="rebuild every read model from the event log").set_defaults(fn=_rebuild)
     sub.add_parser("up", help="run the whole platform on the embedded default").set_defaults(fn=_up)
-    from libs.events.apikey_commands import add_parser as add_api_key_parser
+    from cli.api_keys import add_parser as add_api_key_parser
 
     add_api_key_parser(sub)  # weft api-key create|list|update|deactivate|rotate|delete
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """`weft api-key ...`: create, list, update, deactivate, rotate and delete public API keys.
 
-A key is printed once, at create and rotate; only its hash is stored. Registered by libs/events/cli.py.
+A key is printed once, at create and rotate; only its hash is stored. Registered by cli/main.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from libs.events import apikeys
+from libs.security import apikeys
 
 _UNSET = object()  # not a string: argparse would run a string default through the option's type
 
@@ -93,7 +93,7 @@ def _print(record: dict[str, Any], key: str | None, as_json: bool, extra: dict[s
 def _create(args: argparse.Namespace) -> int:
     webhook = None
     if args.webhook_url:
-        from libs.events import webhooks
+        from libs.adapters import webhooks
 
         events = [e for part in (args.webhook_events or list(webhooks.EVENTS)) for e in part.split(",") if e]
         webhook = (args.webhook_url, events, args.webhook_secret or webhooks.generate_secret())
@@ -107,7 +107,7 @@ def _create(args: argparse.Namespace) -> int:
             burst=args.burst, per_minute=args.per_minute)
         extra = {}
         if webhook is not None:
-            from libs.events.webhooks import create_endpoint
+            from libs.adapters.webhooks import create_endpoint
 
             # Same transaction as the key: a bad webhook leaves no key behind.
             endpoint = await create_endpoint(conn, tenant_id=args.tenant, url=webhook[0], events=webhook[1],

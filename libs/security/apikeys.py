@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from libs.events.ratelimit import BUCKET_UPSERT, NOW_US, Decision, Limit, decision_of
+from libs.security.ratelimit import BUCKET_UPSERT, NOW_US, Decision, Limit, decision_of
 
 PREFIX = "weft_"
 KEY_RE = re.compile(r"^weft_[0-9a-f]{64}$")

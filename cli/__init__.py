@@ -1,0 +1,1 @@
+"""The `weft` command: above everything it imports (libs, services, deploy)."""

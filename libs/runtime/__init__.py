@@ -1,0 +1,1 @@
+"""How a service process is assembled: pools, broker, inline projections, health, serving."""

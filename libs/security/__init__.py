@@ -1,0 +1,1 @@
+"""Identity and abuse control: JWTs, API keys, rate limits, approval-link tokens."""

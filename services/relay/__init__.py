@@ -1,0 +1,1 @@
+"""The relay process: event store -> JetStream WEFT_EVENTS, in global order."""
