@@ -23,7 +23,7 @@ from services.gateway.auth import authenticate
 from services.gateway.bodies import UNSET, decode_body
 from services.gateway.errors import ApiError
 from services.gateway.queries import iso
-from services.gateway.v2.common import _uuid
+from services.gateway.core.ids import parse_id as _uuid
 
 
 class RateLimitBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

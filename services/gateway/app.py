@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
 
 from libs.events.bus import CommandBus
 from libs.security.ratelimit import SharedBuckets
@@ -14,10 +16,16 @@ from services.gateway import approvals, assistant, console, executions, streams,
 from services.gateway import api_keys, public
 from services.gateway import webhooks as webhooks_admin
 from services.gateway.commands import Dispatcher
+from services.gateway.core import Core
 from services.gateway.errors import EXCEPTION_HANDLERS
+from services.gateway.openapi import openapi_config
 from services.gateway.ratelimit import v2_rate_limit_middleware
 
 SERVICE = "gateway"
+
+
+def provide_core(state: State) -> Core:
+    return state.core
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -27,6 +35,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.settings = settings
         app.state.bus = CommandBus(ctx.nc, ctx.js, settings.command_timeout_s)
         app.state.dispatcher = Dispatcher(app.state.bus, ctx.store)
+        app.state.core = Core(store=ctx.store, dispatcher=app.state.dispatcher, bus=app.state.bus, settings=settings)
         app.state.buckets = SharedBuckets(ctx.pool)  # rate limits shared by every gateway process
         ctx.tasks.append(asyncio.create_task(app.state.buckets.sweep_forever()))
 
@@ -39,6 +48,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=public.with_public_routing_errors(EXCEPTION_HANDLERS),
         middleware=[v2_rate_limit_middleware],
         request_max_body_size=settings.max_body_bytes,
+        dependencies={"core": Provide(provide_core, sync_to_thread=False)},
+        openapi_config=openapi_config(),
     )
     app.state.settings = settings
     return app

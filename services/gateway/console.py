@@ -20,7 +20,7 @@ from services.gateway.auth import authenticate
 from services.gateway.bodies import GoalBody, StepsBody, decode_body
 from services.gateway.commands import entity_id, now
 from services.gateway.errors import PLAIN_EXCEPTION_HANDLERS, ApiError, plain_error_body
-from services.gateway.plans import diff_plans, plan_event, plan_versions
+from services.gateway.core.plans import diff_plans, plan_event, plan_versions
 
 CONSOLE_RUN_STATUS = {"pending": "running", "running": "running", "awaiting_approval": "awaiting_approval",
                       "completed": "completed", "failed": "failed", "cancelled": "failed"}

@@ -1,26 +1,56 @@
-"""Errors in the v2 shape {"success": false, "error": "..."}; dependency outages become 503, never 500."""
+"""How surfaces render errors: each contract's shape, documented in OpenAPI, and dependency outages as 503.
+
+The core raises ApiError (services/gateway/core/errors.py); a surface's handlers render it in the surface's shape
+and, where the surface's contract uses another status for a rule, remap it by the error's `code`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
+from typing import Any
 
 import asyncpg
+import msgspec
 import nats
 import structlog
 from litestar import Request, Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
+from litestar.openapi import ResponseSpec
 
 from libs.events.bus import CommandNotAccepted
+from services.gateway.core.errors import ApiError
 
 log = structlog.get_logger()
 RETRY_AFTER_S = "2"
+Shape = Callable[[int, str, str | None], dict[str, Any]]
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.field, self.headers = status, message, field, headers or {}
+class V2Error(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The v2 and executions contracts' error body."""
+
+    success: bool = False
+    error: str
+    field: str | None = None
+
+
+class PlainError(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The console and assistant contracts' error body: the HTTP phrase, then the detail."""
+
+    error: str
+    message: str
+    field: str | None = None
+
+
+class Accepted(msgspec.Struct, kw_only=True):
+    """202: the command is accepted but its outcome is not committed yet; poll `location`."""
+
+    success: bool
+    status: str
+    command_id: str
+    message: str
+    location: str
 
 
 def error_body(message: str, field: str | None = None) -> dict:
@@ -28,6 +58,10 @@ def error_body(message: str, field: str | None = None) -> dict:
     if field:
         body["field"] = field
     return body
+
+
+def v2_shape(_: int, message: str, field: str | None = None) -> dict:
+    return error_body(message, field)
 
 
 def plain_error_body(status: int, message: str, field: str | None = None) -> dict:
@@ -38,28 +72,66 @@ def plain_error_body(status: int, message: str, field: str | None = None) -> dic
     return body
 
 
-def plain_api_error_handler(_: Request, exc: ApiError) -> Response:
-    return Response(plain_error_body(exc.status, exc.message, exc.field), status_code=exc.status, headers=exc.headers)
+def validation_error(exc: ValidationException) -> ApiError:
+    """Litestar's failed body or parameter parse as our 400 naming the field."""
+    extra = exc.extra if isinstance(exc.extra, list) and exc.extra else [{}]
+    first = extra[0] if isinstance(extra[0], dict) else {}
+    message = str(first.get("message") or exc.detail)
+    field = first.get("key")
+    if field in (None, "data") and message.count("`") >= 2:  # "Object missing required field `name`"
+        field = message.split("`")[1]
+    where = "request body" if first.get("source") in (None, "body") else f"{first.get('source')} parameter"
+    return ApiError(400, f"Invalid {where}: {message}", field if field != "data" else None)
 
 
-def plain_http_exception_handler(_: Request, exc: HTTPException) -> Response:
-    message = exc.detail if isinstance(exc.detail, str) and exc.detail else "Request failed"
-    return Response(plain_error_body(exc.status_code, message), status_code=exc.status_code,
-                    headers=exc.headers or None)
-
-
-PLAIN_EXCEPTION_HANDLERS = {ApiError: plain_api_error_handler, HTTPException: plain_http_exception_handler}
-
-
-def api_error_handler(_: Request, exc: ApiError) -> Response:
-    return Response(error_body(exc.message, exc.field), status_code=exc.status, headers=exc.headers)
-
-
-def http_exception_handler(_: Request, exc: HTTPException) -> Response:
+def http_error(exc: HTTPException) -> ApiError:
     message = exc.detail if isinstance(exc.detail, str) and exc.detail else "Request failed"
     if exc.status_code == 413:
         message = "Request body is too large"
-    return Response(error_body(message), status_code=exc.status_code, headers=exc.headers or None)
+    elif isinstance(exc.__cause__, SerializationException):  # the body is not JSON at all
+        message = f"Invalid JSON body: {message}"
+    return ApiError(exc.status_code, message, headers=dict(exc.headers or {}))
+
+
+def handlers(shape: Shape, remap: Mapping[str, int] | None = None) -> dict[Any, Any]:
+    """Exception handlers that render every refusal in `shape`; `remap` gives this contract's status for a
+    rule (by ApiError.code) where it differs from the canonical one."""
+    remap = remap or {}
+
+    def render(_: Request, exc: Exception) -> Response:
+        if isinstance(exc, ValidationException):
+            exc = validation_error(exc)
+        elif isinstance(exc, HTTPException):
+            exc = http_error(exc)
+        assert isinstance(exc, ApiError)
+        status = remap.get(exc.code or "", exc.status)
+        return Response(shape(status, exc.message, exc.field), status_code=status, headers=exc.headers or None)
+
+    return {ApiError: render, HTTPException: render}
+
+
+def responses(shape: type[msgspec.Struct], *codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for a route's refusals, in its surface's shape; 401 and 503 are on every route."""
+    specs = {code: ResponseSpec(data_container=shape, description=HTTPStatus(code).phrase, generate_examples=False)
+             for code in sorted({400, 401, 503, *codes})}
+    return specs
+
+
+def accepted_response() -> dict[int, ResponseSpec]:
+    return {202: ResponseSpec(data_container=Accepted, generate_examples=False,
+                              description="Accepted; the outcome is not committed yet. Poll the Location.")}
+
+
+EXCEPTION_HANDLERS_V2 = handlers(v2_shape)
+PLAIN_EXCEPTION_HANDLERS = handlers(plain_error_body)
+
+
+def api_error_handler(request: Request, exc: ApiError) -> Response:
+    return EXCEPTION_HANDLERS_V2[ApiError](request, exc)
+
+
+def http_exception_handler(request: Request, exc: HTTPException) -> Response:
+    return EXCEPTION_HANDLERS_V2[HTTPException](request, exc)
 
 
 UNAVAILABLE = (
@@ -98,3 +170,6 @@ EXCEPTION_HANDLERS = {
     **{exc: unavailable_handler for exc in UNAVAILABLE},
     Exception: unexpected_handler,
 }
+
+__all__ = ["ApiError", "EXCEPTION_HANDLERS", "PLAIN_EXCEPTION_HANDLERS", "UNAVAILABLE", "error_body",
+           "plain_error_body", "handlers", "responses"]

@@ -34,7 +34,8 @@ from services.gateway.auth import authenticate
 from services.gateway.bodies import decode_body
 from services.gateway.errors import ApiError
 from services.gateway.queries import iso
-from services.gateway.v2.common import _int_param, _uuid
+from services.gateway.core.ids import parse_id as _uuid
+from services.gateway.params import int_param as _int_param
 
 DELIVERY_STATUSES = ("pending", "delivered", "dead", "cancelled")
 _ENDPOINT_COLUMNS = ("id, api_key_id, url, events, owner_email, enabled, consecutive_failures, disabled_at,"

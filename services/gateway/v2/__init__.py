@@ -1,9 +1,10 @@
-"""The v2 tenant API (spec E): workflow CRUD, parse, execute, runs. Thin adapters over commands and read models."""
+"""The v2 tenant API (spec E): workflow CRUD, parse, execute, runs, schedules. A thin typed adapter over the core."""
 
 from litestar import Router
 from litestar.di import Provide
 
 from services.gateway.auth import authenticate
+from services.gateway.errors import EXCEPTION_HANDLERS_V2
 from services.gateway.v2.parse import parse_instruction
 from services.gateway.v2.runs import execute_workflow, get_run, list_runs, terminate_run
 from services.gateway.v2.schedules import (
@@ -33,6 +34,9 @@ router = Router(
         create_schedule, list_schedules, get_schedule, patch_schedule, delete_schedule, list_occurrences,
     ],
     dependencies={"principal": Provide(authenticate)},
+    exception_handlers=EXCEPTION_HANDLERS_V2,
+    tags=["v2: workflows"],
+    security=[{"bearerAuth": []}],
 )
 
 __all__ = ["router"]

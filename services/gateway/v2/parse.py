@@ -6,16 +6,40 @@ import time
 import uuid
 from typing import Any
 
+import msgspec
 from litestar import Request, Response, post
 
-from libs.security.auth import Principal
 from libs.events.schemas import Outcome
 from libs.events.schemas.plan import ParseInstruction
-from services.gateway.bodies import ParseBody, decode_body
+from libs.security.auth import Principal
 from services.gateway.commands import entity_id, now
-from services.gateway.errors import ApiError
-from services.gateway.plans import plan_event
-from services.gateway.v2.common import _ctx
+from services.gateway.core import Core
+from services.gateway.core.errors import ApiError
+from services.gateway.core.plans import plan_event
+from services.gateway.errors import V2Error, accepted_response, responses
+from services.gateway.v2.shapes import ParseBody
+
+
+class ParsedPlan(msgspec.Struct, kw_only=True, omit_defaults=True):
+    type: str
+    name: str
+    description: str
+    steps: list[dict[str, Any]]
+    confidence: float
+    source: str
+    valid: bool
+    schedule: str | None
+    planHash: str  # noqa: N815 - the contract's field names
+    estimatedCostUsd: float  # noqa: N815
+    outboundSteps: list[str]  # noqa: N815
+    planner: dict[str, Any]
+    message: str | None = None
+
+
+class ParseResponse(msgspec.Struct, kw_only=True):
+    success: bool
+    workflow: ParsedPlan
+    parseTimeMs: int  # noqa: N815
 
 
 def plan_json(event) -> dict[str, Any]:
@@ -40,15 +64,14 @@ def plan_json(event) -> dict[str, Any]:
     return body
 
 
-@post("/parse", status_code=200)
-async def parse_instruction(request: Request, principal: Principal) -> Response:
-    raw = await request.body()
-    body = decode_body(raw, ParseBody)
+@post("/parse", status_code=200, responses={**responses(V2Error, 422, 429), **accepted_response()})
+async def parse_instruction(request: Request, principal: Principal, core: Core, data: ParseBody
+                            ) -> Response[ParseResponse]:
+    body = data
     instruction = body.instruction.strip()
     if len(instruction) < 5:
         raise ApiError(400, "instruction must be at least 5 characters", "instruction")
     started = time.perf_counter()
-    ctx, dispatcher = _ctx(request)
     tools = body.context.availableTools if body.context else None
 
     def make(command_id: uuid.UUID) -> ParseInstruction:
@@ -56,9 +79,9 @@ async def parse_instruction(request: Request, principal: Principal) -> Response:
                                 organization_id=body.context.organizationId if body.context else None, at=now())
 
     async def render(outcome: Outcome):
-        event = await plan_event(ctx.store, principal.tenant_id, outcome.stream_id)
+        event = await plan_event(core.store, principal.tenant_id, outcome.stream_id)
         return 200, {"success": True, "workflow": plan_json(event),
                      "parseTimeMs": round((time.perf_counter() - started) * 1000)}
 
-    return await dispatcher.dispatch(request, principal, "planner", make, render, raw,
-                                     timeout_s=request.app.state.settings.planning_timeout_s)
+    return await core.dispatcher.dispatch(request, principal, "planner", make, render, await request.body(),
+                                          timeout_s=core.settings.planning_timeout_s)

@@ -4,28 +4,30 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, delete, get, patch, post
+from litestar.params import Parameter
 
 from libs.domain import cron
-from libs.security.auth import Principal
-from libs.events.errors import DomainError
-from libs.domain.schedule_state import check_settings
 from libs.events.schemas import Outcome
 from libs.events.schemas.schedule import CreateSchedule, DeleteSchedule, UpdateSchedule
-from services.gateway import queries, runs
-from services.gateway.bodies import decode_body
+from libs.security.auth import Principal
 from services.gateway.commands import entity_id, now
-from services.gateway.errors import ApiError
-from services.gateway.v2.common import _ctx, _int_param, _uuid, _workflow_or_404
+from services.gateway.core import Core, schedules, workflows
+from services.gateway.core.errors import ApiError
+from services.gateway.errors import V2Error, accepted_response, responses
+from services.gateway.queries import iso
+from services.gateway.v2.shapes import Message
 
 UNSET: Any = msgspec.UNSET
 Cron = Annotated[str, msgspec.Meta(max_length=200)]
 Zone = Annotated[str, msgspec.Meta(max_length=64)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
 WINDOW_COUNT_CAP = 1000
-OCCURRENCE_STATUSES = ("fired", "skipped", "missed", "buffered", "queued")
+COMMAND = {**responses(V2Error, 404, 409, 422, 429), **accepted_response()}
+READ = responses(V2Error, 404, 429)
 
 
 class CreateScheduleBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -34,8 +36,8 @@ class CreateScheduleBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     inputs: dict[str, Any] = {}
     missed_execution_policy: str = "run_immediately"
     overlap_policy: str = "skip"
-    max_queued: int = 10
-    pause_after_failures: int = 0
+    max_queued: Count = 10
+    pause_after_failures: Count = 0
     enabled: bool = True
 
 
@@ -45,160 +47,177 @@ class PatchScheduleBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     inputs: dict[str, Any] | msgspec.UnsetType = UNSET
     missed_execution_policy: str | msgspec.UnsetType = UNSET
     overlap_policy: str | msgspec.UnsetType = UNSET
-    max_queued: int | msgspec.UnsetType = UNSET
-    pause_after_failures: int | msgspec.UnsetType = UNSET
+    max_queued: Count | msgspec.UnsetType = UNSET
+    pause_after_failures: Count | msgspec.UnsetType = UNSET
     enabled: bool | msgspec.UnsetType = UNSET
 
 
-_COLUMNS = (
-    "id, workflow_id, cron_expression, timezone, inputs::text AS inputs, missed_execution_policy, overlap_policy,"
-    " max_queued, pause_after_failures, enabled, paused_reason, source, next_run_at, last_run_at, last_run_id,"
-    " consecutive_failures, created_at, updated_at"
-)
+class ScheduleBody(msgspec.Struct, kw_only=True):
+    id: str
+    workflow_id: str
+    cron_expression: str
+    timezone: str
+    inputs: dict[str, Any]
+    missed_execution_policy: str
+    overlap_policy: str
+    max_queued: int
+    pause_after_failures: int
+    enabled: bool
+    paused_reason: str | None
+    source: str
+    next_run_at: str | None
+    last_run_at: str | None
+    last_run_id: str | None
+    consecutive_failures: int
+    created_at: str
+    updated_at: str
 
 
-def schedule_json(row) -> dict[str, Any]:
-    return {
-        "id": str(row["id"]), "workflow_id": str(row["workflow_id"]), "cron_expression": row["cron_expression"],
-        "timezone": row["timezone"], "inputs": msgspec.json.decode(row["inputs"]),
-        "missed_execution_policy": row["missed_execution_policy"], "overlap_policy": row["overlap_policy"],
-        "max_queued": row["max_queued"], "pause_after_failures": row["pause_after_failures"],
-        "enabled": row["enabled"], "paused_reason": row["paused_reason"], "source": row["source"],
-        "next_run_at": queries.iso(row["next_run_at"]), "last_run_at": queries.iso(row["last_run_at"]),
-        "last_run_id": str(row["last_run_id"]) if row["last_run_id"] else None,
-        "consecutive_failures": row["consecutive_failures"],
-        "created_at": queries.iso(row["created_at"]), "updated_at": queries.iso(row["updated_at"]),
-    }
+class ScheduleEnvelope(msgspec.Struct, kw_only=True):
+    success: bool
+    schedule: ScheduleBody
 
 
-def _window_json(row) -> dict[str, Any]:
+class ScheduleList(msgspec.Struct, kw_only=True):
+    success: bool
+    schedules: list[ScheduleBody]
+    count: int
+
+
+class Window(msgspec.Struct, kw_only=True):
+    after: str | None
+    through: str | None
+    first: str | None
+    last: str | None
+    count: int
+    more: bool
+
+
+class Occurrence(msgspec.Struct, kw_only=True, omit_defaults=True):
+    scheduled_for: str | None
+    status: str
+    reason: str | None
+    detail: str | None
+    trigger: str | None
+    policy: str | None
+    run_id: str | None
+    run_status: str | None
+    recorded_at: str | None
+    updated_at: str | None
+    window: Window | None = None
+
+
+class OccurrenceList(msgspec.Struct, kw_only=True):
+    success: bool
+    schedule_id: str
+    next_run_at: str | None
+    enabled: bool
+    paused_reason: str | None
+    occurrences: list[Occurrence]
+    count: int
+
+
+def schedule_body(row) -> ScheduleBody:
+    return ScheduleBody(
+        id=str(row["id"]), workflow_id=str(row["workflow_id"]), cron_expression=row["cron_expression"],
+        timezone=row["timezone"], inputs=msgspec.json.decode(row["inputs"]),
+        missed_execution_policy=row["missed_execution_policy"], overlap_policy=row["overlap_policy"],
+        max_queued=row["max_queued"], pause_after_failures=row["pause_after_failures"], enabled=row["enabled"],
+        paused_reason=row["paused_reason"], source=row["source"], next_run_at=iso(row["next_run_at"]),
+        last_run_at=iso(row["last_run_at"]), last_run_id=str(row["last_run_id"]) if row["last_run_id"] else None,
+        consecutive_failures=row["consecutive_failures"], created_at=iso(row["created_at"]),
+        updated_at=iso(row["updated_at"]))
+
+
+def _window(row) -> Window:
     """A window (every occurrence in (after, through]): its bounds and how many occurrences it held."""
     found = cron.occurrences(cron.parse(row["cron_expression"]), cron.zone(row["timezone"]), row["after_at"],
                              row["through_at"], limit=WINDOW_COUNT_CAP + 1)
-    return {"after": queries.iso(row["after_at"]), "through": queries.iso(row["through_at"]),
-            "first": queries.iso(row["occurrence_at"]), "last": queries.iso(row["last_at"]),
-            "count": min(len(found), WINDOW_COUNT_CAP), "more": len(found) > WINDOW_COUNT_CAP}
+    return Window(after=iso(row["after_at"]), through=iso(row["through_at"]), first=iso(row["occurrence_at"]),
+                  last=iso(row["last_at"]), count=min(len(found), WINDOW_COUNT_CAP), more=len(found) > WINDOW_COUNT_CAP)
 
 
-def occurrence_json(row) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "scheduled_for": queries.iso(row["occurrence_at"]), "status": row["status"], "reason": row["reason"],
-        "detail": row["detail"], "trigger": row["trigger"], "policy": row["policy"],
-        "run_id": str(row["run_id"]) if row["run_id"] else None, "run_status": row["run_status"],
-        "recorded_at": queries.iso(row["recorded_at"]), "updated_at": queries.iso(row["updated_at"]),
-    }
-    if row["through_at"] is not None:
-        body["window"] = _window_json(row)
-    return body
+def occurrence(row) -> Occurrence:
+    return Occurrence(
+        scheduled_for=iso(row["occurrence_at"]), status=row["status"], reason=row["reason"], detail=row["detail"],
+        trigger=row["trigger"], policy=row["policy"], run_id=str(row["run_id"]) if row["run_id"] else None,
+        run_status=row["run_status"], recorded_at=iso(row["recorded_at"]), updated_at=iso(row["updated_at"]),
+        window=_window(row) if row["through_at"] is not None else None)
 
 
-def _settings_ok(values: dict[str, Any]) -> None:
-    try:
-        check_settings(values)
-    except DomainError as exc:
-        raise ApiError(exc.status, exc.message, exc.field) from None
-
-
-def _inputs_ok(workflow_row, inputs: dict[str, Any]) -> None:
-    """The inputs every scheduled run will carry, checked against the workflow's input schema now."""
-    runs.prepare_inputs(msgspec.json.decode(workflow_row["definition"]), inputs)
-
-
-async def _schedule_row(request: Request, principal: Principal, workflow_id: uuid.UUID, schedule_id: uuid.UUID):
-    ctx, _ = _ctx(request)
-    async with ctx.store.tenant_transaction(principal.tenant_id) as conn:
-        return await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM schedules WHERE tenant_id = $1 AND workflow_id = $2 AND id = $3",  # noqa: S608
-            principal.tenant_id, workflow_id, schedule_id)
-
-
-async def _schedule_or_404(request: Request, principal: Principal, workflow_id: str, schedule_id: str):
-    workflow = await _workflow_or_404(request, principal, workflow_id)
-    row = await _schedule_row(request, principal, workflow["id"], _uuid(schedule_id, "Schedule"))
-    if row is None:
-        raise ApiError(404, "Schedule not found")
-    return workflow, row
-
-
-def _render(request: Request, principal: Principal, workflow_id: uuid.UUID, status: int):
+def _render(core: Core, principal: Principal, workflow_id: uuid.UUID, code: int):
     async def render(outcome: Outcome):
-        row = await _schedule_row(request, principal, workflow_id, uuid.UUID(outcome.stream_id.split("-", 1)[1]))
-        if row is None:  # deleted again between commit and read
-            raise ApiError(404, "Schedule not found")
-        return status, {"success": True, "schedule": schedule_json(row)}
+        row = await schedules.get(core, principal, workflow_id, uuid.UUID(outcome.stream_id.split("-", 1)[1]))
+        return code, ScheduleEnvelope(success=True, schedule=schedule_body(row))
 
     return render
 
 
-@post("/{workflow_id:str}/schedules")
-async def create_schedule(request: Request, principal: Principal, workflow_id: str) -> Response:
-    raw = await request.body()
-    body = decode_body(raw, CreateScheduleBody)
-    values = msgspec.structs.asdict(body)
-    _settings_ok(values)
-    workflow = await _workflow_or_404(request, principal, workflow_id)
-    _inputs_ok(workflow, body.inputs)
-    _, dispatcher = _ctx(request)
+@post("/{workflow_id:uuid}/schedules", status_code=201, responses=COMMAND)
+async def create_schedule(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID,
+                          data: CreateScheduleBody) -> Response[ScheduleEnvelope]:
+    values = msgspec.structs.asdict(data)
+    schedules.check(values)
+    workflow = await workflows.get(core, principal, workflow_id)
+    schedules.check(values, workflow)
 
     def make(command_id: uuid.UUID) -> CreateSchedule:
-        return CreateSchedule(schedule_id=entity_id(command_id), workflow_id=workflow["id"],
+        return CreateSchedule(schedule_id=entity_id(command_id), workflow_id=workflow.id,
                               created_by=principal.user_id, at=now(), **values)
 
-    return await dispatcher.dispatch(request, principal, "scheduler", make,
-                                     _render(request, principal, workflow["id"], 201), raw)
+    return await core.dispatcher.dispatch(request, principal, "scheduler", make,
+                                          _render(core, principal, workflow.id, 201), await request.body())
 
 
-@get("/{workflow_id:str}/schedules")
-async def list_schedules(request: Request, principal: Principal, workflow_id: str) -> dict[str, Any]:
-    workflow = await _workflow_or_404(request, principal, workflow_id)
-    ctx, _ = _ctx(request)
-    async with ctx.store.tenant_transaction(principal.tenant_id) as conn:
-        rows = await conn.fetch(
-            f"SELECT {_COLUMNS} FROM schedules WHERE tenant_id = $1 AND workflow_id = $2"  # noqa: S608
-            " ORDER BY created_at, id", principal.tenant_id, workflow["id"])
-    return {"success": True, "schedules": [schedule_json(r) for r in rows], "count": len(rows)}
+@get("/{workflow_id:uuid}/schedules", responses=READ)
+async def list_schedules(principal: Principal, core: Core, workflow_id: uuid.UUID) -> ScheduleList:
+    workflow = await workflows.get(core, principal, workflow_id)
+    rows = await schedules.list_for(core, principal, workflow.id)
+    return ScheduleList(success=True, schedules=[schedule_body(r) for r in rows], count=len(rows))
 
 
-@get("/{workflow_id:str}/schedules/{schedule_id:str}")
-async def get_schedule(request: Request, principal: Principal, workflow_id: str, schedule_id: str) -> dict[str, Any]:
-    _, row = await _schedule_or_404(request, principal, workflow_id, schedule_id)
-    return {"success": True, "schedule": schedule_json(row)}
+async def _pair(core: Core, principal: Principal, workflow_id: uuid.UUID, schedule_id: uuid.UUID):
+    workflow = await workflows.get(core, principal, workflow_id)
+    return workflow, await schedules.get(core, principal, workflow.id, schedule_id)
 
 
-@patch("/{workflow_id:str}/schedules/{schedule_id:str}")
-async def patch_schedule(request: Request, principal: Principal, workflow_id: str, schedule_id: str) -> Response:
-    raw = await request.body()
-    body = decode_body(raw, PatchScheduleBody)
-    changed = {k: v for k, v in msgspec.structs.asdict(body).items() if v is not UNSET}
-    _settings_ok(changed)
-    workflow, row = await _schedule_or_404(request, principal, workflow_id, schedule_id)
+@get("/{workflow_id:uuid}/schedules/{schedule_id:uuid}", responses=READ)
+async def get_schedule(principal: Principal, core: Core, workflow_id: uuid.UUID, schedule_id: uuid.UUID
+                       ) -> ScheduleEnvelope:
+    _, row = await _pair(core, principal, workflow_id, schedule_id)
+    return ScheduleEnvelope(success=True, schedule=schedule_body(row))
+
+
+@patch("/{workflow_id:uuid}/schedules/{schedule_id:uuid}", responses=COMMAND)
+async def patch_schedule(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID,
+                         schedule_id: uuid.UUID, data: PatchScheduleBody) -> Response[ScheduleEnvelope]:
+    changed = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not UNSET}
+    schedules.check(changed)
+    workflow, row = await _pair(core, principal, workflow_id, schedule_id)
     if not changed:  # nothing to change: no event, just the schedule as it is
-        return Response({"success": True, "schedule": schedule_json(row)}, status_code=200)
-    if "inputs" in changed:
-        _inputs_ok(workflow, changed["inputs"])
-    _, dispatcher = _ctx(request)
+        return Response(ScheduleEnvelope(success=True, schedule=schedule_body(row)), status_code=200)
+    schedules.check(changed, workflow)
 
     def make(_: uuid.UUID) -> UpdateSchedule:
-        return UpdateSchedule(schedule_id=row["id"], workflow_id=workflow["id"], at=now(), **changed)
+        return UpdateSchedule(schedule_id=row["id"], workflow_id=workflow.id, at=now(), **changed)
 
-    return await dispatcher.dispatch(request, principal, "scheduler", make,
-                                     _render(request, principal, workflow["id"], 200), raw)
+    return await core.dispatcher.dispatch(request, principal, "scheduler", make,
+                                          _render(core, principal, workflow.id, 200), await request.body())
 
 
-@delete("/{workflow_id:str}/schedules/{schedule_id:str}", status_code=200)
-async def delete_schedule(request: Request, principal: Principal, workflow_id: str, schedule_id: str) -> Response:
-    workflow, row = await _schedule_or_404(request, principal, workflow_id, schedule_id)
-    _, dispatcher = _ctx(request)
+@delete("/{workflow_id:uuid}/schedules/{schedule_id:uuid}", status_code=200, responses=COMMAND)
+async def delete_schedule(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID,
+                          schedule_id: uuid.UUID) -> Response[Message]:
+    workflow, row = await _pair(core, principal, workflow_id, schedule_id)
 
     async def render(_: Outcome):
-        return 200, {"success": True, "message": "Schedule deleted successfully"}
+        return 200, Message(success=True, message="Schedule deleted successfully")
 
-    return await dispatcher.dispatch(request, principal, "scheduler", lambda _: DeleteSchedule(
-        schedule_id=row["id"], workflow_id=workflow["id"], at=now()), render)
+    return await core.dispatcher.dispatch(request, principal, "scheduler", lambda _: DeleteSchedule(
+        schedule_id=row["id"], workflow_id=workflow.id, at=now()), render)
 
 
-def _at_param(request: Request) -> datetime | None:
-    raw = request.query_params.get("at")
+def _instant(raw: str | None) -> datetime | None:
     if raw is None:
         return None
     try:
@@ -210,27 +229,20 @@ def _at_param(request: Request) -> datetime | None:
     return value
 
 
-@get("/{workflow_id:str}/schedules/{schedule_id:str}/occurrences")
-async def list_occurrences(request: Request, principal: Principal, workflow_id: str,
-                           schedule_id: str) -> dict[str, Any]:
+@get("/{workflow_id:uuid}/schedules/{schedule_id:uuid}/occurrences", responses=READ)
+async def list_occurrences(
+    principal: Principal, core: Core, workflow_id: uuid.UUID, schedule_id: uuid.UUID,
+    status: Literal["fired", "skipped", "missed", "buffered", "queued"] | None = None,
+    at: Annotated[str | None, Parameter(description="ISO 8601 time with a zone: why didn't it run then?")] = None,
+    limit: Annotated[int, Parameter(ge=1, le=500)] = 50, offset: Annotated[int, Parameter(ge=0, le=10**9)] = 0,
+) -> OccurrenceList:
     """Every occurrence's fate, newest first. `?at=<time>` answers "why didn't it run then?": the entry for
     that occurrence, or the window that covers it. `?status=` filters."""
-    status = request.query_params.get("status")
-    if status is not None and status not in OCCURRENCE_STATUSES:
-        raise ApiError(400, f"status must be one of: {', '.join(OCCURRENCE_STATUSES)}", "status")
-    at = _at_param(request)
-    limit = _int_param(request, "limit", 50, 1, 500)
-    offset = _int_param(request, "offset", 0, 0, 10**9)
-    _, schedule = await _schedule_or_404(request, principal, workflow_id, schedule_id)
-    ctx, _ = _ctx(request)
-    where = ("tenant_id = $1 AND schedule_id = $2 AND ($3::text IS NULL OR status = $3) AND ($4::timestamptz IS NULL"
-             " OR occurrence_at = $4 OR (after_at < $4 AND through_at >= $4))")
-    args = (principal.tenant_id, schedule["id"], status, at)
-    async with ctx.store.tenant_transaction(principal.tenant_id) as conn:
-        rows = await conn.fetch(
-            f"SELECT * FROM schedule_occurrences WHERE {where} ORDER BY occurrence_at DESC, seq DESC"  # noqa: S608
-            " LIMIT $5 OFFSET $6", *args, limit, offset)
-        total = await conn.fetchval(f"SELECT count(*) FROM schedule_occurrences WHERE {where}", *args)  # noqa: S608
-    return {"success": True, "schedule_id": str(schedule["id"]), "next_run_at": queries.iso(schedule["next_run_at"]),
-            "enabled": schedule["enabled"], "paused_reason": schedule["paused_reason"],
-            "occurrences": [occurrence_json(r) for r in rows], "count": total}
+    instant = _instant(at)
+    _, schedule = await _pair(core, principal, workflow_id, schedule_id)
+    rows, total = await schedules.occurrences(core, principal, schedule["id"], status=status, at=instant,
+                                              limit=limit, offset=offset)
+    return OccurrenceList(success=True, schedule_id=str(schedule["id"]), next_run_at=iso(schedule["next_run_at"]),
+                          enabled=schedule["enabled"], paused_reason=schedule["paused_reason"],
+                          occurrences=[occurrence(r) for r in rows], count=total)
+
