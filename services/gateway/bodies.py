@@ -1,8 +1,8 @@
-"""Inbound request bodies: strict msgspec Structs decoded with field-naming errors."""
+"""Request bodies decoded by hand (routes not yet typed): strict msgspec Structs with field-naming errors."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -10,64 +10,6 @@ from services.gateway.errors import ApiError
 
 T = TypeVar("T")
 UNSET: Any = msgspec.UNSET
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Text = Annotated[str, msgspec.Meta(max_length=5000)]
-Version = Annotated[str, msgspec.Meta(min_length=1, max_length=50)]
-
-
-class CreateWorkflowBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    name: Name
-    description: Text | None = None
-    definition: dict[str, Any]
-    version: Version = "1.0.0"
-
-
-class PatchWorkflowBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    name: Name | msgspec.UnsetType = UNSET
-    description: Text | None | msgspec.UnsetType = UNSET
-    definition: dict[str, Any] | msgspec.UnsetType = UNSET
-    version: Version | msgspec.UnsetType = UNSET
-    status: str | msgspec.UnsetType = UNSET
-
-
-class ParseContext(msgspec.Struct, kw_only=True):
-    availableTools: list[str] | None = None  # noqa: N815 - the contract's field name
-    organizationId: str | None = None  # noqa: N815
-
-
-class ParseBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    instruction: Annotated[str, msgspec.Meta(max_length=10000)]
-    context: ParseContext | None = None
-
-
-class GoalBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    goal: Annotated[str, msgspec.Meta(max_length=10000)]
-    schedule: str | None = None
-
-
-class CommandBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    command: Annotated[str, msgspec.Meta(max_length=10000)]
-
-
-class CancelBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    workflowId: str  # noqa: N815 - the contract's field name
-
-
-class EditStep(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    id: str
-    action: str
-    description: str = ""
-    config: dict[str, Any] = {}
-    input_from: str | None = None
-    depends_on: list[str] = []
-
-
-class StepsBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    steps: Annotated[list[EditStep], msgspec.Meta(min_length=1, max_length=50)]
-
-
-class ExecuteBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    inputs: dict[str, Any] = {}
 
 
 _decoders: dict[type, msgspec.json.Decoder] = {}

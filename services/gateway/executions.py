@@ -1,8 +1,8 @@
 """The executions contract (spec C): execute a workflow, read an execution's node states and logs, cancel it.
 
 Mounted at /api/workflows/execute beside the console's /api/workflows/{id}: Litestar prefers the static
-`execute` segment, so GET /api/workflows/execute/<id> always lands here. Errors use the app's default
-{"success": false, "error": ...} shape, which is C's.
+`execute` segment, so GET /api/workflows/execute/<id> always lands here. Errors use C's shape
+{"success": false, "error": ...}.
 """
 
 from __future__ import annotations
@@ -14,102 +14,130 @@ import msgspec
 from litestar import Request, Response, Router, delete, get, post
 from litestar.di import Provide
 
-from libs.security.auth import Principal
 from libs.domain.run_view import NodeState, RunView
 from libs.events.schemas import Outcome
-from libs.events.schemas.run import CancelRun
-from services.gateway import queries, runs
+from libs.security.auth import Principal
 from services.gateway.auth import authenticate
-from services.gateway.bodies import ExecuteBody, decode_body
-from services.gateway.commands import now
-from services.gateway.errors import ApiError
+from services.gateway.core import Core, runs, status, workflows
+from services.gateway.core.errors import ApiError, NotFound
+from services.gateway.errors import V2Error, accepted_response, handlers, responses, v2_shape
+from services.gateway.queries import iso
+from services.gateway.v2.shapes import ExecuteBody
 
-EXECUTION_STATE = {"pending": "PENDING", "running": "RUNNING", "awaiting_approval": "PAUSED",
-                   "completed": "COMPLETED", "failed": "FAILED", "cancelled": "CANCELED"}
-
-
-def _uuid(raw: str, what: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise ApiError(404, f"{what} not found") from None
+COMMAND = {**responses(V2Error, 403, 404, 409, 422), **accepted_response()}
 
 
-def _node_json(node: NodeState) -> dict[str, Any]:
-    return {"state": node.state, "startedAt": queries.iso(node.started_at),
-            "completedAt": queries.iso(node.completed_at), "error": node.error, "output": node.output,
-            "attempt": node.attempt}
+class Started(msgspec.Struct, kw_only=True):
+    workflowId: str  # noqa: N815 - the contract's field names
+    executionId: str  # noqa: N815
 
 
-def execution_json(view: RunView) -> dict[str, Any]:
-    return {
-        "id": str(view.run_id), "workflowId": str(view.workflow_id),
-        "state": EXECUTION_STATE.get(view.status, view.status.upper()),
-        "startedAt": queries.iso(view.started_at), "completedAt": queries.iso(view.finished_at),
-        "startedBy": view.created_by, "variables": view.variables,
-        "logs": [{"nodeId": log.node_id, "message": log.message, "level": log.level,
-                  "timestamp": queries.iso(log.timestamp)} for log in view.logs],
-        "output": view.outputs, "error": view.error,
-        "nodeStates": {sid: _node_json(node) for sid, node in view.node_states.items()},
-    }
+class StartedEnvelope(msgspec.Struct, kw_only=True):
+    success: bool
+    data: Started
+    message: str
 
 
-async def _own_execution(request: Request, principal: Principal, execution_id: str) -> RunView:
+class Node(msgspec.Struct, kw_only=True):
+    state: str
+    startedAt: str | None  # noqa: N815
+    completedAt: str | None  # noqa: N815
+    error: str | None
+    output: Any
+    attempt: int
+
+
+class LogLine(msgspec.Struct, kw_only=True):
+    nodeId: str | None  # noqa: N815
+    message: str
+    level: str
+    timestamp: str | None
+
+
+class Execution(msgspec.Struct, kw_only=True):
+    id: str
+    workflowId: str  # noqa: N815
+    state: str
+    startedAt: str | None  # noqa: N815
+    completedAt: str | None  # noqa: N815
+    startedBy: str  # noqa: N815
+    variables: dict[str, Any]
+    logs: list[LogLine]
+    output: Any
+    error: str | None
+    nodeStates: dict[str, Node]  # noqa: N815
+
+
+class ExecutionEnvelope(msgspec.Struct, kw_only=True):
+    success: bool
+    data: Execution
+
+
+class Cancelled(msgspec.Struct, kw_only=True):
+    success: bool
+    message: str
+
+
+def _node(node: NodeState) -> Node:
+    return Node(state=node.state, startedAt=iso(node.started_at), completedAt=iso(node.completed_at),
+                error=node.error, output=node.output, attempt=node.attempt)
+
+
+def execution(view: RunView) -> Execution:
+    return Execution(
+        id=str(view.run_id), workflowId=str(view.workflow_id), state=status.word(view.status, "executions"),
+        startedAt=iso(view.started_at), completedAt=iso(view.finished_at), startedBy=view.created_by,
+        variables=view.variables,
+        logs=[LogLine(nodeId=line.node_id, message=line.message, level=line.level, timestamp=iso(line.timestamp))
+              for line in view.logs],
+        output=view.outputs, error=view.error, nodeStates={sid: _node(n) for sid, n in view.node_states.items()})
+
+
+async def _own_execution(core: Core, principal: Principal, execution_id: uuid.UUID) -> RunView:
     """404 for no such run in the caller's tenant (another tenant's is invisible); 403 for a colleague's."""
-    view = await runs.load_view(request.app.state.ctx.store, principal.tenant_id, _uuid(execution_id, "Execution"))
+    view = await runs.view(core, principal.tenant_id, execution_id)
     if view is None:
-        raise ApiError(404, "Execution not found")
+        raise NotFound("Execution")
     if view.created_by != principal.user_id:
         raise ApiError(403, "Forbidden: this execution was started by another user")
     return view
 
 
-@post("/{workflow_id:str}", status_code=200)
-async def execute_workflow(request: Request, principal: Principal, workflow_id: str) -> Response:
-    raw = await request.body()
-    body = decode_body(raw, ExecuteBody, empty_ok=True)
-    ctx, dispatcher = request.app.state.ctx, request.app.state.dispatcher
-    async with ctx.store.tenant_transaction(principal.tenant_id) as conn:
-        row = await queries.get_workflow(conn, principal.tenant_id, _uuid(workflow_id, "Workflow"))
-    if row is None:
-        raise ApiError(404, "Workflow not found")
-    if row["status"] != "active":
-        raise ApiError(409, f"Workflow is {row['status']}; only active workflows can be executed", "status")
-    definition = msgspec.json.decode(row["definition"])
-    inputs = runs.prepare_inputs(definition, body.inputs)
+@post("/{workflow_id:uuid}", status_code=200, responses=COMMAND)
+async def execute_workflow(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID,
+                           data: ExecuteBody | None = None) -> Response[StartedEnvelope]:
+    workflow = await workflows.get(core, principal, workflow_id)
 
     async def render(outcome: Outcome):
-        return 200, {"success": True, "data": {"workflowId": str(row["id"]),
-                                                "executionId": str(runs.run_id_of(outcome))},
-                     "message": "Workflow execution initiated successfully"}
+        return 200, StartedEnvelope(success=True, message="Workflow execution initiated successfully", data=Started(
+            workflowId=str(workflow.id), executionId=str(runs.run_id_of(outcome))))
 
-    return await dispatcher.dispatch(
-        request, principal, "executor",
-        runs.start_command(row["id"], row["stream_version"], definition, inputs, principal.user_id), render, raw)
+    return await runs.start(core, request, principal, workflow, (data or ExecuteBody()).inputs, render,
+                            await request.body())
 
 
-@get("/{execution_id:str}")
-async def get_execution(request: Request, principal: Principal, execution_id: str) -> dict[str, Any]:
-    view = await _own_execution(request, principal, execution_id)
-    return {"success": True, "data": execution_json(view)}
+@get("/{execution_id:uuid}", responses=responses(V2Error, 403, 404))
+async def get_execution(principal: Principal, core: Core, execution_id: uuid.UUID) -> ExecutionEnvelope:
+    return ExecutionEnvelope(success=True, data=execution(await _own_execution(core, principal, execution_id)))
 
 
-@delete("/{execution_id:str}", status_code=200)
-async def cancel_execution(request: Request, principal: Principal, execution_id: str) -> Response:
-    view = await _own_execution(request, principal, execution_id)
-    if view.status in runs.TERMINAL_STATUSES:
-        raise ApiError(400, f"Execution is already {EXECUTION_STATE[view.status]}; only a running execution "
-                            "can be canceled", "state")
+@delete("/{execution_id:uuid}", status_code=200, responses=COMMAND)
+async def cancel_execution(request: Request, principal: Principal, core: Core, execution_id: uuid.UUID
+                           ) -> Response[Cancelled]:
+    view = await _own_execution(core, principal, execution_id)
 
     async def render(_: Outcome):
-        return 200, {"success": True, "message": f"Execution {view.run_id} canceled"}
+        return 200, Cancelled(success=True, message=f"Execution {view.run_id} canceled")
 
-    return await request.app.state.dispatcher.dispatch(request, principal, "executor", lambda _: CancelRun(
-        run_id=view.run_id, reason="Cancelled by user", requested_by=principal.user_id, at=now()), render)
+    return await runs.stop(core, request, principal, view.run_id, view.status, render, terminate=False,
+                           reason="Cancelled by user", word=status.word(view.status, "executions"))
 
 
 router = Router(
     path="/api/workflows/execute",
     route_handlers=[execute_workflow, get_execution, cancel_execution],
     dependencies={"principal": Provide(authenticate)},
+    exception_handlers=handlers(v2_shape),
+    tags=["executions"],
+    security=[{"bearerAuth": []}],
 )

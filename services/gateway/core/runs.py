@@ -156,7 +156,7 @@ def stop_command(run_id: uuid.UUID, run_status: str, principal: Principal, *, te
                  word: str) -> Callable[[uuid.UUID], CancelRun | TerminateRun]:
     """Only an unfinished run stops. Cancel lets the running step finish; terminate stops now (DESIGN 5)."""
     if run_status in status.TERMINAL:
-        raise ApiError(400, f"Run is already {word}; only a running run can be stopped", "status", code=RUN_FINISHED)
+        raise ApiError(400, f"Run is already {word}; only a running run can be stopped", code=RUN_FINISHED)
     kind = TerminateRun if terminate else CancelRun
     return lambda _: kind(run_id=run_id, reason=reason, requested_by=principal.user_id, at=now())
 

@@ -11,6 +11,7 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
+from services.gateway.core.errors import WORKFLOW_NOT_ACTIVE
 from services.gateway.errors import RETRY_AFTER_S, UNAVAILABLE, ApiError
 
 log = structlog.get_logger()
@@ -40,7 +41,10 @@ def public_error_handler(_: Request, exc: PublicApiError) -> Response:
 
 def api_error_handler(_: Request, exc: ApiError) -> Response:
     """Shared gateway helpers (inputs validation, the dispatcher) raise ApiError: same meaning, D's shape.
-    The field it names goes into the message, D's shape has no slot for it."""
+    The field it names goes into the message, D's shape has no slot for it. D says an inactive workflow is a
+    403 "Workflow is inactive"."""
+    if exc.code == WORKFLOW_NOT_ACTIVE:
+        return Response(body(403, "Workflow is inactive"), status_code=403)
     message = exc.message if not exc.field or exc.field in exc.message else f"{exc.message} ({exc.field})"
     return Response(body(exc.status, message), status_code=exc.status, headers=exc.headers or None)
 

@@ -1,6 +1,6 @@
 """Public API execution routes (spec D): execute an agent (workflow), its status, its results.
 
-Runs start through the same path as every surface (runs.start_command over the Dispatcher), as the key's
+Runs start through the same path as every surface (core.runs.prepare_start over the Dispatcher), as the key's
 actor `api_key:<key_id>`; a key sees only the runs it started (another key's or tenant's: 404).
 """
 
@@ -20,7 +20,10 @@ from libs.security import apikeys
 from libs.events.bus import CommandNotAccepted
 from libs.events.db import DB_UNAVAILABLE
 from libs.events.schemas import Outcome
-from services.gateway import queries, runs
+from services.gateway import queries
+from services.gateway.core import runs, workflows
+from services.gateway.core.ids import parse_id
+from services.gateway.core.workflows import Workflow
 from services.gateway.bodies import decode_body
 from services.gateway.commands import entity_id, now
 from services.gateway.public.auth import ApiKeyPrincipal
@@ -62,20 +65,11 @@ def _shape(status: int, message: str, field: str | None) -> dict[str, Any]:
     return body(status, message if not field or field in message else f"{message} ({field})")
 
 
-async def _workflow(request: Request, api_key: ApiKeyPrincipal, workflow_id: str) -> asyncpg.Record:
-    try:
-        wid = uuid.UUID(workflow_id)
-    except ValueError:
-        raise PublicApiError(404, "Workflow not found") from None
+async def _workflow(request: Request, api_key: ApiKeyPrincipal, workflow_id: str) -> Workflow:
+    wid = parse_id(workflow_id, "Workflow")
     if str(wid) not in api_key.workflow_ids:
         raise PublicApiError(403, "API key is not allowed to execute this workflow")
-    async with request.app.state.ctx.store.tenant_transaction(api_key.tenant_id) as conn:
-        row = await queries.get_workflow(conn, api_key.tenant_id, wid)
-    if row is None:
-        raise PublicApiError(404, "Workflow not found")
-    if row["status"] != "active":
-        raise PublicApiError(403, "Workflow is inactive")
-    return row
+    return await workflows.get(request.app.state.core, api_key.principal(), wid)
 
 
 class _Quota:
@@ -121,14 +115,13 @@ async def execute_agent(request: Request, api_key: ApiKeyPrincipal, workflow_id:
     raw = await request.body()
     parsed = decode_body(raw, ExecuteAgentBody, empty_ok=True)
     inputs, warnings = truncate_csv(parsed.input)
-    row = await _workflow(request, api_key, workflow_id)
-    definition = msgspec.json.decode(row["definition"])
-    inputs = runs.prepare_inputs(definition, inputs)
-    start = runs.start_command(row["id"], row["stream_version"], definition, inputs, api_key.actor)
+    workflow = await _workflow(request, api_key, workflow_id)
+    start = runs.prepare_start(workflow, inputs, api_key.actor, description=parsed.description or "",
+                               field="input")
     sent: dict[str, Any] = {}
 
     def make(command_id: uuid.UUID):
-        command = msgspec.structs.replace(start(command_id), description=parsed.description or "")
+        command = start(command_id)
         sent.update(run_id=entity_id(command_id), at=command.at)
         return command
 
