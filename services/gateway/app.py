@@ -20,6 +20,7 @@ from services.gateway.core import Core
 from services.gateway.errors import EXCEPTION_HANDLERS
 from services.gateway.openapi import openapi_config
 from services.gateway.ratelimit import v2_rate_limit_middleware
+from services.gateway.text_guard import refuse_nul
 
 SERVICE = "gateway"
 
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_max_body_size=settings.max_body_bytes,
         dependencies={"core": Provide(provide_core, sync_to_thread=False)},
         openapi_config=openapi_config(),
+        before_request=refuse_nul,
     )
     app.state.settings = settings
     return app
