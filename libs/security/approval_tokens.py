@@ -100,7 +100,7 @@ def _decode(settings: Settings, token: str | None, typ: str) -> dict:
     if header.get("typ") != typ:
         other = _KIND.get(header.get("typ"), "another kind of")
         raise TokenError("wrong_type", f"token is a {other} token, not a {_KIND[typ]} token")
-    if not isinstance(claims.get("tid"), str) or not TENANT_RE.match(claims["tid"]):
+    if not isinstance(claims.get("tid"), str) or not TENANT_RE.fullmatch(claims["tid"]):
         raise TokenError("invalid", "token names no valid tenant")
     return claims
 

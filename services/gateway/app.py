@@ -6,7 +6,6 @@ import asyncio
 
 from litestar import Litestar
 
-from libs.events.bus import CommandBus
 from libs.security.ratelimit import SharedBuckets
 from libs.runtime.service import ServiceContext, create_service_app
 from libs.events.settings import Settings, load_settings
@@ -14,6 +13,7 @@ from services.gateway import approvals, assistant, console, executions, streams,
 from services.gateway import api_keys, public
 from services.gateway import webhooks as webhooks_admin
 from services.gateway.commands import Dispatcher
+from services.gateway.pending import PendingCommands, TrackingCommandBus
 from services.gateway.errors import EXCEPTION_HANDLERS
 from services.gateway.ratelimit import v2_rate_limit_middleware
 
@@ -25,7 +25,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     async def setup(ctx: ServiceContext) -> None:
         app.state.settings = settings
-        app.state.bus = CommandBus(ctx.nc, ctx.js, settings.command_timeout_s)
+        app.state.pending_commands = PendingCommands(ctx.js)
+        await app.state.pending_commands.open()
+        app.state.bus = TrackingCommandBus(ctx.nc, ctx.js, settings.command_timeout_s,
+                                           pending=app.state.pending_commands)
         app.state.dispatcher = Dispatcher(app.state.bus, ctx.store)
         app.state.buckets = SharedBuckets(ctx.pool)  # rate limits shared by every gateway process
         ctx.tasks.append(asyncio.create_task(app.state.buckets.sweep_forever()))

@@ -135,6 +135,8 @@ async def command_status(request: Request, principal: Principal, command_id: str
     ctx, _ = _ctx(request)
     outcome = await ctx.store.outcome(principal.tenant_id, cid)
     if outcome is None:
+        if not await request.app.state.pending_commands.known(principal.tenant_id, cid):
+            raise ApiError(404, "Command not found")  # unknown, or another tenant's (services/gateway/pending.py)
         return {"success": True, "command": {"id": command_id, "state": "pending"}}
     return {
         "success": True,
