@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -28,7 +29,7 @@ from libs.events.schemas.run import (
     StepCompleted,
     StepFailed,
 )
-from libs.events.timers import Timer, timer_id_for
+from libs.events.timers import CancelTimers, Timer, timer_id_for
 from services.executor.interpolation import MissingPath, interpolate
 
 MAX_ROWS = 100  # rows kept for review (the public API truncates CSV input to 100 rows too); totalRows is exact
@@ -285,3 +286,13 @@ def timers(tenant_id: str, correlation_id: str | None, event: Event) -> list[Tim
         found.append(_timer(tenant_id, correlation, "approval-reminder",
                             RemindApproval(run_id=run_id, step_id=step_id, deadline=deadline, at=due), due, event.at))
     return found
+
+
+def cancelled_timers(events: Sequence[Event]) -> list[CancelTimers]:
+    """A decision that resolves a step (the step's ApprovalDecisionRecorded and its StepCompleted or StepFailed
+    in one append, by a person or by the deadline) cancels the step's pending deadline and reminders in the
+    same transaction. A decision that leaves the step waiting (N of M) keeps them."""
+    decided = {(e.run_id, e.step_id) for e in events if isinstance(e, ApprovalDecisionRecorded)}
+    resolved = {(e.run_id, e.step_id) for e in events if isinstance(e, (StepCompleted, StepFailed))}
+    return [CancelTimers(service="executor", command_types=("ExpireApproval", "RemindApproval"), run_id=run_id,
+                         step_id=step_id) for run_id, step_id in sorted(decided & resolved, key=str)]

@@ -48,14 +48,21 @@ class PatchKeyBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     rate_limit: RateLimitBody | msgspec.UnsetType = UNSET
 
 
+def _aware(value: datetime | None) -> datetime | None:
+    """asyncpg gives Postgres' +-infinity (and year 1, its datetime.min) as naive datetimes: read them as UTC,
+    so a row stored before expires_at was bounded never makes a read fail."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
 def key_json(row: asyncpg.Record) -> dict[str, Any]:
     now = datetime.now(UTC)
-    expired = row["expires_at"] is not None and row["expires_at"] <= now
+    expires_at = _aware(row["expires_at"])
+    expired = expires_at is not None and expires_at <= now
     return {
         "id": str(row["id"]), "name": row["name"], "key_prefix": row["key_hint"],
         "workflow_ids": list(row["workflow_ids"]), "active": row["active"],
         "status": "inactive" if not row["active"] else "expired" if expired else "active",
-        "expires_at": iso(row["expires_at"]), "monthly_limit": row["monthly_limit"],
+        "expires_at": iso(expires_at), "monthly_limit": row["monthly_limit"],
         "usage": {"month": apikeys.month_of(now).strftime("%Y-%m"), "executions": row["used_this_month"]},
         "rate_limit": {"burst": row["rate_burst"], "per_minute": row["rate_per_minute"]},
         "created_by": row["created_by"], "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),

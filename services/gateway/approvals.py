@@ -31,13 +31,17 @@ log = structlog.get_logger()
 _pages = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                      autoescape=select_autoescape(["html"]))
 
-# Lower-case fragments of the user agents of crawlers, chat-app link previews and mail security scanners
-# that fetch links in messages; they must never decide anything (WEFT_APPROVAL_BOT_USER_AGENTS adds more).
+# Lower-case fragments of the user agents of crawlers, chat-app link previews (unfurlers) and mail security
+# scanners that fetch links in messages; they must never decide anything (WEFT_APPROVAL_BOT_USER_AGENTS adds
+# more; README "Approvals" lists them). Microsoft's Safe Links and Office apps fetch as "Microsoft Office ..."
+# or "ms-office"; Outlook's own previews say "Outlook"; Slack, Teams, Iframely and Embedly unfurl links.
 BOT_USER_AGENTS = (
     "bot", "crawler", "spider", "slurp", "preview", "scanner", "facebookexternalhit", "linkedin", "whatsapp",
     "telegram", "discord", "skype", "googleimageproxy", "google-safety", "proofpoint", "mimecast", "barracuda",
     "urldefense", "safelinks", "symantec", "bitdefender", "trendmicro", "forcepoint", "sophos", "ironport",
     "headlesschrome", "python-requests", "go-http-client", "java/", "wget", "libwww-perl",
+    "microsoft office", "ms-office", "msoffice", "outlook", "microsoft-teams", "teams/", "iframely", "embedly",
+    "slack", "mattermost", "unfurl", "curl/", "httpx", "aiohttp", "okhttp", "axios", "node-fetch", "zgrab",
 )
 MAX_NOTE = 2000
 
@@ -205,9 +209,11 @@ async def resume_run(request: Request) -> Response:
         claims = verify_step_token(settings, fields.get("token"))
     except TokenError as exc:
         return _error(request, 400, f"Invalid approval link: {exc.message}", "token")
-    action, note = fields.get("action"), fields.get("note") or ""
+    action, note = fields.get("action") or claims.action, fields.get("note") or ""
     if action not in ("approve", "reject"):
         return _error(request, 400, "action must be approve or reject", "action")
+    if action != claims.action:  # the decision is signed into the token: an edited action= is refused
+        return _error(request, 400, f"This link can only {claims.action}: the action was changed", "action")
     if len(note) > MAX_NOTE:
         return _error(request, 400, f"note must be at most {MAX_NOTE} characters", "note")
     # A reject link of a step that needs a comment asks for it (a page, no side effect) instead of failing.
