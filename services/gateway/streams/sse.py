@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Router, get
 from litestar.di import Provide
+from litestar.openapi import ResponseSpec
+from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from libs.security.auth import Principal
 from services.gateway.auth import authenticate
-from services.gateway.errors import PLAIN_EXCEPTION_HANDLERS, ApiError
+from services.gateway.core import Core, runs, workflows
+from services.gateway.core.errors import NotFound
+from services.gateway.errors import EXCEPTION_HANDLERS_V2, PLAIN_EXCEPTION_HANDLERS, ApiError, PlainError, V2Error, responses
 from services.gateway.streams.feed import EventFeed, Scope
 from services.gateway.streams.heartbeats import with_heartbeats
 from services.gateway.streams.messages import HEARTBEAT, Connected, Reconnect, StreamEvent
-from services.gateway.streams.resume import last_event_id, run_exists, uuid_or_404, workflow_exists
+from services.gateway.streams.resume import last_event_id
 
 
 def _json(message: dict[str, Any]) -> str:
@@ -49,30 +53,41 @@ def _sse_response(request: Request, scope: Scope, after: int) -> ServerSentEvent
     return ServerSentEvent(sse_messages(feed, request.app.state.settings.stream_heartbeat_s))
 
 
-@get("/stream")
-async def workflow_stream(request: Request, principal: Principal) -> ServerSentEvent:
+def _stream_responses(shape: type[msgspec.Struct]) -> dict[int, ResponseSpec]:
+    return {200: ResponseSpec(data_container=str, media_type="text/event-stream", generate_examples=False,
+                              description="Server-sent events; `id` is the event's position (resume with "
+                                          "Last-Event-ID); comments are heartbeats"),
+            **responses(shape, 404)}
+
+
+ResumeFrom = Annotated[str | None, Parameter(query="lastEventId", description=(
+    "resume after this event id (the Last-Event-ID header wins when both are sent)"))]
+
+
+@get("/stream", responses=_stream_responses(PlainError))
+async def workflow_stream(request: Request, principal: Principal, core: Core,
+                          workflowId: Annotated[str | None, Parameter(max_length=100)] = None,  # noqa: N803
+                          lastEventId: ResumeFrom = None) -> ServerSentEvent:  # noqa: N803
     """Contract A: every run event of one workflow, as SSE."""
-    raw = request.query_params.get("workflowId")
-    if raw is None or not raw.strip():
+    if workflowId is None or not workflowId.strip():
         raise ApiError(400, "workflowId is required", "workflowId")
     try:
-        workflow_id = uuid.UUID(raw.strip())
+        workflow_id = uuid.UUID(workflowId.strip())
     except ValueError:
         raise ApiError(400, "workflowId must be a UUID", "workflowId") from None
     after = last_event_id(request.headers, request.query_params)
-    if not await workflow_exists(request.app.state.ctx, principal.tenant_id, workflow_id):
-        raise ApiError(404, "Workflow not found")
-    return _sse_response(request, Scope(principal.tenant_id, workflow_id), after)
+    workflow = await workflows.get(core, principal, workflow_id)
+    return _sse_response(request, Scope(principal.tenant_id, workflow.id), after)
 
 
-@get("/{workflow_id:str}/runs/{run_id:str}/events")
-async def run_events(request: Request, principal: Principal, workflow_id: str, run_id: str) -> ServerSentEvent:
+@get("/{workflow_id:uuid}/runs/{run_id:uuid}/events", responses=_stream_responses(V2Error))
+async def run_events(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID,
+                     run_id: uuid.UUID, lastEventId: ResumeFrom = None) -> ServerSentEvent:  # noqa: N803
     """v2: one run's events, as SSE."""
-    wid, rid = uuid_or_404(workflow_id, "Workflow"), uuid_or_404(run_id, "Run")
     after = last_event_id(request.headers, request.query_params)
-    if not await run_exists(request.app.state.ctx, principal.tenant_id, wid, rid):
-        raise ApiError(404, "Run not found")
-    return _sse_response(request, Scope(principal.tenant_id, wid, rid), after)
+    if await runs.find(core, principal.tenant_id, run_id, workflow_id=workflow_id) is None:
+        raise NotFound("Run")
+    return _sse_response(request, Scope(principal.tenant_id, workflow_id, run_id), after)
 
 
 workflow_router = Router(
@@ -80,9 +95,14 @@ workflow_router = Router(
     route_handlers=[workflow_stream],
     dependencies={"principal": Provide(authenticate)},
     exception_handlers=PLAIN_EXCEPTION_HANDLERS,
+    tags=["streams"],
+    security=[{"bearerAuth": []}],
 )
 run_router = Router(
     path="/api/v2/workflows",
     route_handlers=[run_events],
     dependencies={"principal": Provide(authenticate)},
+    exception_handlers=EXCEPTION_HANDLERS_V2,
+    tags=["streams"],
+    security=[{"bearerAuth": []}],
 )

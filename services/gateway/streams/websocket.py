@@ -13,7 +13,8 @@ from services.gateway.errors import ApiError
 from services.gateway.streams.feed import EventFeed, Scope
 from services.gateway.streams.heartbeats import with_heartbeats
 from services.gateway.streams.messages import HEARTBEAT, Connected, Reconnect, StreamEvent
-from services.gateway.streams.resume import last_event_id, run_exists
+from services.gateway.core import runs
+from services.gateway.streams.resume import last_event_id
 
 
 # WebSocket close codes (4000-4999 are the application's).
@@ -49,7 +50,7 @@ async def run_ws(socket: WebSocket, workflow_id: str, run_id: str) -> None:
         after = last_event_id(socket.headers, socket.query_params)
     except ApiError as exc:
         return await _ws_refuse(socket, WS_BAD_REQUEST, 400, exc.message)
-    if not await run_exists(ctx, principal.tenant_id, wid, rid):
+    if await runs.find(socket.app.state.core, principal.tenant_id, rid, workflow_id=wid) is None:
         return await _ws_refuse(socket, WS_NOT_FOUND, 404, "Run not found")
 
     feed = EventFeed(ctx, Scope(principal.tenant_id, wid, rid), after)
