@@ -171,3 +171,29 @@ def test_validation_leaves_the_definition_as_it_was():
     definition = copy.deepcopy(E_CREATE_EXAMPLE)
     validate_definition(definition)
     assert definition == E_CREATE_EXAMPLE
+
+
+def test_the_published_definition_schema_agrees_with_validation():
+    # definition_schema is the JSON-schema form of what validate_definition checks per config (for docs and
+    # clients); both read the same ConfigKey entries.
+    def agrees(node: dict) -> bool:
+        entry = step_type(node)
+        schema_ok = jsonschema.Draft202012Validator(entry.definition_schema).is_valid(node.get("config") or {})
+        try:
+            validate_definition(one(node))
+            return schema_ok
+        except DomainError:
+            return not schema_ok
+
+    nodes = [
+        {"id": "n", "type": "delay", "config": {"seconds": "${inputs.s}"}},
+        {"id": "n", "type": "delay", "config": {"seconds": -1}},
+        {"id": "n", "type": "delay"},
+        {"id": "n", "type": "approval", "config": {"on_timeout": "explode"}},
+        {"id": "n", "type": "approval", "config": {"rows": "${input.list}", "remind_before_s": [10, 20]}},
+        {"id": "n", "type": "integration", "action": "email.send", "config": {"to": ["a@b.c"], "subject": "s"}},
+        {"id": "n", "type": "integration", "action": "email.send", "config": {"to": "a@b.c", "subject": "s", "cc": 1}},
+        {"id": "n", "type": "transform", "config": {"anything": {"goes": True}}},
+        {"id": "n", "type": "condition", "config": {"field": "$.a", "operator": "${inputs.op}"}},
+    ]
+    assert [node for node in nodes if not agrees(node)] == []
