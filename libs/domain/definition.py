@@ -24,7 +24,7 @@ def validate_definition(definition: Any, field: str = "definition") -> list[dict
     """
     if not isinstance(definition, dict):
         raise DomainError(400, f"{field} must be an object", field)
-    _refuse_nul(definition, field)
+    refuse_nul(definition, field)
     nodes = definition.get("nodes")
     if not isinstance(nodes, list):
         raise DomainError(400, f"{field}.nodes must be an array", f"{field}.nodes")
@@ -63,7 +63,7 @@ def validate_definition(definition: Any, field: str = "definition") -> list[dict
     return topological_order(nodes, field)
 
 
-def _refuse_nul(definition: Any, field: str) -> None:
+def refuse_nul(definition: Any, field: str) -> None:
     """Postgres cannot store U+0000 in text or jsonb: refuse it here, naming where it is, not at the append.
     A loop, not recursion: a deeply nested body must not end in a RecursionError (a 500)."""
     stack = [(definition, field)]

@@ -8,7 +8,7 @@ from typing import Any
 import jsonschema
 
 from libs.domain.catalog import CATALOG, PLAN_ACTIONS, step_type
-from libs.domain.definition import dependencies, plan_hash, validate_definition  # noqa: F401 - plan_hash re-exported
+from libs.domain.definition import dependencies, plan_hash, refuse_nul, validate_definition  # noqa: F401 - plan_hash re-exported
 from libs.events.errors import DomainError
 
 MAX_PLAN_STEPS = 20
@@ -113,6 +113,10 @@ def to_definition(plan: dict[str, Any]) -> dict[str, Any]:
 
 def validate_plan(plan: Any, allowed: set[str] | None) -> list[str]:
     """Every defect of a plan, each naming where it is; [] when the plan may become a workflow."""
+    try:
+        refuse_nul(plan, "plan")  # its name, description and steps are stored as text and jsonb
+    except DomainError as exc:
+        return [exc.message]
     defects = _schema_defects(plan)
     if defects:
         return defects

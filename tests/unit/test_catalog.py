@@ -197,3 +197,12 @@ def test_the_published_definition_schema_agrees_with_validation():
         {"id": "n", "type": "condition", "config": {"field": "$.a", "operator": "${inputs.op}"}},
     ]
     assert [node for node in nodes if not agrees(node)] == []
+
+
+def test_a_plan_with_text_postgres_cannot_store_is_a_defect_naming_where():
+    plan = offline_plan("Record that the nightly build passed", None)
+    plan["name"] = "Nightly\u0000"
+    assert validate_plan(plan, None) == ["plan.name contains a NUL character (\\u0000), which cannot be stored"]
+    plan = offline_plan("Record that the nightly build passed", None)
+    plan["steps"][0]["description"] = "\u0000"
+    assert [d.split(" contains")[0] for d in validate_plan(plan, None)] == ["plan.steps[0].description"]
