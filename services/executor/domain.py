@@ -4,6 +4,7 @@ recorded (results) are re-exported here: this module is the executor's domain, i
 
 from __future__ import annotations
 
+from libs.domain.definition import refuse_nul
 from libs.events.errors import DomainError
 from libs.events.schemas import Event
 from libs.events.schemas.run import (
@@ -45,6 +46,8 @@ __all__ = ["DONE_STEP", "TERMINAL", "Action", "Begin", "EndWait", "Execute", "Fa
 
 def decide(command, state: Run) -> list[Event]:
     """The events a command adds to the run, or a DomainError saying why it is refused."""
+    if not isinstance(command, RecordStepResult):
+        _storable(command)
     match command:
         case StartRun() as c:
             if state.exists:
@@ -70,6 +73,15 @@ def decide(command, state: Run) -> list[Event]:
         case RecordStepResult() as c:
             return results.record(c, state)
     raise DomainError(400, f"unknown command {type(command).__name__}")
+
+
+def _storable(command) -> None:
+    """A command whose text Postgres cannot store (a NUL character in an input, a comment, a reason) can
+    never succeed: refuse it now with a 400 naming the field, rather than fail its append on every delivery."""
+    for name in getattr(command, "__struct_fields__", ()):
+        value = getattr(command, name)
+        if isinstance(value, str | dict | list):
+            refuse_nul(value, name)
 
 
 def _stoppable(state: Run) -> None:

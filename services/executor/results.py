@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from libs.domain.definition import plan_hash
+from libs.domain.definition import plan_hash, refuse_nul
 from libs.events.errors import DomainError
 from libs.events.schemas import Event
 from libs.events.schemas.run import (
@@ -65,8 +65,14 @@ def record(c: RecordStepResult, run: Run) -> list[Event]:
     rid, sid, attempt, at = c.run_id, c.step_id, c.attempt, c.at
     match c.result:
         case Completed(output=output, variables=variables):
+            try:  # what a step brings back (an HTTP body, an LLM answer) must be storable, or the append fails
+                refuse_nul(output, "output")
+                refuse_nul(variables, "variables")
+            except DomainError as exc:
+                return [StepFailed(run_id=rid, step_id=sid, attempt=attempt, error=exc.message, at=at)]
             return [StepCompleted(run_id=rid, step_id=sid, attempt=attempt, output=output, variables=variables, at=at)]
         case Failed(error=error, retryable=retryable):
+            error = error.replace("\x00", "\\u0000")  # a message quoting a response may carry one
             policy = retry_policy(node)
             if retryable and attempt < policy["max_attempts"]:
                 retry_at = at + timedelta(seconds=backoff_s(policy, attempt, c.jitter))

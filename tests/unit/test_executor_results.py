@@ -15,9 +15,11 @@ from libs.domain.definition import plan_hash
 from libs.events.errors import DomainError
 from libs.events.schemas.run import (
     ApprovalPolicy,
+    DecideApproval,
     EndDelay,
     RunCreated,
     RunStarted,
+    StartRun,
     StepAwaitingApproval,
     StepCompleted,
     StepFailed,
@@ -160,3 +162,26 @@ def test_a_step_left_running_by_a_crash_starts_again_with_the_crashed_attempts_k
     assert events == [started("f", 2)] and starts == [domain.Start(FLAKY, 2, 1)]
     events, starts = domain.events_for(given(), RID, [domain.Execute(FLAKY, 1)], AT)
     assert starts == [domain.Start(FLAKY, 1, None)]
+
+
+# --- text Postgres cannot store ------------------------------------------------------------------------
+
+
+def test_an_output_postgres_cannot_store_fails_the_step_naming_where():
+    [event] = when(given(started("f")), Completed(output={"status": 200, "body": "a\u0000b"}))
+    assert event == StepFailed(run_id=RID, step_id="f", attempt=1, at=AT,
+                               error="output.body contains a NUL character (\\u0000), which cannot be stored")
+    [event] = when(given(started("f")), Failed(error="answered 500: \u0000", retryable=False))
+    assert event.error == "answered 500: \\u0000"
+
+
+def test_a_command_postgres_cannot_store_is_refused_at_once_naming_the_field():
+    start = StartRun(run_id=RID, workflow_id=uuid4(), workflow_version=1, definition=DEFINITION,
+                     inputs={"name": "Ada\u0000"}, created_by="u", at=AT)
+    with pytest.raises(DomainError) as info:
+        domain.decide(start, domain.initial)
+    assert (info.value.status, info.value.field) == (400, "inputs.name")
+    decision = DecideApproval(run_id=RID, decision="reject", decided_by="a@x.io", comment="no\u0000", at=AT)
+    with pytest.raises(DomainError) as info:
+        domain.decide(decision, given())
+    assert (info.value.status, info.value.field) == (400, "comment")
