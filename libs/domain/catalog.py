@@ -16,7 +16,9 @@ import msgspec
 _STR = {"type": "string"}
 _NULLABLE_STR = {"type": ["string", "null"]}
 _ANY_JSON = {"type": ["string", "number", "boolean", "null", "object", "array"]}
-_EMAILS = {"anyOf": [_STR, {"type": "array", "items": _STR}]}
+# An address (or a `${...}` that computes one, also inside a list).
+_EMAIL = {"type": "string", "pattern": r"@|\$\{", "description": "an email address"}
+_EMAILS = {"anyOf": [_EMAIL, {"type": "array", "items": _EMAIL}]}
 _POSITIVE = {"type": "number", "exclusiveMinimum": 0}
 _BOOL = {"type": "boolean"}
 # A string holding a `${path}`: the value is computed when the step runs (libs/domain/definition.py).
@@ -81,7 +83,7 @@ _APPROVAL = {
     "required_approvals": _key({"type": "integer", "minimum": 1}),
     "timeout_s": _key(_POSITIVE),
     "on_timeout": _key({"enum": ["reject", "approve", "escalate"]}),
-    "escalate_to": _key(_STR),
+    "escalate_to": _key(_EMAIL),
     "escalation_timeout_s": _key(_POSITIVE),
     "remind_before_s": _key({"anyOf": [_POSITIVE, {"type": "array", "items": _POSITIVE}]}),
 }

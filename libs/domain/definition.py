@@ -137,6 +137,8 @@ def _value_problem(entry: StepType, name: str, spec: ConfigKey, value: Any) -> s
     if validator is None:
         validator = _VALIDATORS[(entry.action, name)] = jsonschema.Draft202012Validator(spec.schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    if error is not None and error.validator == "pattern" and "description" in error.schema:
+        return f"{_quoted(error.instance)} is not {error.schema['description']}"  # not the regular expression
     return None if error is None else error.message
 
 

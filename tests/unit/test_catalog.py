@@ -206,3 +206,12 @@ def test_a_plan_with_text_postgres_cannot_store_is_a_defect_naming_where():
     plan = offline_plan("Record that the nightly build passed", None)
     plan["steps"][0]["description"] = "\u0000"
     assert [d.split(" contains")[0] for d in validate_plan(plan, None)] == ["plan.steps[0].description"]
+
+
+def test_addresses_are_checked_where_they_are_literal():
+    approval = {"id": "n", "type": "approval", "config": {"approvers": ["a@x.io", "${inputs.boss}"]}}
+    validate_definition(one(approval))
+    approval["config"]["approvers"] = ["a@x.io", "bob"]
+    assert refused(one(approval)).field == "definition.nodes[0].config.approvers"
+    send = {"id": "n", "type": "integration", "action": "email.send", "config": {"to": "team", "subject": "s"}}
+    assert refused(one(send)).field == "definition.nodes[0].config.to"
