@@ -1,5 +1,9 @@
 """Drives runs: one driver task per active run folds its events, starts every ready step concurrently,
-records each result as an event, and sleeps until a step finishes, a timer is due, or an event arrives."""
+records each result as an event, and sleeps until a step finishes, a timer is due, or an event arrives.
+
+The engine is I/O and scheduling only: what to do next, what a step's result records (retry, backoff,
+waits, approval pauses) and every event it appends are the pure decider's (domain.py); no step type is
+special here (docs/decisions/0060)."""
 
 from __future__ import annotations
 
