@@ -49,8 +49,8 @@ SLOW = {"nodes": [{"id": "shape", "type": "transform", "config": {"template": {"
         "concurrency": "unlimited"}
 REVIEW = {"nodes": [{"id": "offers", "type": "transform", "config": {"template": {"rows": [
               {"name": "Ada", "amount": 120, "secret": "x"}, {"name": "Bob", "amount": 80, "secret": "y"}]}}},
-          {"id": "review", "type": "approval", "depends_on": ["offers"], "config": {
-              "title": "Review the offers", "rows": "${steps.offers.output.rows}", "display_fields": ["name", "amount"],
+          {"id": "review", "type": "approval", "input_from": "offers", "config": {
+              "title": "Review the offers", "rows": "${input.rows}", "display_fields": ["name", "amount"],
               "approvers": ["ann@example.com"], "require_comment": True}},
           {"id": "after", "type": "echo", "depends_on": ["review"]}], "concurrency": "unlimited"}
 

@@ -43,9 +43,11 @@ async def _run(core: Core, principal: Principal, run_id: uuid.UUID) -> runs.Run:
     return run
 
 
-def _state(request: Request, view: Any, latest: int, live: bool) -> str:
+def _state(request: Request, view: Any, latest: int, live: bool, nodes: list[dict[str, Any]]) -> str:
+    """Status, slider, the step graph coloured by state, node states, inputs, outputs and logs."""
     states = {sid: node.state.lower() for sid, node in view.node_states.items()}
-    return html("run_state.html", request, view=view, latest=latest, live=live, states=states)
+    return html("run_state.html", request, view=view, latest=latest, live=live,
+                graph=svg.plan_graph({"nodes": nodes}, states))
 
 
 @get("/runs/{run_id:uuid}")
@@ -54,10 +56,9 @@ async def run_detail(request: Request, principal: Principal, core: Core, run_id:
     view = await runs.view(core, principal.tenant_id, run.id)
     workflow_name = await _workflow_name(core, principal, run.workflow_id)
     pending = await inbox.pending(core, principal, run.id)
-    states = {sid: node.state.lower() for sid, node in view.node_states.items()}
+    nodes = await _nodes(core, principal, run)
     return page(request, "run.html", title=f"Run {run.run_number} of {workflow_name}", run=run, view=view,
-                workflow_name=workflow_name, state=_state(request, view, view.version, True), pending=pending,
-                graph=svg.plan_graph({"nodes": await _nodes(core, principal, run)}, states),
+                workflow_name=workflow_name, state=_state(request, view, view.version, True, nodes), pending=pending,
                 live=run.status not in status.TERMINAL)
 
 
@@ -80,7 +81,8 @@ async def run_as_of(request: Request, principal: Principal, core: Core, run_id: 
     run = await _run(core, principal, run_id)
     latest = await runs.view(core, principal.tenant_id, run.id)
     view = await runs.view(core, principal.tenant_id, run.id, to_version=min(version, latest.version))
-    return Response(_state(request, view, latest.version, False), media_type="text/html")
+    nodes = await _nodes(core, principal, run)
+    return Response(_state(request, view, latest.version, False, nodes), media_type="text/html")
 
 
 def _line(message: dict[str, Any]) -> str:
@@ -101,6 +103,7 @@ async def _timeline(request: Request, core: Core, principal: Principal, run: run
                     ) -> AsyncIterator[ServerSentEventMessage]:
     """Each event as a timeline item, then the run's state folded to it; the stream ends with the run."""
     feed = EventFeed(request.app.state.ctx, Scope(principal.tenant_id, run.workflow_id, run.id), after)
+    nodes = await _nodes(core, principal, run)
     async for item in feed:
         if isinstance(item, Reconnect):
             return  # the browser reconnects with Last-Event-ID and misses nothing
@@ -108,9 +111,9 @@ async def _timeline(request: Request, core: Core, principal: Principal, run: run
             continue
         message = item.message
         item_html = html("timeline_item.html", request, line=_line(message), message=message)
-        yield ServerSentEventMessage(id=item.position, event="timeline", data=item_html.replace("\n", " "))
+        yield ServerSentEventMessage(id=item.position, event="timeline", data=item_html)
         view = await runs.view(core, principal.tenant_id, run.id)
-        yield ServerSentEventMessage(event="state", data=_state(request, view, view.version, True).replace("\n", " "))
+        yield ServerSentEventMessage(event="state", data=_state(request, view, view.version, True, nodes))
         if message.get("type") == "workflow_complete":
             yield ServerSentEventMessage(event="done", data="done")
             return
