@@ -83,6 +83,11 @@ def on_signin_required(request: Request, _: Exception) -> Response:
     return see_other(sessions.signin_redirect_path(request))
 
 
+def on_csrf_rejected(request: Request, _: Exception) -> Response:
+    return error_page(request, 403, "This form's security token is missing or does not match your session. Reload "
+                                    "the page and submit it again.", "Form expired")
+
+
 def on_api_error(request: Request, exc: ApiError) -> Response:
     return error_page(request, exc.status if 400 <= exc.status < 600 else 400, exc.message)
 
@@ -104,6 +109,6 @@ def on_unexpected(request: Request, exc: Exception) -> Response:
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {
-    sessions.SignInRequired: on_signin_required, ApiError: on_api_error, HTTPException: on_http_error,
+    sessions.SignInRequired: on_signin_required, sessions.CsrfRejected: on_csrf_rejected, ApiError: on_api_error, HTTPException: on_http_error,
     **{kind: on_unavailable for kind in DB_UNAVAILABLE}, Exception: on_unexpected,
 }

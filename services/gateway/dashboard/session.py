@@ -46,6 +46,10 @@ class SignInRequired(Exception):
     """No valid session: a page redirects to the sign-in page, an htmx request is told to go there."""
 
 
+class CsrfRejected(Exception):
+    """An unsafe request without its session's CSRF token: 403, nothing changed."""
+
+
 def _key(settings) -> bytes:
     return hmac.new(settings.jwt_secret.encode(), b"weft-dashboard-session-v1", hashlib.sha256).digest()
 
@@ -128,7 +132,7 @@ async def _submitted_token(request: Request) -> str:
 
 async def check_csrf(request: Request) -> Response | None:
     """Router hook: refuse an unsafe request whose CSRF token does not match its session's (or, on the sign-in
-    forms, the sign-in cookie's). 403 with a page saying so; nothing is changed."""
+    forms, the sign-in cookie's): CsrfRejected, a 403 page saying so; nothing is changed."""
     if request.method not in UNSAFE:
         return None
     submitted = await _submitted_token(request)
@@ -141,11 +145,7 @@ async def check_csrf(request: Request) -> Response | None:
         expected = session.csrf
     if expected and submitted and hmac.compare_digest(submitted.encode(), expected.encode()):
         return None
-    from services.gateway.dashboard.render import page
-
-    return page(request, "error.html", 403, title="Form expired",
-                message="This form's security token is missing or does not match your session. Reload the page "
-                        "and submit it again.")
+    raise CsrfRejected()
 
 
 def signin_redirect_path(request: Request) -> str:
