@@ -243,6 +243,28 @@ async def test_a_goal_is_planned_and_its_emailed_link_lands_on_the_page_showing_
     await ann.shot("workflow-approved")
 
 
+async def test_an_edited_draft_shows_its_plan_diff_and_is_rejected_from_the_page(dash, ann):
+    page = ann.page
+    await ann.goto("/dashboard/workflows")
+    await page.get_by_label("Goal, in plain language").fill("Write a haiku about queues")
+    await page.get_by_role("button", name="Plan it").click()
+    await page.wait_for_url(re.compile(r".*/dashboard/workflows/[0-9a-f-]{36}$"))
+    workflow_id = page.url.rsplit("/", 1)[1]
+    async with dash.client(ann.tenant, "ann") as api:  # a second plan version, edited through the console API
+        r = await api.post(f"/api/workflows/{workflow_id}/steps", json={"steps": [
+            {"id": "note", "action": "transform", "config": {"template": {"text": "queues"}}},
+            {"id": "say", "action": "echo", "input_from": "note", "config": {"message": "done"}}]})
+        assert r.status_code == 200, r.text
+    await ann.goto(f"/dashboard/workflows/{workflow_id}?from=1&to=2")
+    changes = await page.locator("#h-versions ~ ul").inner_text()
+    assert "added step note" in changes and "added step say" in changes and "removed step" in changes
+    await ann.shot("workflow-diff")
+    assert await submit(page, page.get_by_role("button", name="Reject draft")) == 200
+    assert "Plan rejected by ann" in await page.locator("#decisions").inner_text()
+    assert "archived" in await page.locator("main p").first.inner_text()
+    assert await page.get_by_role("button", name=re.compile("Approve plan")).count() == 0
+
+
 async def test_a_run_timeline_reaches_completed_live_and_the_slider_shows_the_past(ann):
     page = ann.page
     workflow_id = await create_from_definition(ann, f"Slow {uuid.uuid4().hex[:6]}", SLOW)
@@ -282,8 +304,9 @@ async def test_a_paused_step_is_decided_in_the_inbox_with_a_comment(ann):
     await page.wait_for_url("**/dashboard/inbox")
     assert await page.locator(f"#step-{run_id}-review").count() == 0
     await ann.goto(f"/dashboard/runs/{run_id}")
-    await page.wait_for_function("document.querySelector('#run-status').innerText.includes('completed')")
-    assert "ApprovalDecisionRecorded" in await page.locator("#timeline").inner_text()
+    await page.locator("#timeline li[data-type=workflow_complete]").wait_for()
+    timeline = await page.locator("#timeline").inner_text()
+    assert "ApprovalDecisionRecorded (review)" in timeline and "Run completed" in timeline
 
 
 # ---- schedules, webhooks, keys, assistant, history -------------------------------------------------------

@@ -65,7 +65,7 @@ def plan_graph(definition: dict[str, Any], states: dict[str, str] | None = None)
         x, y = pos[n["id"]]
         state = (states or {}).get(n["id"], "")
         label = escape(n["id"][:22])
-        kind = escape(str(n.get("type", ""))[:24]) + (f" · {escape(state)}" if state else "")
+        kind = escape(str(n.get("action") or n.get("type", ""))[:24]) + (f" · {escape(state)}" if state else "")
         parts.append(f'<g class="node {escape(state)}" data-step="{escape(n["id"])}"><rect x="{x}" y="{y}"'
                      f' width="{NODE_W}" height="{NODE_H}" rx="6"/><text x="{x + 8}" y="{y + 19}"'
                      f' class="label">{label}</text><text x="{x + 8}" y="{y + 36}" class="kind">{kind}</text></g>')
