@@ -18,8 +18,10 @@ from collections.abc import AsyncIterator, Iterator
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import jwt
 import pytest
 
 from libs.security.signin_tokens import signin_url
@@ -211,11 +213,11 @@ async def test_bad_input_is_refused_next_to_the_field(ann):
 # ---- workflows, plan approval by email, live runs -------------------------------------------------------
 
 
-def _mail_links(mail_dir: Path, to: str) -> list[str]:
+def _mail_links(mail_dir: Path, to: str, subject: str = "Approve the plan") -> list[str]:
     found = []
     for path in sorted(mail_dir.glob("*.eml")):
         message = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
-        if message["To"] == to and "Approve the plan" in (message["Subject"] or ""):
+        if message["To"] == to and subject in (message["Subject"] or ""):
             found += LINK.findall(message.get_body(("plain",)).get_content())
     return found
 
@@ -307,6 +309,31 @@ async def test_a_paused_step_is_decided_in_the_inbox_with_a_comment(ann):
     await page.locator("#timeline li[data-type=workflow_complete]").wait_for()
     timeline = await page.locator("#timeline").inner_text()
     assert "ApprovalDecisionRecorded (review)" in timeline and "Run completed" in timeline
+    await ann.goto(f"/dashboard/workflows/{workflow_id}")
+    assert "step review: approved by ann@example.com via dashboard" in await page.locator("#step-decisions").inner_text()
+
+
+async def test_a_step_approved_from_its_emailed_link_lands_on_the_workflow_showing_the_decision(ann, mail_dir):
+    page = ann.page
+    workflow_id = await create_from_definition(ann, f"Emailed {uuid.uuid4().hex[:6]}", REVIEW)
+    run_id = await run_now(ann, workflow_id)
+
+    async def links() -> list[str]:
+        return [u for u in _mail_links(mail_dir, ann.email, "Review the offers")
+                if "action=approve" in u and run_id in _run_of(u)]
+
+    (link,) = await poll(links, lambda found: len(found) == 1, timeout=20)
+    await page.goto(link)  # GET /api/workflows/resume?token=...&action=approve: 303 to the workflow's page
+    await page.wait_for_url(f"**/dashboard/workflows/{workflow_id}")
+    decided = await page.locator("#step-decisions").inner_text()
+    assert "step review: approved by ann@example.com via email" in decided
+    await ann.shot("workflow-step-decided")
+
+
+def _run_of(link: str) -> str:
+    """The run an approval link is bound to (its token's claims, read without checking: only to pick the mail)."""
+    token = parse_qs(urlsplit(link).query)["token"][0]
+    return str(jwt.decode(token, options={"verify_signature": False}).get("rid", ""))
 
 
 # ---- schedules, webhooks, keys, assistant, history -------------------------------------------------------

@@ -87,3 +87,32 @@ async def decide(core: Core, principal: Principal, run_id: uuid.UUID, step_id: s
     if error is not None:
         raise ApiError(error.status, error.message, error.field or "comment", code=error.code)
     return at
+
+
+class StepDecision(msgspec.Struct, frozen=True, kw_only=True):
+    run_id: uuid.UUID
+    run_number: int
+    step_id: str
+    decision: str
+    decided_by: str
+    comment: str
+    via: str
+    at: datetime
+
+
+async def decisions(core: Core, principal: Principal, workflow_id: uuid.UUID, limit: int = 50) -> list[StepDecision]:
+    """The latest decisions on approval steps of a workflow's runs (where a step's email link lands), newest first."""
+    async with core.store.tenant_transaction(principal.tenant_id) as conn:
+        rows = await conn.fetch(
+            "SELECT r.id, r.run_number, e.data::text AS data FROM events e JOIN runs r"
+            " ON r.tenant_id = e.tenant_id AND e.stream_id = 'run-' || r.id::text"
+            " WHERE e.tenant_id = $1 AND r.workflow_id = $2 AND e.type = 'ApprovalDecisionRecorded'"
+            " ORDER BY e.global_position DESC LIMIT $3", principal.tenant_id, workflow_id, limit)
+    found = []
+    for row in rows:
+        data = msgspec.json.decode(row["data"])
+        found.append(StepDecision(run_id=row["id"], run_number=row["run_number"], step_id=data["step_id"],
+                                  decision=data["decision"], decided_by=data["decided_by"],
+                                  comment=data.get("comment") or "", via=data.get("via") or "email",
+                                  at=datetime.fromisoformat(data["at"])))
+    return found

@@ -12,7 +12,7 @@ from litestar.params import Parameter
 
 from libs.security.auth import Principal
 from services.gateway import approvals as links
-from services.gateway.core import Core, authoring, insights, plans, runs, schedules, workflows
+from services.gateway.core import Core, authoring, inbox, insights, plans, runs, schedules, workflows
 from services.gateway.core.errors import ApiError
 from services.gateway.dashboard import forms, svg
 from services.gateway.dashboard.render import page, see_other
@@ -72,6 +72,7 @@ async def _detail(request: Request, principal: Principal, core: Core, workflow_i
     return page(request, "workflow.html", code, title=workflow.name, workflow=workflow,
                 graph=svg.plan_graph(workflow.definition), versions=versions, diff=diff, diff_from=frm, diff_to=to,
                 decisions=await plans.decisions(core.store, principal.tenant_id, workflow.id), runs=found,
+                step_decisions=await inbox.decisions(core, principal, workflow.id),
                 schedules=await schedules.list_for(core, principal, workflow.id),
                 durations=svg.durations_chart(await insights.step_durations(core, principal, workflow.id)),
                 errors=errors or {}, notice=notice)
