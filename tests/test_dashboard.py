@@ -158,6 +158,8 @@ async def test_sign_in_sets_a_scoped_httponly_samesite_cookie_and_the_link_works
     session = cookies["weft_session"]
     assert session["httpOnly"] and session["sameSite"] == "Lax" and session["path"] == "/dashboard"
     assert await ann.page.evaluate("document.cookie") == ""  # HttpOnly: no script reads it
+    await ann.page.keyboard.press("Tab")  # keyboard first: the skip link, then the navigation
+    assert await ann.page.evaluate("document.activeElement.textContent") == "Skip to content"
     await ann.shot("workflows")
 
     link = signin_url(dash.settings, dash.base_url, ann.tenant, "ann", email=ann.email)

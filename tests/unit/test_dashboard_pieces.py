@@ -11,7 +11,7 @@ from libs.events.settings import load_settings
 from libs.security.auth import InvalidToken, Principal, issue_token, verify_token
 from libs.security.signin_tokens import InvalidSignin, issue_signin_token, verify_signin_token
 from services.gateway.core.errors import ApiError
-from services.gateway.dashboard import forms, svg
+from services.gateway.dashboard import forms, signin, svg
 from services.gateway.dashboard import session as sessions
 
 SETTINGS = load_settings({})
@@ -69,3 +69,10 @@ def test_a_refusal_lands_next_to_the_field_it_names():
         "definition": "bad"}
     assert forms.errors_of(ApiError(400, "bad", "rate_limit.burst"), ("name",), "name") == {"name": "bad"}
     assert forms.status_of(ApiError(500, "x")) == 400 and forms.status_of(ApiError(409, "x")) == 409
+
+
+@pytest.mark.parametrize("raw", ["https://evil.example", "//evil.example", "/dashboard//evil.example", "/api/v2/x",
+                                 "/dashboard\\evil", ""])
+def test_after_sign_in_only_a_dashboard_path_is_followed(raw):
+    assert signin._next(raw) == "/dashboard/workflows"
+    assert signin._next("/dashboard/runs?status=failed") == "/dashboard/runs?status=failed"
