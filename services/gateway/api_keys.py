@@ -15,13 +15,13 @@ from typing import Annotated, Any
 
 import asyncpg
 import msgspec
-from litestar import Request, Router, delete, get, patch, post
+from litestar import Router, delete, get, patch, post
 from litestar.di import Provide
 
 from libs.security import apikeys
 from libs.security.auth import Principal
 from services.gateway.auth import authenticate
-from services.gateway.core.errors import NotFound
+from services.gateway.core import Core, keys
 from services.gateway.errors import EXCEPTION_HANDLERS_V2, ApiError, V2Error, responses
 from services.gateway.queries import iso
 
@@ -123,35 +123,19 @@ def key_json(row: asyncpg.Record) -> ApiKeyView:
         rotated_at=iso(row["rotated_at"]))
 
 
-def _invalid(exc: apikeys.InvalidKeySetting) -> ApiError:
-    return ApiError(400, str(exc), exc.field)
-
-
-def _store(request: Request):
-    return request.app.state.ctx.store
-
-
 @get("/", responses=responses(V2Error, 429))
-async def list_api_keys(request: Request, principal: Principal) -> KeyList:
-    async with _store(request).tenant_transaction(principal.tenant_id) as conn:
-        rows = await apikeys.list_keys(conn, principal.tenant_id)
+async def list_api_keys(principal: Principal, core: Core) -> KeyList:
+    rows = await keys.list_all(core, principal)
     return KeyList(success=True, api_keys=[key_json(r) for r in rows], count=len(rows))
 
 
 @post("/", status_code=201, responses=responses(V2Error, 404, 429))
-async def create_api_key(request: Request, principal: Principal, data: CreateKeyBody) -> IssuedKey:
-    body = data
-    rate = body.rate_limit or RateLimitBody()
-    try:
-        async with _store(request).tenant_transaction(principal.tenant_id) as conn:
-            key, row = await apikeys.create_key(
-                conn, tenant_id=principal.tenant_id, name=body.name,
-                workflow_ids=apikeys.parse_workflow_ids(body.workflow_ids), created_by=principal.user_id,
-                expires_at=body.expires_at, monthly_limit=body.monthly_limit,
-                burst=apikeys.DEFAULT_BURST if rate.burst is UNSET else rate.burst,
-                per_minute=apikeys.DEFAULT_PER_MINUTE if rate.per_minute is UNSET else rate.per_minute)
-    except apikeys.InvalidKeySetting as exc:
-        raise _invalid(exc) from None
+async def create_api_key(principal: Principal, core: Core, data: CreateKeyBody) -> IssuedKey:
+    rate = data.rate_limit or RateLimitBody()
+    key, row = await keys.create(
+        core, principal, data.name, data.workflow_ids, monthly_limit=data.monthly_limit, expires_at=data.expires_at,
+        burst=apikeys.DEFAULT_BURST if rate.burst is UNSET else rate.burst,
+        per_minute=apikeys.DEFAULT_PER_MINUTE if rate.per_minute is UNSET else rate.per_minute)
     return IssuedKey(success=True, api_key=key_json(row), key=key, message="Store this key now: it is not shown again")
 
 
@@ -159,12 +143,8 @@ READ = responses(V2Error, 404, 429)
 
 
 @get("/{key_id:uuid}", responses=READ)
-async def get_api_key(request: Request, principal: Principal, key_id: uuid.UUID) -> KeyEnvelope:
-    async with _store(request).tenant_transaction(principal.tenant_id) as conn:
-        row = await apikeys.get_key(conn, principal.tenant_id, key_id)
-    if row is None:
-        raise NotFound("API key")
-    return KeyEnvelope(success=True, api_key=key_json(row))
+async def get_api_key(principal: Principal, core: Core, key_id: uuid.UUID) -> KeyEnvelope:
+    return KeyEnvelope(success=True, api_key=key_json(await keys.get(core, principal, key_id)))
 
 
 def _changes(body: PatchKeyBody) -> dict[str, Any]:
@@ -180,49 +160,30 @@ def _changes(body: PatchKeyBody) -> dict[str, Any]:
     return changes
 
 
-async def _update(request: Request, principal: Principal, kid: uuid.UUID, changes: dict[str, Any]) -> KeyEnvelope:
-    try:
-        async with _store(request).tenant_transaction(principal.tenant_id) as conn:
-            row = await apikeys.update_key(conn, principal.tenant_id, kid, **changes)
-    except apikeys.InvalidKeySetting as exc:
-        raise _invalid(exc) from None
-    if row is None:
-        raise NotFound("API key")
-    return KeyEnvelope(success=True, api_key=key_json(row))
-
-
 @patch("/{key_id:uuid}", responses=READ)
-async def patch_api_key(request: Request, principal: Principal, key_id: uuid.UUID, data: PatchKeyBody
-                        ) -> KeyEnvelope:
+async def patch_api_key(principal: Principal, core: Core, key_id: uuid.UUID, data: PatchKeyBody) -> KeyEnvelope:
     try:
         changes = _changes(data)
     except apikeys.InvalidKeySetting as exc:
-        raise _invalid(exc) from None
-    return await _update(request, principal, key_id, changes)
+        raise ApiError(400, str(exc), exc.field) from None
+    return KeyEnvelope(success=True, api_key=key_json(await keys.update(core, principal, key_id, **changes)))
 
 
 @post("/{key_id:uuid}/deactivate", status_code=200, responses=READ)
-async def deactivate_api_key(request: Request, principal: Principal, key_id: uuid.UUID) -> KeyEnvelope:
-    return await _update(request, principal, key_id, {"active": False})
+async def deactivate_api_key(principal: Principal, core: Core, key_id: uuid.UUID) -> KeyEnvelope:
+    return KeyEnvelope(success=True, api_key=key_json(await keys.deactivate(core, principal, key_id)))
 
 
 @post("/{key_id:uuid}/rotate", status_code=200, responses=READ)
-async def rotate_api_key(request: Request, principal: Principal, key_id: uuid.UUID) -> IssuedKey:
-    async with _store(request).tenant_transaction(principal.tenant_id) as conn:
-        rotated = await apikeys.rotate_key(conn, principal.tenant_id, key_id)
-    if rotated is None:
-        raise NotFound("API key")
-    key, row = rotated
+async def rotate_api_key(principal: Principal, core: Core, key_id: uuid.UUID) -> IssuedKey:
+    key, row = await keys.rotate(core, principal, key_id)
     return IssuedKey(success=True, api_key=key_json(row), key=key,
                      message="Store this key now: it is not shown again; the previous key no longer works")
 
 
 @delete("/{key_id:uuid}", status_code=200, responses=READ)
-async def delete_api_key(request: Request, principal: Principal, key_id: uuid.UUID) -> Deleted:
-    async with _store(request).tenant_transaction(principal.tenant_id) as conn:
-        deleted = await apikeys.delete_key(conn, principal.tenant_id, key_id)
-    if not deleted:
-        raise NotFound("API key")
+async def delete_api_key(principal: Principal, core: Core, key_id: uuid.UUID) -> Deleted:
+    await keys.delete(core, principal, key_id)
     return Deleted(success=True, message="API key deleted")
 
 

@@ -21,17 +21,16 @@ from litestar.di import Provide
 from litestar.params import Parameter
 
 from libs.security.auth import Principal
-from libs.events.timers import set_timers
 from libs.adapters.webhooks import (
     EVENTS,
     InvalidEndpoint,
-    attempt_timer,
     create_endpoint,
     generate_secret,
     standard_secret,
     validate_endpoint,
 )
 from services.gateway.auth import authenticate
+from services.gateway.core import deliveries as deliveries_core
 from services.gateway.core.errors import NotFound
 from services.gateway.errors import EXCEPTION_HANDLERS_V2, ApiError, V2Error, responses
 from services.gateway.queries import iso
@@ -259,23 +258,9 @@ async def get_delivery(request: Request, principal: Principal, delivery_id: uuid
 @post("/deliveries/{delivery_id:uuid}/replay", status_code=202, responses=responses(V2Error, 404, 409, 429))
 async def replay_delivery(request: Request, principal: Principal, delivery_id: uuid.UUID) -> DeliveryEnvelope:
     """Start a new round of attempts (1 + retries) with the same webhook-id, through a timer due now."""
-    now = datetime.now(UTC)
-    tenant_id = principal.tenant_id
-    async with _store(request).tenant_transaction(tenant_id) as conn:
-        row = await _delivery_or_404(conn, delivery_id, lock=True)
-        if row["status"] != "dead":
-            raise ApiError(409, f"Only a dead-lettered delivery can be replayed; this one is {row['status']}", "status")
-        enabled = await conn.fetchval("SELECT enabled FROM webhook_endpoints WHERE id = $1", row["endpoint_id"])
-        if enabled is None:
-            raise ApiError(409, "The delivery's webhook was deleted")
-        if not enabled:
-            raise ApiError(409, "The delivery's webhook is disabled; enable it first (PATCH {\"enabled\": true})")
-        await conn.execute(
-            "UPDATE webhook_deliveries SET status = 'pending', round_start = attempts, next_attempt_at = $2,"
-            " updated_at = $2 WHERE id = $1", row["id"], now)
-        await conn.execute("UPDATE webhook_dead_letters SET replayed_at = $2, replays = replays + 1"
-                           " WHERE delivery_id = $1", row["id"], now)
-        await set_timers(conn, tenant_id, [attempt_timer(tenant_id, row["id"], row["attempts"] + 1, now)])
+    core = request.app.state.core
+    await deliveries_core.replay(core, principal, delivery_id)
+    async with _store(request).tenant_transaction(principal.tenant_id) as conn:
         row = await _delivery_or_404(conn, delivery_id)
         (delivery,) = await _deliveries_json(conn, [row])
     return DeliveryEnvelope(success=True, delivery=delivery)

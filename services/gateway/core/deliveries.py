@@ -1,7 +1,7 @@
 """Webhook use cases for the dashboard: endpoints, their delivery log, and replaying a dead letter.
 
-Built on libs/adapters/webhooks.py (validation, creation, attempt timers) like the admin API
-(services/gateway/webhooks.py), which keeps its own copy of the replay rule until it moves here.
+Built on libs/adapters/webhooks.py (validation, creation, attempt timers); the admin API
+(services/gateway/webhooks.py) and the dashboard both replay through `replay` here.
 """
 
 from __future__ import annotations
@@ -70,10 +70,12 @@ async def replay(core: Core, principal: Principal, delivery_id: uuid.UUID) -> di
             raise NotFound("Delivery")
         if row["status"] != "dead":
             raise ApiError(409, f"Only a dead-lettered delivery can be replayed; this one is {row['status']}",
-                           "delivery")
+                           "status")
         enabled = await conn.fetchval("SELECT enabled FROM webhook_endpoints WHERE id = $1", row["endpoint_id"])
+        if enabled is None:
+            raise ApiError(409, "The delivery's webhook was deleted")
         if not enabled:
-            raise ApiError(409, "The delivery's webhook is deleted or disabled; enable it first", "delivery")
+            raise ApiError(409, "The delivery's webhook is disabled; enable it first (PATCH {\"enabled\": true})")
         await conn.execute("UPDATE webhook_deliveries SET status = 'pending', round_start = attempts,"
                            " next_attempt_at = $2, updated_at = $2 WHERE id = $1", row["id"], at)
         await conn.execute("UPDATE webhook_dead_letters SET replayed_at = $2, replays = replays + 1"

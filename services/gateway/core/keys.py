@@ -1,10 +1,11 @@
-"""API-key use cases for the dashboard, over libs/security/apikeys.py (as the admin API uses it)."""
+"""API-key use cases (the admin API and the dashboard), over libs/security/apikeys.py."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -24,7 +25,8 @@ async def list_all(core: Core, principal: Principal) -> list[asyncpg.Record]:
 
 
 async def create(core: Core, principal: Principal, name: str, workflow_ids: Sequence[str],
-                 monthly_limit: int | None = apikeys.DEFAULT_MONTHLY_LIMIT, expires_at: datetime | None = None
+                 monthly_limit: int | None = apikeys.DEFAULT_MONTHLY_LIMIT, expires_at: datetime | None = None,
+                 burst: int = apikeys.DEFAULT_BURST, per_minute: int = apikeys.DEFAULT_PER_MINUTE
                  ) -> tuple[str, asyncpg.Record]:
     """A new key for the named workflows; the key itself is returned here only (its hash is stored)."""
     try:
@@ -32,15 +34,28 @@ async def create(core: Core, principal: Principal, name: str, workflow_ids: Sequ
             return await apikeys.create_key(
                 conn, tenant_id=principal.tenant_id, name=name, workflow_ids=apikeys.parse_workflow_ids(workflow_ids),
                 created_by=principal.user_id, expires_at=expires_at, monthly_limit=monthly_limit,
-                burst=apikeys.DEFAULT_BURST, per_minute=apikeys.DEFAULT_PER_MINUTE)
+                burst=burst, per_minute=per_minute)
     except apikeys.InvalidKeySetting as exc:
         raise _invalid(exc) from None
 
 
+async def get(core: Core, principal: Principal, key_id: uuid.UUID) -> asyncpg.Record:
+    async with core.store.tenant_transaction(principal.tenant_id) as conn:
+        row = await apikeys.get_key(conn, principal.tenant_id, key_id)
+    if row is None:
+        raise NotFound("API key")
+    return row
+
+
 async def deactivate(core: Core, principal: Principal, key_id: uuid.UUID) -> asyncpg.Record:
+    return await update(core, principal, key_id, active=False)
+
+
+async def update(core: Core, principal: Principal, key_id: uuid.UUID, **changes: Any) -> asyncpg.Record:
+    """Change name, workflow_ids, active, expires_at, monthly_limit, burst or per_minute; 400 naming a bad one."""
     try:
         async with core.store.tenant_transaction(principal.tenant_id) as conn:
-            row = await apikeys.update_key(conn, principal.tenant_id, key_id, active=False)
+            row = await apikeys.update_key(conn, principal.tenant_id, key_id, **changes)
     except apikeys.InvalidKeySetting as exc:
         raise _invalid(exc) from None
     if row is None:
@@ -55,3 +70,10 @@ async def rotate(core: Core, principal: Principal, key_id: uuid.UUID) -> tuple[s
     if rotated is None:
         raise NotFound("API key")
     return rotated
+
+
+async def delete(core: Core, principal: Principal, key_id: uuid.UUID) -> None:
+    async with core.store.tenant_transaction(principal.tenant_id) as conn:
+        deleted = await apikeys.delete_key(conn, principal.tenant_id, key_id)
+    if not deleted:
+        raise NotFound("API key")
