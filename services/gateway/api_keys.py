@@ -20,6 +20,7 @@ from litestar.di import Provide
 
 from libs.security import apikeys
 from libs.security.auth import Principal
+from services.gateway.shapes import Message, envelope
 from services.gateway.auth import authenticate
 from services.gateway.core import Core, keys
 from services.gateway.errors import EXCEPTION_HANDLERS_V2, ApiError, V2Error, responses
@@ -85,27 +86,13 @@ class ApiKeyView(msgspec.Struct, kw_only=True):
     rotated_at: str | None
 
 
-class KeyEnvelope(msgspec.Struct, kw_only=True):
-    success: bool
-    api_key: ApiKeyView
+KeyEnvelope = envelope("KeyEnvelope", __name__, api_key=ApiKeyView)
 
 
-class KeyList(msgspec.Struct, kw_only=True):
-    success: bool
-    api_keys: list[ApiKeyView]
-    count: int
+KeyList = envelope("KeyList", __name__, api_keys=list[ApiKeyView], count=int)
 
 
-class IssuedKey(msgspec.Struct, kw_only=True):
-    success: bool
-    api_key: ApiKeyView
-    key: str
-    message: str
-
-
-class Deleted(msgspec.Struct, kw_only=True):
-    success: bool
-    message: str
+IssuedKey = envelope("IssuedKey", __name__, api_key=ApiKeyView, key=str, message=str)
 
 
 def key_json(row: asyncpg.Record) -> ApiKeyView:
@@ -182,9 +169,9 @@ async def rotate_api_key(principal: Principal, core: Core, key_id: uuid.UUID) ->
 
 
 @delete("/{key_id:uuid}", status_code=200, responses=READ)
-async def delete_api_key(principal: Principal, core: Core, key_id: uuid.UUID) -> Deleted:
+async def delete_api_key(principal: Principal, core: Core, key_id: uuid.UUID) -> Message:
     await keys.delete(core, principal, key_id)
-    return Deleted(success=True, message="API key deleted")
+    return Message(success=True, message="API key deleted")
 
 
 router = Router(

@@ -17,6 +17,7 @@ from litestar.di import Provide
 from libs.domain.run_view import NodeState, RunView
 from libs.events.schemas import Outcome
 from libs.security.auth import Principal
+from services.gateway.shapes import Message, envelope
 from services.gateway.auth import authenticate
 from services.gateway.core import Core, runs, status, workflows
 from services.gateway.core.errors import ApiError, NotFound
@@ -32,10 +33,7 @@ class Started(msgspec.Struct, kw_only=True):
     executionId: str  # noqa: N815
 
 
-class StartedEnvelope(msgspec.Struct, kw_only=True):
-    success: bool
-    data: Started
-    message: str
+StartedEnvelope = envelope("StartedEnvelope", __name__, data=Started, message=str)
 
 
 class Node(msgspec.Struct, kw_only=True):
@@ -68,14 +66,7 @@ class Execution(msgspec.Struct, kw_only=True):
     nodeStates: dict[str, Node]  # noqa: N815
 
 
-class ExecutionEnvelope(msgspec.Struct, kw_only=True):
-    success: bool
-    data: Execution
-
-
-class Cancelled(msgspec.Struct, kw_only=True):
-    success: bool
-    message: str
+ExecutionEnvelope = envelope("ExecutionEnvelope", __name__, data=Execution)
 
 
 def _node(node: NodeState) -> Node:
@@ -123,14 +114,14 @@ async def get_execution(principal: Principal, core: Core, execution_id: uuid.UUI
 
 @delete("/{execution_id:uuid}", status_code=200, responses=COMMAND)
 async def cancel_execution(request: Request, principal: Principal, core: Core, execution_id: uuid.UUID
-                           ) -> Response[Cancelled]:
+                           ) -> Response[Message]:
     view = await _own_execution(core, principal, execution_id)
 
     async def render(_: Outcome):
-        return 200, Cancelled(success=True, message=f"Execution {view.run_id} canceled")
+        return 200, Message(success=True, message=f"Execution {view.run_id} canceled")
 
     return await runs.stop(core, request, principal, view.run_id, view.status, render, terminate=False,
-                           reason="Cancelled by user", word=status.word(view.status, "executions"))
+                           reason="Message by user", word=status.word(view.status, "executions"))
 
 
 router = Router(

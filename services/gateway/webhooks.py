@@ -29,6 +29,7 @@ from libs.adapters.webhooks import (
     standard_secret,
     validate_endpoint,
 )
+from services.gateway.shapes import Message, envelope
 from services.gateway.auth import authenticate
 from services.gateway.core import deliveries as deliveries_core
 from services.gateway.core.errors import NotFound
@@ -110,36 +111,19 @@ class Delivery(msgspec.Struct, kw_only=True, omit_defaults=True):
     payload: Any = None
 
 
-class EndpointEnvelope(msgspec.Struct, kw_only=True):
-    success: bool
-    webhook: Endpoint
+EndpointEnvelope = envelope("EndpointEnvelope", __name__, webhook=Endpoint)
 
 
-class NewEndpointEnvelope(msgspec.Struct, kw_only=True):
-    success: bool
-    webhook: NewEndpoint
+NewEndpointEnvelope = envelope("NewEndpointEnvelope", __name__, webhook=NewEndpoint)
 
 
-class EndpointList(msgspec.Struct, kw_only=True):
-    success: bool
-    webhooks: list[Endpoint]
-    count: int
+EndpointList = envelope("EndpointList", __name__, webhooks=list[Endpoint], count=int)
 
 
-class DeliveryEnvelope(msgspec.Struct, kw_only=True):
-    success: bool
-    delivery: Delivery
+DeliveryEnvelope = envelope("DeliveryEnvelope", __name__, delivery=Delivery)
 
 
-class DeliveryList(msgspec.Struct, kw_only=True):
-    success: bool
-    deliveries: list[Delivery]
-    count: int
-
-
-class Deleted(msgspec.Struct, kw_only=True):
-    success: bool
-    message: str
+DeliveryList = envelope("DeliveryList", __name__, deliveries=list[Delivery], count=int)
 
 
 def endpoint_json(row: asyncpg.Record) -> Endpoint:
@@ -294,7 +278,7 @@ async def patch_webhook(request: Request, principal: Principal, webhook_id: uuid
 
 
 @delete("/{webhook_id:uuid}", status_code=200, responses=READ)
-async def delete_webhook(request: Request, principal: Principal, webhook_id: uuid.UUID) -> Deleted:
+async def delete_webhook(request: Request, principal: Principal, webhook_id: uuid.UUID) -> Message:
     async with _store(request).tenant_transaction(principal.tenant_id) as conn:
         row = await _endpoint_or_404(conn, webhook_id)
         await conn.execute("DELETE FROM webhook_endpoints WHERE id = $1", row["id"])
@@ -302,7 +286,7 @@ async def delete_webhook(request: Request, principal: Principal, webhook_id: uui
         await conn.execute(
             "UPDATE webhook_deliveries SET status = 'cancelled', last_error = 'endpoint deleted', next_attempt_at = NULL,"
             " updated_at = clock_timestamp() WHERE endpoint_id = $1 AND status = 'pending'", row["id"])
-    return Deleted(success=True, message="Webhook deleted successfully")
+    return Message(success=True, message="Webhook deleted successfully")
 
 
 router = Router(

@@ -89,20 +89,21 @@ async def workflow_detail(request: Request, principal: Principal, core: Core, wo
 async def approve_plan(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID) -> Response:
     form = await forms.read(request)
     workflow = await workflows.get(core, principal, workflow_id)
-    try:
-        await plans.approve(core, principal, workflow, form.get("plan_hash"), client_ip=links.client_ip(request),
-                            user_agent=links.user_agent(request))
-    except ApiError as exc:
-        return await _detail(request, principal, core, workflow.id, errors={"decision": exc.message},
-                             code=forms.status_of(exc))
-    return see_other(f"/dashboard/workflows/{workflow.id}")
+    return await _decide(request, principal, core, workflow, plans.approve(
+        core, principal, workflow, form.get("plan_hash"), client_ip=links.client_ip(request),
+        user_agent=links.user_agent(request)))
 
 
 @post("/workflows/{workflow_id:uuid}/reject")
 async def reject_plan(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID) -> Response:
     workflow = await workflows.get(core, principal, workflow_id)
+    return await _decide(request, principal, core, workflow, plans.reject(core, principal, workflow))
+
+
+async def _decide(request: Request, principal: Principal, core: Core, workflow, decision) -> Response:
+    """Await the plan decision; back to the workflow's page, with the refusal next to the buttons."""
     try:
-        await plans.reject(core, principal, workflow)
+        await decision
     except ApiError as exc:
         return await _detail(request, principal, core, workflow.id, errors={"decision": exc.message},
                              code=forms.status_of(exc))

@@ -90,19 +90,10 @@ async def run_events(request: Request, principal: Principal, core: Core, workflo
     return _sse_response(request, Scope(principal.tenant_id, workflow_id, run_id), after)
 
 
-workflow_router = Router(
-    path="/api/workflow",
-    route_handlers=[workflow_stream],
-    dependencies={"principal": Provide(authenticate)},
-    exception_handlers=PLAIN_EXCEPTION_HANDLERS,
-    tags=["streams"],
-    security=[{"bearerAuth": []}],
-)
-run_router = Router(
-    path="/api/v2/workflows",
-    route_handlers=[run_events],
-    dependencies={"principal": Provide(authenticate)},
-    exception_handlers=EXCEPTION_HANDLERS_V2,
-    tags=["streams"],
-    security=[{"bearerAuth": []}],
-)
+def _router(path: str, handler, exception_handlers) -> Router:
+    return Router(path=path, route_handlers=[handler], dependencies={"principal": Provide(authenticate)},
+                  exception_handlers=exception_handlers, tags=["streams"], security=[{"bearerAuth": []}])
+
+
+workflow_router = _router("/api/workflow", workflow_stream, PLAIN_EXCEPTION_HANDLERS)  # contract A's shape
+run_router = _router("/api/v2/workflows", run_events, EXCEPTION_HANDLERS_V2)

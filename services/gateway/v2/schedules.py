@@ -14,12 +14,12 @@ from libs.domain import cron
 from libs.events.schemas import Outcome
 from libs.events.schemas.schedule import CreateSchedule, DeleteSchedule, UpdateSchedule
 from libs.security.auth import Principal
+from services.gateway.shapes import Message, envelope
 from services.gateway.commands import entity_id, now
 from services.gateway.core import Core, schedules, workflows
 from services.gateway.core.errors import ApiError
 from services.gateway.errors import V2Error, accepted_response, responses
 from services.gateway.queries import iso
-from services.gateway.v2.shapes import Message
 
 UNSET: Any = msgspec.UNSET
 Cron = Annotated[str, msgspec.Meta(max_length=200)]
@@ -73,15 +73,10 @@ class ScheduleBody(msgspec.Struct, kw_only=True):
     updated_at: str
 
 
-class ScheduleEnvelope(msgspec.Struct, kw_only=True):
-    success: bool
-    schedule: ScheduleBody
+ScheduleEnvelope = envelope("ScheduleEnvelope", __name__, schedule=ScheduleBody)
 
 
-class ScheduleList(msgspec.Struct, kw_only=True):
-    success: bool
-    schedules: list[ScheduleBody]
-    count: int
+ScheduleList = envelope("ScheduleList", __name__, schedules=list[ScheduleBody], count=int)
 
 
 class Window(msgspec.Struct, kw_only=True):
@@ -107,14 +102,8 @@ class Occurrence(msgspec.Struct, kw_only=True, omit_defaults=True):
     window: Window | None = None
 
 
-class OccurrenceList(msgspec.Struct, kw_only=True):
-    success: bool
-    schedule_id: str
-    next_run_at: str | None
-    enabled: bool
-    paused_reason: str | None
-    occurrences: list[Occurrence]
-    count: int
+OccurrenceList = envelope("OccurrenceList", __name__, schedule_id=str, next_run_at=str | None, enabled=bool,
+                          paused_reason=str | None, occurrences=list[Occurrence], count=int)
 
 
 def schedule_body(row) -> ScheduleBody:

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from services.gateway.shapes import Message, envelope
 from services.gateway.core import status
 from services.gateway.core.runs import Run
 from services.gateway.core.workflows import Workflow
@@ -74,20 +75,10 @@ def workflow_body(w: Workflow) -> WorkflowBody:
     return WorkflowBody(**msgspec.structs.asdict(workflow_summary(w)), definition=w.definition)
 
 
-class WorkflowEnvelope(msgspec.Struct, kw_only=True):
-    success: bool
-    workflow: WorkflowBody
+WorkflowEnvelope = envelope("WorkflowEnvelope", __name__, workflow=WorkflowBody)
 
 
-class WorkflowList(msgspec.Struct, kw_only=True):
-    success: bool
-    workflows: list[WorkflowSummary]
-    count: int
-
-
-class Message(msgspec.Struct, kw_only=True):
-    success: bool
-    message: str
+WorkflowList = envelope("WorkflowList", __name__, workflows=list[WorkflowSummary], count=int)
 
 
 class Health(msgspec.Struct, kw_only=True):
@@ -102,9 +93,7 @@ class IoSchema(msgspec.Struct, kw_only=True):
     outputs: dict[str, Any]
 
 
-class SchemaEnvelope(msgspec.Struct, kw_only=True):
-    success: bool
-    schema: IoSchema
+SchemaEnvelope = envelope("SchemaEnvelope", __name__, schema=IoSchema)
 
 
 class CommandState(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -115,9 +104,7 @@ class CommandState(msgspec.Struct, kw_only=True, omit_defaults=True):
     resource: str | None = None
 
 
-class CommandEnvelope(msgspec.Struct, kw_only=True):
-    success: bool
-    command: CommandState
+CommandEnvelope = envelope("CommandEnvelope", __name__, command=CommandState)
 
 
 class RunBody(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -138,12 +125,7 @@ def run_body(run: Run) -> RunBody:
                    finished_at=iso(run.finished_at))
 
 
-class RunEnvelope(msgspec.Struct, kw_only=True):
-    success: bool
-    run: RunBody
+RunEnvelope = envelope("RunEnvelope", __name__, run=RunBody)
 
 
-class RunList(msgspec.Struct, kw_only=True):
-    success: bool
-    runs: list[RunBody]
-    count: int
+RunList = envelope("RunList", __name__, runs=list[RunBody], count=int)
