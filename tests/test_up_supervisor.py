@@ -1,0 +1,113 @@
+"""`weft up` as a process supervisor (docs/decisions/0020): it restarts what crashes, stops everything on any stop
+signal however it was started, leaves nothing behind when it is killed itself, and says what holds a taken port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from tests.weft_up import Up, children, named_child, up_env, wait_gone
+
+
+def _create_workflow(up: Up, token: str, timeout: float) -> None:
+    """Poll until a workflow can be created: the gateway, NATS, the planner and Postgres all answer."""
+    deadline, last = time.monotonic() + timeout, None
+    with httpx.Client(base_url=up.api, headers={"Authorization": f"Bearer {token}"}, timeout=10) as c:
+        while time.monotonic() < deadline:
+            try:
+                last = c.post("/api/v2/workflows", json={"name": f"w-{uuid.uuid4().hex[:8]}", "definition": {
+                    "nodes": [{"id": "a", "type": "transform", "config": {"template": {"v": 1}}}]}})
+                if last.status_code == 201:
+                    return
+            except httpx.HTTPError as exc:
+                last = exc
+            time.sleep(0.3)
+    raise AssertionError(f"no workflow created within {timeout}s: {last!r}")
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a shell does to `make up &`
+
+
+def test_killed_postgres_and_nats_come_back_and_sigint_stops_a_background_start(tmp_path: Path):
+    up = Up(up_env(tmp_path / "data"), preexec_fn=_ignore_sigint)
+    try:
+        token = up.token()
+        seen = len(up.lines)
+        os.kill(named_child(up.proc.pid, "postgres"), signal.SIGKILL)
+        os.kill(named_child(up.proc.pid, "nats-server"), signal.SIGKILL)
+        assert "killed by SIGKILL" in up.wait_for("postgres   exited", 10, seen)
+        up.wait_for("nats       is back", 20, seen)
+        up.wait_for("postgres   is back", 30, seen)
+        _create_workflow(up, token, timeout=30)
+        started = children(up.proc.pid)
+    finally:
+        code = up.stop(signal.SIGINT, timeout=60)
+    assert code == 0, up.output
+    assert wait_gone(started, 5) == []
+
+
+def test_background_make_up_stops_on_sigterm_to_its_group_twice(tmp_path: Path):
+    # `make up &` from a script: SIGINT ignored, make between the shell and weft up. A SIGTERM to the group
+    # reaches make, which forwards its own SIGTERM to weft up while weft up is already cleaning up.
+    makefile = tmp_path / "Makefile"
+    makefile.write_text(f"up:\n\t{sys.executable} -m cli up\n")
+    up = Up(up_env(tmp_path / "data"), argv=["bash", "-c", f"make -s -f {makefile} up & wait"])
+    up.token()
+    weft = next(p for p in _descendants(up.proc.pid) if "cli up" in _cmdline(p))
+    started = children(weft)
+    assert len(started) == 8, started  # postgres, nats-server, six services
+    os.killpg(up.proc.pid, signal.SIGTERM)
+    time.sleep(0.3)
+    os.killpg(up.proc.pid, signal.SIGTERM)
+    assert wait_gone([weft, *started], 45) == [], up.output
+    assert "stopped" in up.output
+
+
+def test_a_killed_supervisor_leaves_no_child_and_a_second_up_names_the_first(tmp_path: Path):
+    env = up_env(tmp_path / "data")
+    up = Up(env)
+    up.token()
+    second = subprocess.run([sys.executable, "-m", "cli", "up"], env=env, capture_output=True, text=True, timeout=30)
+    assert second.returncode == 1
+    assert second.stderr.count("\n") == 1 and "Traceback" not in second.stderr, second.stderr
+    assert f"already running with data in {tmp_path / 'data'} (pid {up.proc.pid})" in second.stderr
+    started = children(up.proc.pid)
+    assert len(started) == 8, started
+    up.proc.kill()
+    assert wait_gone(started, 25) == [], [_cmdline(p) for p in started]
+
+
+def test_a_taken_port_is_named_with_what_holds_it(tmp_path: Path):
+    env = up_env(tmp_path / "data")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", int(env["WEFT_PG_PORT"])))
+        holder.listen()
+        out = subprocess.run([sys.executable, "-m", "cli", "up"], env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+    assert f"port {env['WEFT_PG_PORT']} (WEFT_PG_PORT, Postgres) is taken by pid {os.getpid()}" in out.stderr
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _descendants(pid: int) -> list[int]:
+    found, queue = [], [pid]
+    while queue:
+        kids = children(queue.pop())
+        found += kids
+        queue += kids
+    return found
