@@ -111,3 +111,31 @@ def _descendants(pid: int) -> list[int]:
         found += kids
         queue += kids
     return found
+
+
+CHILD_OF_A_TEST_RUN = """
+import asyncio, os, sys, time
+from pathlib import Path
+from deploy.local.embedded import EmbeddedNats, free_port
+from deploy.local.stack import ServiceProcess, service_env
+root = Path(sys.argv[1])
+nats = EmbeddedNats(root / "nats", free_port())
+nats.start()
+env = service_env(dict(os.environ), name="notifier", port=free_port(), database_url=sys.argv[2], nats_url=nats.url)
+notifier = ServiceProcess("notifier", "services.notifier", env, root / "logs")
+asyncio.run(asyncio.to_thread(notifier.start))  # from a worker thread that then ends, as tests/test_faults.py does
+print(nats.proc.pid, notifier.proc.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_processes_started_by_a_killed_test_run_exit_too(tmp_path: Path, infra):
+    run = subprocess.Popen([sys.executable, "-c", CHILD_OF_A_TEST_RUN, str(tmp_path), infra.database_url],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in run.stdout.readline().split()]
+        assert len(pids) == 2 and wait_gone(pids, 1.0) == pids, "both run while the test run does"
+    finally:
+        run.kill()  # kill -9, as a CI timeout or a second Ctrl-C does
+        run.wait()
+    assert wait_gone(pids, 25) == [], [_cmdline(p) for p in pids]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from deploy.local.embedded import free_port, free_port_block, process_running
+from deploy.local.lifetime import popen_tied
 
 
 def up_env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -29,9 +30,9 @@ class Up:
 
     def __init__(self, env: dict[str, str], argv: Sequence[str] | None = None, **popen) -> None:
         self.env = env
-        self.proc = subprocess.Popen(list(argv or [sys.executable, "-m", "cli", "up"]), env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True, **popen)
+        # Tied to the test run: if pytest is killed, `weft up` gets SIGTERM and stops what it started.
+        self.proc = popen_tied(list(argv or [sys.executable, "-m", "cli", "up"]), env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True, **popen)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

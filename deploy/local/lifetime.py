@@ -33,8 +33,10 @@ def _load_prctl() -> Callable[..., int] | None:
 _prctl = _load_prctl()  # resolved before any fork: the child only calls it
 
 
-def _die_with(parent_pid: int, sig: int) -> Callable[[], None]:
+def _die_with(parent_pid: int, sig: int, then: Callable[[], None] | None) -> Callable[[], None]:
     def preexec() -> None:
+        if then is not None:
+            then()
         if _prctl is not None:
             _prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
         # The parent may have died between fork and prctl: then the signal never comes, so check once.
@@ -73,9 +75,10 @@ class _Spawner:
 _spawner = _Spawner()
 
 
-def popen_tied(args: Sequence[str], *, death_signal: int = signal.SIGTERM, **kwargs: Any) -> subprocess.Popen:
+def popen_tied(args: Sequence[str], *, death_signal: int = signal.SIGTERM,
+               preexec_fn: Callable[[], None] | None = None, **kwargs: Any) -> subprocess.Popen:
     """subprocess.Popen(args, **kwargs), and the child receives `death_signal` when this process dies."""
-    preexec = _die_with(os.getpid(), death_signal)
+    preexec = _die_with(os.getpid(), death_signal, preexec_fn)
 
     def start() -> subprocess.Popen:
         return subprocess.Popen(args, preexec_fn=preexec, **kwargs)  # noqa: PLW1509 - see _die_with
