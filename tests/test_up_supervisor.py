@@ -79,7 +79,8 @@ def test_a_killed_supervisor_leaves_no_child_and_a_second_up_names_the_first(tmp
     second = subprocess.run([sys.executable, "-m", "cli", "up"], env=env, capture_output=True, text=True, timeout=30)
     assert second.returncode == 1
     assert second.stderr.count("\n") == 1 and "Traceback" not in second.stderr, second.stderr
-    assert f"already running with data in {tmp_path / 'data'} (pid {up.proc.pid})" in second.stderr
+    assert (f"already running with data in {tmp_path / 'data'} (pid {up.proc.pid}, API on port {env['WEFT_PORT']})"
+            in second.stderr)
     started = children(up.proc.pid)
     assert len(started) == 8, started
     up.proc.kill()

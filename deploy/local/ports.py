@@ -93,7 +93,7 @@ def check_ports(wanted: dict[str, int]) -> None:
             raise Taken(f"port {port} ({label}) is taken by {who}; stop it, or set {setting} to a free port")
 
 
-def lock_data_dir(data_dir: Path) -> IO[str]:
+def lock_data_dir(data_dir: Path, api_port: int) -> IO[str]:
     """Hold `<data dir>/up.lock` for this process's lifetime (the kernel drops it when the process dies, even on
     kill -9); raise Taken when another `weft up` holds it. Keep the returned file open."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -102,12 +102,13 @@ def lock_data_dir(data_dir: Path) -> IO[str]:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.seek(0)
-        other = lock.read().strip() or "unknown"
+        other, _, port = (lock.read().strip() + "  ").partition(" ")
+        other, port = other or "unknown", port.strip() or "unknown"
         lock.close()
-        raise Taken(f"weft up is already running with data in {data_dir} (pid {other}); stop it first "
-                    f"(Ctrl-C in its terminal, or kill {other})") from None
+        raise Taken(f"weft up is already running with data in {data_dir} (pid {other}, API on port {port}); "
+                    f"stop it first (Ctrl-C in its terminal, or kill {other})") from None
     lock.seek(0)
     lock.truncate()
-    lock.write(str(os.getpid()))
+    lock.write(f"{os.getpid()} {api_port}")
     lock.flush()
     return lock

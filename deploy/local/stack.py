@@ -118,7 +118,7 @@ def up() -> int:
         where = locations()
         database_url = os.environ.get("WEFT_DATABASE_URL")
         nats_url = os.environ.get("WEFT_NATS_URL")
-        lock = lock_data_dir(where.data_dir)
+        lock = lock_data_dir(where.data_dir, where.api_port)
         _check_free(where, not database_url, not nats_url)
     except (Taken, ValueError) as exc:
         print(f"weft up: {exc}", file=sys.stderr, flush=True)
