@@ -140,3 +140,21 @@ def test_processes_started_by_a_killed_test_run_exit_too(tmp_path: Path, infra):
         run.kill()  # kill -9, as a CI timeout or a second Ctrl-C does
         run.wait()
     assert wait_gone(pids, 25) == [], [_cmdline(p) for p in pids]
+
+
+def test_a_postgres_lock_is_cleared_only_when_its_process_is_gone(tmp_path: Path):
+    from deploy.local.embedded import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(tmp_path / "pg", 5999)
+    pg.data_dir.mkdir()
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # reaped: its pid names no process
+    zombie = subprocess.Popen(["true"])
+    wait_gone([zombie.pid], 5)  # exited, not reaped: a zombie still holds its pid
+    for pid, kept in ((os.getpid(), True), (gone.pid, False), (zombie.pid, False)):
+        locks = [pg.data_dir / "postmaster.pid", pg.data_dir / ".s.PGSQL.5999.lock"]
+        for lock in locks:
+            lock.write_text(f"{pid}\n{pg.data_dir}\n")
+        assert pg.clear_stale_locks() == ([] if kept else locks), pid
+        assert all(lock.exists() == kept for lock in locks)
+    zombie.wait()
