@@ -180,8 +180,10 @@ def up() -> int:
         tick_forever(children, 0.25, mail.report)
     except StopRequested:
         pass
-    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
-        say(f"weft up: {exc}; see the logs in {where.data_dir}")
+    except Exception as exc:  # noqa: BLE001 - one line, then the same cleanup as a stop signal
+        detail = str(exc).strip().splitlines()[-1:] or [""]
+        print(f"weft up: {type(exc).__name__}: {detail[0]}; see the logs in {where.data_dir}", file=sys.stderr,
+              flush=True)
         code = 1
     finally:
         signals.received.append(0)  # from here on, every further signal is only noted (see StopSignals)
