@@ -20,7 +20,11 @@ class StopRequested(BaseException):
 
 
 def say(text: str) -> None:
-    print(text, flush=True)
+    """A console line; a console that went away (a closed pipe, a closed terminal) never stops the supervisor."""
+    try:
+        print(text, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 class StopSignals:
