@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
+from typing import NoReturn
 
 from cli.context import explain, settings
 
@@ -47,8 +48,15 @@ def _up(_: argparse.Namespace) -> int:
     return up()
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line too, naming the command whose --help explains it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"weft: {message} (see `{self.prog} --help`)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="weft", description="Weft workflow automation platform")
+    parser = _Parser(prog="weft", description="Weft workflow automation platform")
     sub = parser.add_subparsers(dest="command", required=True)
     token = sub.add_parser("token", help="print a signed dev JWT (local issuer)")
     token.add_argument("--tenant", required=True)

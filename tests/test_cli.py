@@ -71,6 +71,11 @@ def test_a_database_that_is_down_is_one_line_saying_to_start_it(tmp_path: Path):
         assert f"127.0.0.1:{port}" in line and "make up" in line, line
 
 
+def test_a_usage_mistake_is_one_line_naming_the_help_to_read():
+    line = one_line_error(weft("api-key", "create", "--tenant", "acme"))
+    assert "--name" in line and "weft api-key create --help" in line, line
+
+
 async def test_an_unmigrated_database_says_to_migrate_and_a_bad_port_names_the_setting(infra: Infra):
     dsn = await _database(infra, f"weft_empty_{uuid.uuid4().hex[:6]}", migrated=False)
     assert "weft migrate" in one_line_error(weft("api-key", "list", "--tenant", "acme", WEFT_DATABASE_URL=dsn))
