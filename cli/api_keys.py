@@ -50,10 +50,10 @@ def _key_id(raw: str) -> uuid.UUID:
 
 
 async def _in_tenant(tenant: str, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
+    from cli.context import settings as cli_settings
     from libs.events.db import create_pool, tenant_transaction
-    from libs.events.settings import load_settings
 
-    settings = load_settings()
+    settings = cli_settings()
     pool = await create_pool(settings, min_size=1, max_size=1)
     try:
         async with tenant_transaction(pool, tenant, settings.db_app_role) as conn:

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+from typing import NoReturn
+
+from cli.context import explain, settings
 
 
 def _token(args: argparse.Namespace) -> int:
     from libs.security.auth import issue_token
-    from libs.events.settings import load_settings
 
-    print(issue_token(load_settings(), args.tenant, args.user, ttl_s=args.ttl, email=args.email))
+    print(issue_token(settings(), args.tenant, args.user, ttl_s=args.ttl, email=args.email))
     return 0
 
 
 def _migrate(_: argparse.Namespace) -> int:
     from libs.events.migrate import migrate
-    from libs.events.settings import load_settings
 
-    applied = asyncio.run(migrate(load_settings().database_url))
+    applied = asyncio.run(migrate(settings().database_url))
     print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
     return 0
 
@@ -28,10 +30,9 @@ def _rebuild(_: argparse.Namespace) -> int:
     import asyncpg
 
     from libs.readmodels import rebuild
-    from libs.events.settings import load_settings
 
     async def run() -> int:
-        conn = await asyncpg.connect(load_settings().database_url)
+        conn = await asyncpg.connect(settings().database_url)
         try:
             return await rebuild(conn)
         finally:
@@ -47,8 +48,15 @@ def _up(_: argparse.Namespace) -> int:
     return up()
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line too, naming the command whose --help explains it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"weft: {message} (see `{self.prog} --help`)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="weft", description="Weft workflow automation platform")
+    parser = _Parser(prog="weft", description="Weft workflow automation platform")
     sub = parser.add_subparsers(dest="command", required=True)
     token = sub.add_parser("token", help="print a signed dev JWT (local issuer)")
     token.add_argument("--tenant", required=True)
@@ -67,9 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.fn(args)
-    except ValueError as exc:
-        print(f"weft: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every error becomes one line saying what to do
+        if os.environ.get("WEFT_DEBUG"):
+            raise
+        print(f"weft: {explain(exc)}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from deploy.local.embedded import free_port
-from libs.adapters.mail import MailError, message_id_for, send_mail, sink_path, sink_summary
+from libs.adapters.mail import MailError, message_id_for, send_mail, sink_path
 from libs.events.settings import Settings, load_settings
 from libs.events.store import EventStore
 from services.notifier.approval_emails import ApprovalMailer, Email
@@ -59,7 +59,6 @@ async def test_without_smtp_the_sink_keeps_one_file_per_message_id_and_says_wher
         == "https://x/approve?token=2"
     printed = capsys.readouterr().err
     assert str(path.resolve()) in printed and "ann@example.com" in printed
-    assert "link: https://x/approve?token=2" in sink_summary(path)
 
 
 @pytest.mark.parametrize("answer, retryable", [("451 try later", True), ("550 no such user", False)])
@@ -139,16 +138,16 @@ async def test_a_permanent_refusal_is_recorded_and_not_retried(smtp, isolated_st
 
 
 async def test_make_up_prints_each_new_sink_message_with_its_link(tmp_path: Path, capsys):
-    from deploy.local.stack import MailWatcher
+    from deploy.local.mailbox import MailWatcher
 
     settings = load_settings({}, mail_sink_dir=str(tmp_path / "mail"))
     await send_mail(settings, to="old@example.com", subject="Before", text="http://127.0.0.1:8000/old")
-    watcher = MailWatcher(settings)  # what was there before `make up` is not news
+    watcher = MailWatcher(tmp_path / "mail")  # what was there before `make up` is not news
     capsys.readouterr()
     await send_mail(settings, to="ann@example.com", subject="Approve the plan", text="Approve:\n"
                     "http://127.0.0.1:8000/api/workflows/w/approve?token=abc\n")
     watcher.report()
     watcher.report()  # printed once
     out = capsys.readouterr().out
-    assert out.count("mail to ann@example.com: 'Approve the plan'") == 1 and "old@example.com" not in out
-    assert "link: http://127.0.0.1:8000/api/workflows/w/approve?token=abc" in out
+    assert out.count("to ann@example.com: Approve the plan\n") == 1 and "old@example.com" not in out
+    assert "approve: http://127.0.0.1:8000/api/workflows/w/approve?token=abc" in out

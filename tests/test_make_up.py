@@ -4,49 +4,16 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import httpx
 
-from libs.security.auth import verify_token
-from deploy.local.embedded import free_port, free_port_block
 from libs.events.settings import load_settings
-
-
-def _start(data_dir: Path, ports: dict[str, int]) -> tuple[subprocess.Popen, str, list[str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WEFT_")}
-    env.update(WEFT_DATA_DIR=str(data_dir), WEFT_PORT=str(ports["api"]), WEFT_PG_PORT=str(ports["pg"]),
-               WEFT_NATS_PORT=str(ports["nats"]), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "up"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    lines: list[str] = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            break
-        lines.append(line)
-        if line.startswith("Dashboard"):  # printed right after the dev token
-            token = next(x for x in lines if x.startswith("Dev token")).split()[-1]
-            return proc, token, lines
-    proc.kill()
-    raise AssertionError("weft up did not print a token:\n" + "".join(lines))
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _stop(proc: subprocess.Popen) -> int:
-    proc.send_signal(signal.SIGINT)
-    return proc.wait(timeout=90)
+from libs.security.auth import verify_token
+from tests.weft_up import Up, listening, up_env
 
 
 def _sign_in_once(link: str) -> None:
@@ -67,39 +34,40 @@ def _sign_in_once(link: str) -> None:
 
 
 def test_weft_up_runs_everything_and_stops_cleanly(tmp_path: Path):
+    env = up_env(tmp_path / "data")
+    api = int(env["WEFT_PORT"])
     # weft up gives the five other services the ports after the gateway's: all six must be free.
-    ports = {"api": free_port_block(6), "pg": free_port(), "nats": free_port()}
-    service_ports = [ports["api"] + offset for offset in range(6)]
-    proc, token, lines = _start(tmp_path / "data", ports)
+    service_ports = [api + offset for offset in range(6)]
+    up = Up(env)
     try:
-        output = "".join(lines)
-        assert f"http://127.0.0.1:{ports['api']}" in output
-        assert verify_token(load_settings({}), token).tenant_id == "acme"
-        assert all(_listening(p) for p in service_ports), "every service answers on its port"
+        token = up.token()
+        assert f"http://127.0.0.1:{api}" in up.output
+        principal = verify_token(load_settings({}), token)
+        assert (principal.tenant_id, principal.email) == ("acme", "dev@localhost")
+        assert f"Mail         {tmp_path / 'data' / 'mail'}" in up.output
+        assert all(listening(p) for p in service_ports), "every service answers on its port"
+        _sign_in_once(up.wait_for("Dashboard", 10).split()[-1])
         headers = {"Authorization": f"Bearer {token}"}
-        with httpx.Client(base_url=f"http://127.0.0.1:{ports['api']}", headers=headers, timeout=20) as c:
+        with httpx.Client(base_url=up.api, headers=headers, timeout=20) as c:
             name = f"kept-{uuid.uuid4().hex[:6]}"
             r = c.post("/api/v2/workflows", json={"name": name, "definition": {"nodes": [
                 {"id": "a", "type": "transform", "config": {"template": {"v": 1}}}]}})
             assert r.status_code == 201, r.text
             workflow_id = r.json()["workflow"]["id"]
-        _sign_in_once(next(x for x in lines if x.startswith("Dashboard")).split()[-1])
     finally:
-        code = _stop(proc)
+        code = up.stop()
     assert code == 0
-    rest = proc.stdout.read()
-    assert "stopped" in rest
-    for port in [*service_ports, ports["pg"], ports["nats"]]:
-        assert not _listening(port), f"port {port} still open after Ctrl-C"
+    assert "stopped" in up.output
+    for port in [*service_ports, int(env["WEFT_PG_PORT"]), int(env["WEFT_NATS_PORT"])]:
+        assert not listening(port), f"port {port} still open after Ctrl-C"
 
     # Data lives under the data folder and survives a restart.
-    proc, token, _ = _start(tmp_path / "data", ports)
+    up = Up(env)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{ports['api']}",
-                          headers={"Authorization": f"Bearer {token}"}, timeout=20) as c:
+        with httpx.Client(base_url=up.api, headers={"Authorization": f"Bearer {up.token()}"}, timeout=20) as c:
             assert c.get(f"/api/v2/workflows/{workflow_id}").json()["workflow"]["name"] == name
     finally:
-        assert _stop(proc) == 0
+        assert up.stop() == 0
 
 
 def test_weft_token_prints_a_verifiable_jwt():

@@ -16,6 +16,8 @@ from pathlib import Path
 import importlib.util
 import warnings
 
+from deploy.local.lifetime import popen_tied
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -56,17 +58,44 @@ def stop_process(proc: subprocess.Popen | None, sig: int, timeout: float) -> Non
         proc.wait()
 
 
-def _wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30.0) -> None:
+def _last_complaint(log: Path | None) -> str:
+    """The last FATAL/error line of a server's log: why it stopped, in its own words."""
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines()[-50:] if line.strip()]
+    except (OSError, AttributeError):
+        return ""
+    bad = [line for line in lines if any(word in line for word in ("FATAL", "ERROR", "[FTL]", "[ERR]"))]
+    return f": {(bad or lines or [''])[-1]}" if lines else ""
+
+
+def _wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30.0, log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {proc.returncode}")
+            raise RuntimeError(f"{what} exited with code {proc.returncode}{_last_complaint(log)}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout}s")
+
+
+def process_running(pid: int) -> bool:
+    """True while `pid` is a live process; a zombie (dead, not yet reaped) counts as gone."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return state not in ("Z", "X")
 
 
 def _pg_bin(name: str) -> str:
@@ -126,17 +155,36 @@ class EmbeddedPostgres:
                 capture_output=True,
                 user=user,
             )
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
-        self.proc = subprocess.Popen(
-            [_pg_bin("postgres"), "-D", str(self.data_dir), "-p", str(self.port), "-h", "127.0.0.1",
-             "-k", str(self.data_dir), "-c", "fsync=on", "-c", "max_connections=200"],
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            user=user,
-        )
-        _wait_port(self.port, self.proc, "postgres")
+        self.clear_stale_locks()
+        with open(self.log_path, "ab") as log:
+            # SIGINT on our death: Postgres' fast shutdown. Its own session: a Ctrl-C meant for `weft up` does not
+            # reach it, so the supervisor stops the services before their database.
+            self.proc = popen_tied(
+                [_pg_bin("postgres"), "-D", str(self.data_dir), "-p", str(self.port), "-h", "127.0.0.1",
+                 "-k", str(self.data_dir), "-c", "fsync=on", "-c", "max_connections=200"],
+                death_signal=signal.SIGINT, stdout=log, stderr=log, start_new_session=True, user=user,
+            )
+        _wait_port(self.port, self.proc, "postgres", log=self.log_path)
         self._wait_ready()
+
+    def clear_stale_locks(self) -> list[Path]:
+        """Remove postmaster.pid and the socket lock when the process they name is gone (a crashed server, a
+        zombie); a lock whose process still runs is left alone, and Postgres then refuses to start. Returns
+        what was removed."""
+        removed = []
+        for lock in (self.data_dir / "postmaster.pid", self.data_dir / f".s.PGSQL.{self.port}.lock"):
+            try:
+                first = lock.read_text().split("\n", 1)[0].strip()
+            except OSError:
+                continue
+            if first.lstrip("-").isdigit() and process_running(abs(int(first))):
+                continue
+            lock.unlink(missing_ok=True)
+            removed.append(lock)
+        return removed
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -205,11 +253,13 @@ class EmbeddedNats:
         config.write_text(
             NATS_CONFIG.format(port=self.port, monitor_port=self.monitor_port, store_dir=self.data_dir / "js")
         )
-        log = open(self.data_dir / "nats.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [nats_server_binary(), "-c", str(config)], stdout=log, stderr=log, start_new_session=True
-        )
-        _wait_port(self.port, self.proc, "nats-server")
+        with open(self.data_dir / "nats.log", "ab") as log:
+            self.proc = popen_tied([nats_server_binary(), "-c", str(config)], stdout=log, stderr=log,
+                                   start_new_session=True)
+        _wait_port(self.port, self.proc, "nats-server", log=self.data_dir / "nats.log")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
         stop_process(self.proc, sig, timeout)

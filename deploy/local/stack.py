@@ -11,6 +11,11 @@ import time
 from pathlib import Path
 
 from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres, stop_process
+from deploy.local.lifetime import popen_tied
+from deploy.local.locations import Locations, locations, write_record
+from deploy.local.mailbox import MailWatcher
+from deploy.local.ports import Taken, check_ports, lock_data_dir
+from deploy.local.supervisor import Child, StopRequested, StopSignals, say, tick_forever
 from libs.events.migrate import migrate
 
 # name -> (python module, port offset from the gateway's port)
@@ -33,10 +38,11 @@ class ServiceProcess:
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_dir / f"{self.name}.log", "ab")  # noqa: SIM115 - the child owns it
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module], env=self.env, stdout=log, stderr=log, start_new_session=True
-        )
+        # Its own session: a terminal's Ctrl-C reaches only `weft up`, which stops the services before the servers
+        # they use. Tied to its starter's lifetime: if that dies (even by kill -9), the service gets SIGTERM.
+        with open(self.log_dir / f"{self.name}.log", "ab") as log:
+            self.proc = popen_tied([sys.executable, "-m", self.module], env=self.env, stdout=log, stderr=log,
+                                   start_new_session=True)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -76,98 +82,126 @@ def wait_http(port: int, path: str = "/health/ready", timeout: float = 60.0) -> 
     raise RuntimeError(f"nothing ready on port {port}{path} within {timeout}s")
 
 
-class MailWatcher:
-    """Prints each message the local mail sink receives (approval emails with their links), so a person
-    running `make up` can follow them without an SMTP server."""
+def _stop_all(procs: list[ServiceProcess], timeout: float = 25.0) -> None:
+    """SIGTERM every service at once, then wait for all under one deadline; SIGKILL what is left."""
+    for proc in procs:
+        if proc.alive():
+            proc.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        if proc.proc is None:
+            continue
+        try:
+            proc.proc.wait(max(deadline - time.monotonic(), 0.01))
+        except subprocess.TimeoutExpired:
+            say(f"{proc.name:<10} did not stop within {timeout:.0f}s: killed")
+            proc.proc.kill()
+            proc.proc.wait()
 
-    def __init__(self, settings) -> None:
-        self.folder = None if settings.smtp_host else Path(settings.mail_sink_dir)
-        self.seen = set(self.folder.glob("*.eml")) if self.folder and self.folder.is_dir() else set()
 
-    def report(self) -> None:
-        from libs.adapters.mail import sink_summary
-
-        if self.folder is None or not self.folder.is_dir():
-            return
-        for path in sorted(set(self.folder.glob("*.eml")) - self.seen, key=lambda p: p.stat().st_mtime):
-            self.seen.add(path)
-            try:
-                print(sink_summary(path), flush=True)
-            except (OSError, ValueError) as exc:  # a file being replaced right now: say so, never stop the stack
-                print(f"mail       {path} ({exc})")
+def _check_free(where: Locations, embedded_pg: bool, embedded_nats: bool) -> None:
+    wanted = {f"WEFT_PORT+{offset}, {name}" if offset else "WEFT_PORT, gateway": where.api_port + offset
+              for name, (_, offset) in PROCESSES.items()}
+    if embedded_pg:
+        wanted["WEFT_PG_PORT, Postgres"] = where.pg_port
+    if embedded_nats:
+        wanted["WEFT_NATS_PORT, nats-server"] = where.nats_port
+    check_ports(wanted)
 
 
 def up() -> int:
-    from libs.security.auth import issue_token
+    """`weft up`: start everything, supervise it, stop it all on SIGINT, SIGTERM or SIGHUP (docs/decisions/0020)."""
     from libs.events.settings import load_settings
+    from libs.security.auth import issue_token
 
-    data_dir = Path(os.environ.get("WEFT_DATA_DIR", ".weft")).resolve()
-    gateway_port = int(os.environ.get("WEFT_PORT", "8000"))
-    database_url = os.environ.get("WEFT_DATABASE_URL")
-    nats_url = os.environ.get("WEFT_NATS_URL")
-    pg = nats_server = None
-    if not database_url:
-        pg = EmbeddedPostgres(data_dir / "postgres", int(os.environ.get("WEFT_PG_PORT", "54320")), data_dir / "postgres.log")
-        pg.start()
-        pg.create_database("weft")
-        database_url = pg.dsn("weft")
-        print(f"postgres   {database_url} (data in {pg.data_dir})")
-    if not nats_url:
-        nats_server = EmbeddedNats(data_dir / "nats", int(os.environ.get("WEFT_NATS_PORT", "42220")))
-        nats_server.start()
-        nats_url = nats_server.url
-        print(f"nats       {nats_url} (JetStream in {nats_server.data_dir})")
-    applied = asyncio.run(migrate(database_url))
-    print(f"migrations {', '.join(applied) if applied else 'up to date'}")
-
-    # Approval links in emails point at this gateway unless the deployment says otherwise.
-    base_env = {"WEFT_PUBLIC_BASE_URL": f"http://127.0.0.1:{gateway_port}"} | os.environ.copy()
-    procs = [
-        ServiceProcess(
-            name, module,
-            service_env(base_env, name=name, port=gateway_port + offset, database_url=database_url,
-                        nats_url=nats_url),
-            data_dir / "logs",
-        )
-        for name, (module, offset) in PROCESSES.items()
-    ]
-    # Ctrl-C or SIGTERM at any phase unwinds through `finally`, which stops what was started.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    restarts: dict[str, float] = {}
     try:
-        for proc in procs:
+        where = locations()
+        database_url = os.environ.get("WEFT_DATABASE_URL")
+        nats_url = os.environ.get("WEFT_NATS_URL")
+        lock = lock_data_dir(where.data_dir, where.api_port)
+        _check_free(where, not database_url, not nats_url)
+    except (Taken, ValueError) as exc:
+        print(f"weft up: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+    signals = StopSignals()
+    signals.install()
+    code = 0
+    pg = nats_server = None
+    procs: list[ServiceProcess] = []
+    try:
+        children: list[Child] = []
+        if not database_url:
+            pg = EmbeddedPostgres(where.data_dir / "postgres", where.pg_port, where.data_dir / "postgres.log")
+            pg.start()
+            pg.create_database("weft")
+            database_url = pg.dsn("weft")
+            say(f"postgres   {database_url} (data in {pg.data_dir})")
+            children.append(_child("postgres", pg, pg.start, str(pg.log_path)))
+        if not nats_url:
+            nats_server = EmbeddedNats(where.data_dir / "nats", where.nats_port)
+            nats_server.start()
+            nats_url = nats_server.url
+            say(f"nats       {nats_url} (JetStream in {nats_server.data_dir})")
+            children.append(_child("nats", nats_server, nats_server.start, str(nats_server.data_dir / "nats.log")))
+        write_record(where, database_url=database_url, nats_url=nats_url)
+        applied = asyncio.run(migrate(database_url))
+        say(f"migrations {', '.join(applied) if applied else 'up to date'}")
+
+        # Approval links in emails point at this gateway, and mail lands in the data folder, unless set.
+        base_env = {"WEFT_PUBLIC_BASE_URL": f"http://127.0.0.1:{where.api_port}",
+                    "WEFT_MAIL_SINK_DIR": str(where.mail_dir)} | os.environ.copy()
+        for name, (module, offset) in PROCESSES.items():
+            env = service_env(base_env, name=name, port=where.api_port + offset, database_url=database_url,
+                              nats_url=nats_url)
+            proc = ServiceProcess(name, module, env, where.data_dir / "logs")
             proc.start()
-        for proc, (_, offset) in zip(procs, PROCESSES.values(), strict=True):
-            wait_http(gateway_port + offset)
-        settings = load_settings()
-        print()
-        print(f"Weft is up:  http://127.0.0.1:{gateway_port}/api/v2/workflows/health")
-        print(f"API          http://127.0.0.1:{gateway_port}")
-        print(f"Dev token    {issue_token(settings, 'acme', 'dev')}")
+            procs.append(proc)
+            children.append(_child(name, proc, proc.start, str(proc.log_dir / f"{name}.log")))
+        for offset in sorted(offset for _, offset in PROCESSES.values()):
+            wait_http(where.api_port + offset)
+        settings = load_settings(base_env)
+        email = "dev@localhost"
+        say("")
+        say(f"Weft is up:  http://127.0.0.1:{where.api_port}/api/v2/workflows/health")
+        say(f"API          http://127.0.0.1:{where.api_port}")
+        say(f"Dev token    {issue_token(settings, 'acme', 'dev', email=email)}")
+        say(f"             (tenant acme, user dev, email {email}; `weft token --help` makes others)")
         from libs.security.signin_tokens import signin_url  # one-time: a second use is refused
 
-        print(f"Dashboard    {signin_url(settings, f'http://127.0.0.1:{gateway_port}', 'acme', 'dev')}")
-        print(f"Logs         {data_dir / 'logs'}   (Ctrl-C stops everything)")
-        mail = MailWatcher(settings)
-        if not settings.smtp_host:
-            print(f"Mail         {Path(settings.mail_sink_dir).resolve()}   (no SMTP host: messages are files there)")
-        while True:
-            mail.report()
-            for proc in procs:
-                if not proc.alive() and time.monotonic() - restarts.get(proc.name, 0.0) > 5.0:
-                    print(f"{proc.name} exited (code {proc.proc.returncode}); restarting, see its log")
-                    restarts[proc.name] = time.monotonic()
-                    proc.start()
-            time.sleep(0.5)
-    except KeyboardInterrupt:
+        say(f"Dashboard    {signin_url(settings, f'http://127.0.0.1:{where.api_port}', 'acme', 'dev')}")
+        say(f"Logs         {where.data_dir / 'logs'}")
+        if settings.smtp_host:
+            say(f"Mail         sent through {settings.smtp_host}:{settings.smtp_port}")
+            mail = MailWatcher(None)
+        else:
+            folder = Path(settings.mail_sink_dir).resolve()
+            say(f"Mail         {folder}   (no SMTP host: every email is a file there, summarised below;")
+            say(f"             plan approvals for this token go to {email})")
+            mail = MailWatcher(folder)
+        say(f"Stop         Ctrl-C, or kill {os.getpid()}: stops everything this started")
+        tick_forever(children, 0.25, mail.report)
+    except StopRequested:
         pass
+    except Exception as exc:  # noqa: BLE001 - one line, then the same cleanup as a stop signal
+        detail = str(exc).strip().splitlines()[-1:] or [""]
+        print(f"weft up: {type(exc).__name__}: {detail[0]}; see the logs in {where.data_dir}", file=sys.stderr,
+              flush=True)
+        code = 1
     finally:
-        print("\nstopping ...")
-        for proc in reversed(procs):
-            proc.stop()
+        signals.received.append(0)  # from here on, every further signal is only noted (see StopSignals)
+        say("\nstopping ...")
+        _stop_all(procs)
         if nats_server:
-            nats_server.stop()
+            nats_server.stop(timeout=10.0)
         if pg:
-            pg.stop()
-        print("stopped")
-    return 0
+            pg.stop(timeout=30.0)
+        lock.close()
+        say("stopped")
+    return code
+
+
+def _child(name: str, what, start, log: str) -> Child:
+    return Child(name=name, start=start, alive=what.alive, log=log,
+                 returncode=lambda: what.proc.returncode if what.proc else None,
+                 pid=lambda: what.proc.pid if what.proc else None)

@@ -1,5 +1,5 @@
 """Outbound email, the one place that sends it: SMTP (aiosmtplib) when WEFT_SMTP_HOST is set, else .eml files
-in the local sink folder (the embedded default), whose path is printed so `make up` shows it.
+in the local sink folder (the embedded default; `make up` summarises each new one, deploy/local/mailbox.py).
 
 Callers that may send the same message twice (a redelivered step, a notifier restarted after a crash) pass a
 deterministic Message-ID in `headers`; the sink then replaces the earlier file instead of adding a second one,
@@ -15,7 +15,6 @@ import re
 import sys
 import uuid
 from collections.abc import Mapping, Sequence
-from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.utils import formatdate, getaddresses
 from pathlib import Path
@@ -27,7 +26,6 @@ from libs.events.settings import Settings
 
 log = structlog.get_logger()
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-_LINK = re.compile(r"https?://\S+")
 
 
 class MailError(Exception):
@@ -141,13 +139,3 @@ async def send_mail(settings: Settings, *, to: str | Sequence[str], subject: str
         log.info("mail_written", to=message["To"], subject=subject, path=str(path.resolve()))
         print(f"mail to {message['To']}: {subject!r} written to {path.resolve()}", file=sys.stderr, flush=True)
     return message_id
-
-
-def sink_summary(path: Path) -> str:
-    """One line about a sink message for a person watching `make up`: who, what, and its first link."""
-    message = message_from_bytes(path.read_bytes(), policy=policy.default)
-    body = message.get_body(("plain",))
-    text = body.get_content() if body is not None else ""
-    link = next(iter(_LINK.findall(text)), None)
-    line = f"mail to {message['To']}: {message['Subject']!r} ({path})"
-    return line + (f"\n             link: {link}" if link else "")

@@ -16,10 +16,12 @@ from typing import Any
 import asyncpg
 import msgspec
 import nats
+import nats.errors
 import structlog
 from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, NatsBroker, NatsMessage, PullSub
 from faststream.nats.schemas import JStream
+from nats.js.client import JetStreamContext
 
 from libs.events.bus import COMMANDS_STREAM, EVENTS_STREAM, reply_subject
 from libs.events.db import DB_UNAVAILABLE
@@ -36,6 +38,30 @@ async def _whole_message(msg: NatsMessage) -> NatsMessage:
     parameter) makes fast_depends resolve a synchronous Context dependency in a worker thread for every
     message, about 15% of the executor's time under load (bench/bench_runs.py profile)."""
     return msg
+
+
+def _fetch_times_out_as_documented() -> None:
+    """An idle pull fetch must end in nats.errors.TimeoutError, which FastStream's pull loop expects and skips.
+
+    Since nats-py 2.15 (nats-io/nats.py#934) `fetch(batch > 1)` raises a bare asyncio.TimeoutError when the
+    server's "request timeout" reply arrives just before the client's own timer (about one idle fetch in 20).
+    FastStream's loop does not catch that: the pull task dies, FastStream logs an ERROR traceback and restarts
+    it. Translating the bare timeout restores the contract (proposed upstream in nats-io/nats.py#1008); it is
+    idempotent and changes nothing once nats-py raises the documented error itself."""
+    fetch = JetStreamContext.PullSubscription.fetch
+    if getattr(fetch, "weft_documented_timeout", False):
+        return
+
+    async def documented_fetch(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fetch(self, *args, **kwargs)
+        except nats.errors.TimeoutError:
+            raise
+        except asyncio.TimeoutError as exc:
+            raise nats.errors.TimeoutError from exc
+
+    documented_fetch.weft_documented_timeout = True  # type: ignore[attr-defined]
+    JetStreamContext.PullSubscription.fetch = documented_fetch  # type: ignore[method-assign]
 
 
 def backoff(settings: Settings, deliveries: int) -> float:
@@ -110,6 +136,7 @@ def subscribe_commands(
     max_workers > 1 handles that many commands at once (the planner's model calls are slow); commands on
     one aggregate stay safe through expected-version checks.
     """
+    _fetch_times_out_as_documented()
     decoder = msgspec.json.Decoder(CommandEnvelope[command_type])  # type: ignore[index]
 
     @broker.subscriber(
@@ -182,6 +209,7 @@ def subscribe_events(
     handle: Callable[[str, dict[str, Any], bytes], Awaitable[None]],
 ) -> None:
     """Register a durable event subscriber on WEFT_EVENTS; handle(subject, headers, data) must be idempotent."""
+    _fetch_times_out_as_documented()
 
     @broker.subscriber(
         subject,
