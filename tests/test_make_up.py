@@ -44,7 +44,7 @@ def test_weft_up_runs_everything_and_stops_cleanly(tmp_path: Path):
         assert f"http://127.0.0.1:{api}" in up.output
         principal = verify_token(load_settings({}), token)
         assert (principal.tenant_id, principal.email) == ("acme", "dev@localhost")
-        assert f"Mail         {tmp_path / 'data' / 'mail'}" in up.output
+        assert f"Mail         {tmp_path / 'data' / 'mail'}" in up.wait_for("Mail ", 10)
         assert all(listening(p) for p in service_ports), "every service answers on its port"
         _sign_in_once(up.wait_for("Dashboard", 10).split()[-1])
         headers = {"Authorization": f"Bearer {token}"}
