@@ -140,10 +140,7 @@ def key_values(pairs: Sequence[str] | None, what: str = "--input") -> dict[str, 
 
 def resolve_workflow(client: Client, ref: str) -> str:
     """A workflow id from an id or an exact name."""
-    try:
-        return client.get_workflow(ref).id if _is_uuid(ref) else _by_name(client, ref)
-    except NotFound:
-        raise NotFound(404, f"Workflow {ref} not found") from None
+    return client.get_workflow(ref).id if _is_uuid(ref) else _by_name(client, ref)
 
 
 def _by_name(client: Client, name: str) -> str:

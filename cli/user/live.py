@@ -44,12 +44,13 @@ class LiveView:
 
     steps: dict[str, StepLine] = field(default_factory=dict)
     outcome: str | None = None
-    out: TextIO = sys.stdout
+    out: TextIO | None = None  # None: sys.stdout as it is when the view is made
     redraw: bool = False
     _drawn: int = 0
 
     @classmethod
-    def of(cls, definition: dict[str, Any], out: TextIO = sys.stdout) -> LiveView:
+    def of(cls, definition: dict[str, Any], out: TextIO | None = None) -> LiveView:
+        out = out or sys.stdout
         view = cls(out=out, redraw=out.isatty())
         for node in definition.get("nodes") or []:
             line = StepLine(id=str(node.get("id")), type=str(node.get("action") or node.get("type") or ""))
