@@ -17,6 +17,7 @@ from weft_client import (
     CommandPending,
     Conflict,
     NotFound,
+    PublicClient,
     RateLimited,
     TransportError,
     Unavailable,
@@ -128,6 +129,7 @@ async def test_async_events_follow_a_live_run_through_a_disconnect(stack, tenant
         reference = [e async for e in direct.events(wid, run.id)]
         assert got == reference and got[-1].type == "workflow_complete"
         assert [s.action for s in proxy.seen] == ["cut", None]
+        assert proxy.seen[1].headers["last-event-id"] == str(got[2].id)
         steps = [(e.type, e.step_id) for e in got if e.type.startswith("step_")]
         assert steps == [("step_start", "first"), ("step_complete", "first"), ("step_start", "pause"),
                          ("step_complete", "pause"), ("step_start", "last"), ("step_complete", "last")]
@@ -175,3 +177,29 @@ def test_rate_limit_waits_for_retry_after():
         with pytest.raises(RateLimited) as err:
             c.health()
         assert err.value.retry_after == 1.0
+
+
+def test_public_client_executes_with_an_api_key_and_reads_status_and_results(stack, tenant):
+    with Client(stack.base_url, token=stack.token(tenant)) as user:
+        wid = _workflow(user)
+        answer = httpx.post(f"{stack.base_url}/api/v2/api-keys", json={"name": "site", "workflow_ids": [wid]},
+                            headers={"Authorization": f"Bearer {stack.token(tenant)}"}, timeout=20)
+        assert answer.status_code == 201, answer.text
+    key = answer.json()["key"]
+    with FlakyProxy(_port(stack), [Rule("POST", "/execute", "503_after")]) as proxy, \
+            PublicClient(proxy.url, api_key=key) as public:
+        execution = public.execute(wid, {"name": "Eve"}, description="from the client")
+        assert execution.status == "pending" and execution.id == execution.executionId
+        deadline = time.monotonic() + 30
+        while (status := public.status(execution.id)).status != "completed":
+            assert time.monotonic() < deadline, status
+            time.sleep(0.1)
+        assert public.results(execution.id).output["greeting"] == "Hello Eve"
+        assert public.rate_limit.limit == 10  # the key's burst, from X-RateLimit-Limit
+        with pytest.raises(NotFound) as err:
+            public.status(str(uuid.uuid4()))
+        assert err.value.message == "Execution not found"  # the public shape's "message"
+    posts = [s for s in proxy.seen if s.method == "POST"]
+    assert len(posts) == 2 and len({s.headers["idempotency-key"] for s in posts}) == 1
+    with Client(stack.base_url, token=stack.token(tenant)) as user:
+        assert user.list_runs(wid).count == 1
