@@ -40,7 +40,8 @@ async def test_n_of_m_decisions_as_the_signed_in_user(stack, tenant):
             "started_at": None, "paused_at": None}
         r = await alice.post(f"{API}/{wid}/runs/{rid}/approve", json={})
         assert r.status_code == 403 and r.json() == {"success": False, "error": "alice is not an approver of step gate"}
-        r = await ann.post(f"{API}/{wid}/runs/{rid}/approve", json={"comment": "fine"}, headers={"Idempotency-Key": "a1"})
+        r = await ann.post(f"{API}/{wid}/runs/{rid}/approve", json={"comment": "fine"},
+                           headers={"Idempotency-Key": "a1"})
         assert r.status_code == 200 and r.json()["decision"] == {
             "run_id": rid, "step_id": "gate", "decision": "approve", "decided_by": "ann@example.com",
             "step_status": "awaiting_approval"}

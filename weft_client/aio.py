@@ -124,8 +124,8 @@ class AsyncClient(_Transport, V2Api):
                 raise TimeoutError(f"run {run_id} still {run.status} after {timeout_s}s")
             await asyncio.sleep(poll_s)
 
-    async def events(self, workflow_id: str, run_id: str, *, last_event_id: int | None = None, until_finished: bool = True,
-               max_reconnects: int = 20) -> AsyncIterator[RunEvent]:
+    async def events(self, workflow_id: str, run_id: str, *, last_event_id: int | None = None,
+                     until_finished: bool = True, max_reconnects: int = 20) -> AsyncIterator[RunEvent]:
         """The run's events, live, each exactly once and in order, resuming after a dropped connection from
         the last id handed out. Stops after `workflow_complete` (unless until_finished=False)."""
         state = Resumption(last_id=last_event_id)
