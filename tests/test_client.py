@@ -154,6 +154,33 @@ def test_pages_and_errors(stack, tenant):
             nowhere.health()
 
 
+@pytest.fixture(scope="module")
+def limited_gateway(infra, tmp_path_factory):
+    """A gateway of its own whose v2 limit is 60 per minute (a burst of 60, one more each second)."""
+    from tests.conftest import start_processes
+
+    procs, ports = start_processes(infra, ["gateway"], tmp_path_factory.mktemp("limited"),
+                                   {"WEFT_V2_RATE_LIMIT_PER_MINUTE": "60"})
+    try:
+        yield f"http://127.0.0.1:{ports['gateway']}"
+    finally:
+        procs["gateway"].stop()
+
+
+def test_a_real_429_is_waited_out_or_raised(stack, tenant, limited_gateway):
+    with Client(limited_gateway, token=stack.token(tenant), wait_on_rate_limit=False) as eager:
+        with pytest.raises(RateLimited) as err:
+            for _ in range(200):
+                eager.list_workflows(limit=1)
+        assert err.value.status == 429 and err.value.retry_after is not None and err.value.retry_after >= 1
+        assert "per minute" in err.value.message
+        assert eager.rate_limit.limit == 60 and eager.rate_limit.remaining == 0
+    with Client(limited_gateway, token=stack.token(tenant)) as patient:
+        started = time.monotonic()
+        assert patient.list_workflows(limit=1).count == 0  # waited for Retry-After, then answered
+        assert time.monotonic() - started >= 0.5
+
+
 def test_rate_limit_waits_for_retry_after():
     """A 429 with Retry-After is waited out, then the request succeeds (wait_on_rate_limit, the default)."""
     calls = {"n": 0}
