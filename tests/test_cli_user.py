@@ -76,8 +76,9 @@ def test_run_wait_follow_and_json(weft, tmp_path):
     assert any(line.startswith("[+] step_2") and "completed" in line for line in lines)
     assert "run completed" in lines
     code, out, _ = weft("run", wid, "-i", "name=Cy", "--follow", "--json")
-    events = [json.loads(line) for line in out.splitlines()[:-1] if line.startswith('{"id"')]
-    assert code == 0 and events[-1]["type"] == "workflow_complete"
+    *events, final = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and events[-1]["type"] == "workflow_complete" and final["status"] == "completed"
+    assert final["outputs"] == {"greeting": "Hello Cy"}
     assert [e["id"] for e in events] == sorted(e["id"] for e in events)
     code, out, _ = weft("run", wid, "-i", "name=Di", "--json")
     run = json.loads(out)

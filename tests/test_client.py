@@ -230,3 +230,25 @@ def test_public_client_executes_with_an_api_key_and_reads_status_and_results(sta
     assert len(posts) == 2 and len({s.headers["idempotency-key"] for s in posts}) == 1
     with Client(stack.base_url, token=stack.token(tenant)) as user:
         assert user.list_runs(wid).count == 1
+
+
+async def test_async_client_retries_follows_and_pages(stack, tenant):
+    key = f"k-{uuid.uuid4()}"
+    command = uuid.uuid5(_KEY_NAMESPACE, f"{tenant}/alice/{key}")
+    async with AsyncClient(stack.base_url, token=stack.token(tenant)) as direct:
+        wid = (await direct.create_workflow(f"wf-{uuid.uuid4().hex[:8]}", STEPS)).id
+        with FlakyProxy(_port(stack), [Rule("POST", "/execute", "drop_after")]) as proxy:
+            async with AsyncClient(proxy.url, token=stack.token(tenant)) as flaky:
+                first = await flaky.execute(wid, {"name": "A"})  # dropped once, then answered
+        posts = [s for s in proxy.seen if s.method == "POST"]
+        assert [p.action for p in posts] == ["drop_after", None]
+        assert posts[0].headers["idempotency-key"] == posts[1].headers["idempotency-key"]
+        rule = Rule("POST", "/execute", "accepted", location=lambda _: f"/api/v2/workflows/commands/{command}")
+        with FlakyProxy(_port(stack), [rule]) as proxy:
+            async with AsyncClient(proxy.url, token=stack.token(tenant)) as flaky:
+                second = await flaky.execute(wid, {"name": "B"}, idempotency_key=key)  # a 202, followed
+        assert [(s.method, s.path.split("/")[5]) for s in proxy.seen] == [
+            ("POST", "execute"), ("GET", str(command)), ("GET", "runs")]  # the 202, its Location, the run
+        listed = [r.id async for r in direct.iter_runs(wid, page_size=1)]
+        assert sorted(listed) == sorted([first.id, second.id])
+        assert (await direct.wait_run(wid, second.id, timeout_s=30)).outputs == {"greeting": "Hello B"}

@@ -35,8 +35,8 @@ def _start(args: argparse.Namespace) -> int:
             run = _follow(args, client, workflow_id, run)
         elif args.wait:
             run = client.wait_run(workflow_id, run.id, timeout_s=args.timeout)
-    if args.follow and not args.json:
-        print(_run_text(run))
+    if args.follow:  # JSON lines: each event, then the run as it ended
+        print(msgspec.json.encode(run).decode() if args.json else _run_text(run))
         return _exit(run)
     emit(args, run, _run_text)
     return _exit(run) if (args.wait or args.follow) else OK
