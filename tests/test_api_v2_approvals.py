@@ -82,3 +82,21 @@ async def test_refusals_in_the_v2_shape(stack, tenant):
         assert r.status_code == 400 and r.json()["success"] is False
         r = await c.post(f"{API}/{wid}/runs/{rid}/reject", json={"comment": "not today"})
         assert r.status_code == 200 and r.json()["decision"]["step_status"] == "failed"
+
+
+async def test_parallel_approval_steps_are_listed_and_paged_one_by_one(stack, tenant):
+    async with _as(stack, tenant, "approver@localhost") as c:
+        definition = {"nodes": [{"id": "legal", "type": "approval", "config": {"title": "Legal"}},
+                                {"id": "money", "type": "approval", "config": {"title": "Money"}}]}
+        r = await c.post(API, json={"name": "two gates", "definition": definition})
+        wid = r.json()["workflow"]["id"]
+        rid = (await c.post(f"{API}/{wid}/execute", json={})).json()["run"]["id"]
+        await poll(lambda: c.get(f"{API}/approvals"), lambda r: r.json()["count"] == 2)
+        pages = [(await c.get(f"{API}/approvals", params={"limit": 1, "offset": n})).json() for n in (0, 1, 2)]
+        assert [p["count"] for p in pages] == [2, 2, 2]
+        assert sorted(a["step_id"] for p in pages for a in p["approvals"]) == ["legal", "money"]
+        assert pages[2]["approvals"] == []
+        r = await c.post(f"{API}/{wid}/runs/{rid}/approve", json={"step_id": "money"})
+        assert r.status_code == 200 and r.json()["decision"]["step_id"] == "money"
+        left = (await c.get(f"{API}/approvals", params={"workflow_id": wid})).json()
+        assert [a["step_id"] for a in left["approvals"]] == ["legal"] and left["count"] == 1

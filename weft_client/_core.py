@@ -17,6 +17,7 @@ V2 = "/api/v2/workflows"
 PUBLIC = "/api/v1/public"
 RETRY_STATUSES = (503,)  # "not accepted": safe to repeat with the same Idempotency-Key
 DEFAULT_TIMEOUT_S = 30.0
+MAX_RATE_LIMIT_WAITS = 10  # a gateway answering 429 with Retry-After: 0 forever must not spin the client
 _json = msgspec.json.Decoder()
 
 

@@ -44,7 +44,7 @@ class _Transport:
         """One answer that is not a retryable refusal: 503 and dropped connections are retried (reads, and
         writes with an Idempotency-Key, which the gateway turns into one command however often it arrives);
         429 waits for Retry-After when the client is told to."""
-        s, failures, waited = self.settings, 0, 0.0
+        s, failures, waited, waits = self.settings, 0, 0.0, 0
         while True:
             try:
                 response = await self._http.request(call.method, call.path, params=call.params, json=call.body,
@@ -61,10 +61,10 @@ class _Transport:
                 failures += 1
                 await asyncio.sleep(_core.retry_delay(status, headers, failures, s.max_retry_wait_s))
                 continue
-            if status == 429 and s.wait_on_rate_limit:
+            if status == 429 and s.wait_on_rate_limit and waits < _core.MAX_RATE_LIMIT_WAITS:
                 delay = _core.retry_delay(status, headers, 1, s.max_rate_limit_wait_s)
                 if waited + delay <= s.max_rate_limit_wait_s:
-                    waited += delay
+                    waited, waits = waited + delay, waits + 1
                     await asyncio.sleep(delay)
                     continue
             if status >= 400:

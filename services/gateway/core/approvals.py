@@ -39,38 +39,35 @@ class PendingStep(msgspec.Struct, frozen=True, kw_only=True):
     paused_at: str | None
 
 
-_WHERE = ("r.tenant_id = $1 AND r.status = 'awaiting_approval' AND ($2::uuid IS NULL OR r.workflow_id = $2)"
-          " AND ($3::uuid IS NULL OR r.id = $3)")
-_LIST = ("SELECT r.id, r.workflow_id, w.name, r.started_at, r.steps::text AS steps FROM runs r"
-         " JOIN workflows w ON w.tenant_id = r.tenant_id AND w.id = r.workflow_id"
-         f" WHERE {_WHERE} ORDER BY r.started_at, r.id")
+# One row per waiting step (a run can wait on parallel approval steps), paged in SQL.
+_FROM = ("FROM runs r JOIN workflows w ON w.tenant_id = r.tenant_id AND w.id = r.workflow_id"
+         " CROSS JOIN LATERAL jsonb_each(r.steps) AS s(step_id, step)"
+         " WHERE r.tenant_id = $1 AND r.status = 'awaiting_approval' AND s.step ->> 'status' = 'awaiting_approval'"
+         " AND ($2::uuid IS NULL OR r.workflow_id = $2) AND ($3::uuid IS NULL OR r.id = $3)")
+_PAGE = (f"SELECT r.id, r.workflow_id, w.name, r.started_at, s.step_id, s.step::text AS step {_FROM}"
+         " ORDER BY r.started_at, r.id, s.step ->> 'paused_at', s.step_id LIMIT $4 OFFSET $5")
 
 
-def _pending(row) -> list[PendingStep]:
-    steps: dict[str, Any] = msgspec.json.decode(row["steps"])
-    found = []
-    for sid, step in steps.items():
-        if step.get("status") != "awaiting_approval":
-            continue
-        meta = (step.get("approval") or {}).get("metadata") or {}
-        found.append(PendingStep(
-            run_id=row["id"], workflow_id=row["workflow_id"], workflow_name=row["name"], step_id=sid,
-            title=str(meta.get("title") or "Approval required"), description=str(meta.get("description") or ""),
-            total_rows=int(meta.get("totalRows") or 0), require_comment=bool(meta.get("requireComment")),
-            started_at=row["started_at"], paused_at=step.get("paused_at")))
-    return sorted(found, key=lambda p: (p.paused_at or "", p.step_id))
+def _pending(row) -> PendingStep:
+    step: dict[str, Any] = msgspec.json.decode(row["step"])
+    meta = (step.get("approval") or {}).get("metadata") or {}
+    return PendingStep(
+        run_id=row["id"], workflow_id=row["workflow_id"], workflow_name=row["name"], step_id=row["step_id"],
+        title=str(meta.get("title") or "Approval required"), description=str(meta.get("description") or ""),
+        total_rows=int(meta.get("totalRows") or 0), require_comment=bool(meta.get("requireComment")),
+        started_at=row["started_at"], paused_at=step.get("paused_at"))
 
 
 async def list_pending(core: Core, principal: Principal, *, workflow_id: uuid.UUID | None = None,
                        run_id: uuid.UUID | None = None, limit: int = 50, offset: int = 0
                        ) -> tuple[list[PendingStep], int]:
-    """The tenant's steps awaiting a decision, oldest run first, with the total number of such steps."""
+    """The tenant's steps awaiting a decision, oldest run first (a run's steps in the order they paused),
+    with the total number of such steps."""
+    args = (principal.tenant_id, workflow_id, run_id)
     async with core.store.tenant_transaction(principal.tenant_id) as conn:
-        rows = await conn.fetch(_LIST, principal.tenant_id, workflow_id, run_id)
-    # Paged over steps, not runs: a run can wait on several parallel approval steps. Waiting runs are few
-    # (each is a person's to-do), so the page is cut here rather than in SQL.
-    every = [p for row in rows for p in _pending(row)]
-    return every[offset:offset + limit], len(every)
+        rows = await conn.fetch(_PAGE, *args, limit, offset)
+        total = await conn.fetchval(f"SELECT count(*) {_FROM}", *args)
+    return [_pending(r) for r in rows], total
 
 
 def decider(principal: Principal) -> str:
