@@ -112,6 +112,24 @@ def test_events_resume_across_forced_disconnects_with_no_gap_and_no_duplicate(st
                 assert streams[1].headers["last-event-id"] == str(reference[cut - 1].id)
 
 
+def test_a_silent_stream_is_given_up_and_resumed(stack, tenant):
+    """A connection that stays open but goes quiet (no heartbeat within stream_idle_timeout_s) is dropped by
+    the client, which resumes from the last id."""
+    with Client(stack.base_url, token=stack.token(tenant)) as direct:
+        wid = _workflow(direct)
+        run = direct.execute(wid, {"name": "Di"})
+        direct.wait_run(wid, run.id, timeout_s=30)
+        reference = _reference(direct, wid, run.id)
+    rules = [Rule("GET", "/events", "stall", cut_after_events=2)]
+    with FlakyProxy(_port(stack), rules) as proxy, \
+            Client(proxy.url, token=stack.token(tenant), stream_idle_timeout_s=1.0) as c:
+        started = time.monotonic()
+        assert list(c.events(wid, run.id)) == reference
+        assert 1.0 <= time.monotonic() - started < 10
+    assert [s.action for s in proxy.seen] == ["stall", None]
+    assert proxy.seen[1].headers["last-event-id"] == str(reference[1].id)
+
+
 async def test_async_events_follow_a_live_run_through_a_disconnect(stack, tenant):
     definition = {"nodes": [
         {"id": "first", "type": "echo", "config": {}},

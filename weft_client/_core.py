@@ -145,4 +145,7 @@ class Settings:
     follow_timeout_s: float = 60.0
     poll_interval_s: float = 0.2
     timeout_s: float = DEFAULT_TIMEOUT_S
+    # An event stream silent for this long (the gateway sends a heartbeat every 30 s by default) is dead:
+    # reconnect from the last id rather than wait forever on a connection that vanished without a FIN.
+    stream_idle_timeout_s: float = 90.0
     extra_headers: dict[str, str] = field(default_factory=dict)

@@ -133,7 +133,7 @@ class AsyncClient(_Transport, V2Api):
         while True:
             try:
                 async with self._http.stream("GET", path, headers=state.headers(), timeout=httpx.Timeout(
-                        self.settings.timeout_s, read=None)) as response:
+                        self.settings.timeout_s, read=self.settings.stream_idle_timeout_s)) as response:
                     if response.status_code >= 400:
                         await response.aread()
                         error = _core.error_from(response.status_code, response.content, dict(response.headers))

@@ -21,7 +21,8 @@ _UNAVAILABLE = b'{"success":false,"error":"Service temporarily unavailable; retr
 @dataclass
 class Rule:
     """Misbehave on the next `times` requests whose method matches and whose path contains `path`.
-    action: 503_before | 503_after | drop_after | accepted | cut."""
+    action: 503_before | 503_after | drop_after | accepted | cut | stall (cut, but the connection stays open
+    and silent, as when a peer vanishes without closing)."""
 
     method: str
     path: str
@@ -111,7 +112,7 @@ class FlakyProxy:
                 await up_writer.drain()
                 if rule is None:
                     return await self._pump(up_reader, writer)
-                if rule.action == "cut":
+                if rule.action in ("cut", "stall"):
                     return await self._pump(up_reader, writer, rule)
                 await up_reader.read()  # the gateway handled it; its answer is lost on the way back
                 if rule.action == "503_after":
@@ -148,6 +149,8 @@ class FlakyProxy:
                 if stop is not None:
                     writer.write(chunk[: len(chunk) - (len(sent) - stop)])
                     await writer.drain()
+                    if cut.action == "stall":
+                        await asyncio.Event().wait()  # silent until the proxy stops
                     return  # the caller closes the socket mid-stream: a dropped connection
             writer.write(chunk)
             await writer.drain()
