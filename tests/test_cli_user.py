@@ -107,8 +107,11 @@ def test_a_failed_run_exits_1_and_for_each_shows_its_rows(weft, tmp_path):
 def test_runs_cancel(weft, tmp_path):
     slow = {"nodes": [{"id": "wait", "type": "delay", "config": {"seconds": 60}}]}
     wid = _create(weft, tmp_path, slow)
-    code, out, _ = weft("run", wid, "--json")
-    rid = json.loads(out)["id"]
+    code, out, err = weft("run", wid, "--wait", "--timeout", "1")
+    assert code == 7 and out == "" and err.startswith("weft: run ") and "still running after 1.0s" in err
+    rid = err.split()[2]
+    code, _, err = weft("run", wid)  # one active run at a time
+    assert code == 4 and "[HTTP 409]" in err
     code, out, _ = weft("runs", "cancel", wid, rid)
     assert (code, out) == (0, f"terminated {rid}\n")
     code, _, err = weft("runs", "cancel", wid, rid)

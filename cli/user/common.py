@@ -2,7 +2,7 @@
 
 Exit codes (docs/decisions/0091-python-client-and-user-cli.md): 0 done; 1 the run failed or was terminated;
 2 a bad request (usage, 400, 422); 3 not found; 4 conflict (409); 5 not allowed (401, 403); 6 rate limited;
-7 the gateway is unavailable or unreachable, or a command is still pending; 130 interrupted.
+7 the gateway is unavailable or unreachable, a command is still pending, or --wait timed out; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -114,6 +114,9 @@ def guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
                 message += f"; is the gateway running at {gateway_url(args)}? (`make up`)"
             print(f"weft: {message}", file=sys.stderr)
             return code
+        except TimeoutError as exc:  # `run --wait` ran out of time: the run goes on
+            print(f"weft: {exc}", file=sys.stderr)
+            return UNAVAILABLE
         except (ValueError, OSError) as exc:
             print(f"weft: {exc}", file=sys.stderr)
             return BAD_REQUEST
