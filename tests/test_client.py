@@ -10,6 +10,7 @@ import uuid
 import httpx
 import pytest
 
+from services.gateway.commands import _KEY_NAMESPACE  # how the gateway names a keyed command
 from tests.fakes.flaky_proxy import FlakyProxy, Rule
 from weft_client import (
     AsyncClient,
@@ -28,7 +29,6 @@ STEPS = {"nodes": [
     {"id": "step_2", "type": "echo", "input_from": "step_1"},
     {"id": "step_3", "type": "echo", "input_from": "step_2"},
 ], "concurrency": "unlimited"}
-_KEY_NAMESPACE = uuid.UUID("5d0f6c2e-8f5b-4a8e-9a57-3c1e4f6b2a10")  # services/gateway/commands.py
 
 
 def _port(stack) -> int:

@@ -39,6 +39,7 @@ class V2Api:
     # ---- workflows
 
     def health(self) -> Health:
+        """The v2 API's health (no token needed)."""
         return self._do(Call("GET", f"{V2}/health", into=Health))
 
     def _list_workflows(self, status: str | None, limit: int, offset: int) -> Call:
@@ -55,6 +56,7 @@ class V2Api:
                                                  offset), page_size)
 
     def get_workflow(self, workflow_id: str) -> Workflow:
+        """A workflow with its definition."""
         return self._do(Call("GET", f"{V2}/{workflow_id}", into=Workflow, pick="workflow"))
 
     def create_workflow(self, name: str, definition: dict[str, Any], *, description: str | None = None,
@@ -78,6 +80,7 @@ class V2Api:
         return Call("GET", f"{V2}/{resource_id(state, 'workflow')}", into=Workflow, pick="workflow")
 
     def workflow_schema(self, workflow_id: str) -> dict[str, Any]:
+        """The definition's input and output JSON schemas: {"inputs": {...}, "outputs": {...}}."""
         return self._do(Call("GET", f"{V2}/{workflow_id}/schema", pick="schema"))
 
     def parse(self, instruction: str, *, available_tools: list[str] | None = None,
@@ -108,6 +111,7 @@ class V2Api:
         return self._do(_paged(self._list_runs(workflow_id, status, limit, offset), "runs", offset))
 
     def iter_runs(self, workflow_id: str, status: str | None = None, page_size: int = 100):
+        """Every run of a workflow, newest first, page after page."""
         return self._pages(lambda offset: _paged(self._list_runs(workflow_id, status, page_size, offset), "runs",
                                                  offset), page_size)
 
@@ -141,21 +145,25 @@ class V2Api:
                              follow=lambda s: self._schedule_call(workflow_id, resource_id(s, "schedule"))))
 
     def list_schedules(self, workflow_id: str) -> list[Schedule]:
+        """A workflow's schedules."""
         return self._do(Call("GET", f"{V2}/{workflow_id}/schedules", into=list[Schedule], pick="schedules"))
 
     def _schedule_call(self, workflow_id: str, schedule_id: str) -> Call:
         return Call("GET", f"{V2}/{workflow_id}/schedules/{schedule_id}", into=Schedule, pick="schedule")
 
     def get_schedule(self, workflow_id: str, schedule_id: str) -> Schedule:
+        """One schedule, with its next and last run."""
         return self._do(self._schedule_call(workflow_id, schedule_id))
 
     def update_schedule(self, workflow_id: str, schedule_id: str, *, idempotency_key: str | None = None,
                         **changes: Any) -> Schedule:
+        """Change cron_expression, timezone, inputs, enabled or a policy."""
         return self._do(Call("PATCH", f"{V2}/{workflow_id}/schedules/{schedule_id}", body=changes, into=Schedule,
                              pick="schedule", keyed=True, idempotency_key=idempotency_key,
                              follow=lambda _: self._schedule_call(workflow_id, schedule_id)))
 
     def delete_schedule(self, workflow_id: str, schedule_id: str, *, idempotency_key: str | None = None) -> str:
+        """Delete a schedule; returns the gateway's message."""
         return self._do(Call("DELETE", f"{V2}/{workflow_id}/schedules/{schedule_id}", pick="message", keyed=True,
                              idempotency_key=idempotency_key, follow=lambda _: "Schedule deleted successfully"))
 
@@ -177,6 +185,7 @@ class V2Api:
         return self._do(_paged(self._list_approvals(workflow_id, limit, offset), "approvals", offset))
 
     def iter_approvals(self, workflow_id: str | None = None, page_size: int = 100):
+        """Every step waiting for a decision, page after page."""
         return self._pages(lambda offset: _paged(self._list_approvals(workflow_id, page_size, offset), "approvals",
                                                  offset), page_size)
 
@@ -204,19 +213,24 @@ class PublicApi:
                              keyed=True, idempotency_key=idempotency_key))
 
     def status(self, execution_id: str) -> ExecutionStatus:
+        """Where an execution this key started stands (pending until the executor has recorded it)."""
         return self._do(Call("GET", f"{PUBLIC}/executions/{execution_id}/status", into=ExecutionStatus))
 
     def results(self, execution_id: str) -> ExecutionResults:
+        """An execution's output (with per-row results for a for_each), once completed."""
         return self._do(Call("GET", f"{PUBLIC}/executions/{execution_id}/results", into=ExecutionResults))
 
     def pending_approval(self, execution_id: str) -> ApprovalData:
+        """What a paused execution asks to approve (rows, metadata, display fields)."""
         return self._do(Call("GET", f"{PUBLIC}/executions/{execution_id}/pending-approval", into=ApprovalData))
 
     def approve(self, execution_id: str, comment: str = "") -> ExecutionDecision:
+        """Approve a paused execution (final: the step resolves at once). Not retried: it takes no key."""
         return self._do(Call("POST", f"{PUBLIC}/executions/{execution_id}/approve", body={"comment": comment},
                              into=ExecutionDecision))
 
     def reject(self, execution_id: str, comment: str = "") -> ExecutionDecision:
+        """Reject a paused execution; the run stops."""
         return self._do(Call("POST", f"{PUBLIC}/executions/{execution_id}/reject", body={"comment": comment},
                              into=ExecutionDecision))
 
