@@ -99,3 +99,14 @@ def test_no_two_client_modules_import_each_other():
     pairs = sorted({tuple(sorted((a, b))) for a, deps in graph.items() for b in deps
                     if a != b and a in graph.get(b, set()) and not (a.startswith(b + ".") or b.startswith(a + "."))})
     assert pairs == []
+
+
+def test_the_client_imports_on_its_own():
+    """Importing weft_client loads nothing of ours besides it (and so would work vendored or installed alone)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import weft_client; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'libs', 'services', 'cli', 'deploy'}))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
