@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     from cli.api_keys import add_parser as add_api_key_parser
 
     add_api_key_parser(sub)  # weft api-key create|list|update|deactivate|rotate|delete
+    from cli.user import add_parsers as add_user_parsers
+
+    add_user_parsers(sub, parser)  # weft workflows|run|runs|approvals|schedules|parse|completion (over weft_client)
     args = parser.parse_args(argv)
     try:
         return args.fn(args)

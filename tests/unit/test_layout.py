@@ -13,9 +13,9 @@ LAYERS = ["cli", "deploy", "services", "libs.runtime", "libs.readmodels", "libs.
 SERVICES = ["gateway", "planner", "executor", "scheduler", "notifier", "relay"]
 
 
-def _modules() -> dict[str, pathlib.Path]:
+def _modules(tops: tuple[str, ...] = ("cli", "deploy", "services", "libs")) -> dict[str, pathlib.Path]:
     found = {}
-    for top in ("cli", "deploy", "services", "libs"):
+    for top in tops:
         for path in (ROOT / top).rglob("*.py"):
             name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
             found[name.removesuffix(".__init__")] = path
@@ -62,3 +62,51 @@ def test_no_two_modules_import_each_other():
     pairs = sorted({tuple(sorted((a, b))) for a, deps in graph.items() for b in deps
                     if a != b and a in graph.get(b, set()) and not (a.startswith(b + ".") or b.startswith(a + "."))})
     assert pairs == []
+
+
+# weft_client is an independent part: importable on its own (httpx and msgspec only), used by the CLI on top;
+# nothing below the CLI may depend on it, and it depends on nothing of ours.
+CLIENT_DEPENDENCIES = {"httpx", "msgspec", "weft_client"}
+
+
+def _top_level_imports(path: pathlib.Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_client_imports_only_the_standard_library_httpx_and_msgspec():
+    import sys
+
+    foreign = {f"{name} -> {dep}" for name, path in _modules(("weft_client",)).items()
+               for dep in _top_level_imports(path) if dep not in CLIENT_DEPENDENCIES | sys.stdlib_module_names}
+    assert foreign == set()
+
+
+def test_only_the_cli_uses_the_client():
+    users = {name for name, path in _modules(("deploy", "services", "libs")).items()
+             if "weft_client" in _top_level_imports(path)}
+    assert users == set()
+
+
+def test_no_two_client_modules_import_each_other():
+    known = _modules(("weft_client",))
+    graph = {name: _imports(path, known) for name, path in known.items()}
+    pairs = sorted({tuple(sorted((a, b))) for a, deps in graph.items() for b in deps
+                    if a != b and a in graph.get(b, set()) and not (a.startswith(b + ".") or b.startswith(a + "."))})
+    assert pairs == []
+
+
+def test_the_client_imports_on_its_own():
+    """Importing weft_client loads nothing of ours besides it (and so would work vendored or installed alone)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import weft_client; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'libs', 'services', 'cli', 'deploy'}))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
