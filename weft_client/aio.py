@@ -12,9 +12,9 @@ import httpx
 from weft_client import _core
 from weft_client._core import Call, Settings
 from weft_client.api import PublicApi, V2Api
-from weft_client.errors import ApiError, CommandPending, RateLimited, TransportError, Unavailable
+from weft_client.errors import ApiError, CommandPending, NotFound, RateLimited, TransportError, Unavailable
 from weft_client.events import Resumption, SseParser, run_event
-from weft_client.types import Page, RateLimit, Run, RunEvent
+from weft_client.types import CommandState, Page, RateLimit, Run, RunEvent
 
 _DROPPED = (httpx.TransportError,)  # connect/read/write errors, timeouts, a connection closed mid-answer
 
@@ -83,7 +83,10 @@ class _Transport:
         """Poll a 202's Location until its command commits (the state) or is refused (the refusal raised)."""
         deadline, pause = time.monotonic() + self.settings.follow_timeout_s, self.settings.poll_interval_s
         while True:
-            state = _core.command_state((await self._send(Call("GET", location))).content)
+            try:
+                state = _core.command_state((await self._send(Call("GET", location))).content)
+            except NotFound:  # not noted as pending (yet, or ever): keep looking until the deadline
+                state = CommandState(id=location.rsplit("/", 1)[-1], state="pending")
             if state.state == "committed":
                 return state
             if state.state == "refused":
