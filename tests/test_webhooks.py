@@ -31,7 +31,7 @@ from tests.fakes.webhook_receiver import WebhookReceiver
 
 DELAYS = (0.3, 0.6, 0.9)
 NOTIFIER_ENV = {
-    "WEFT_OUTBOUND_ALLOW_HOSTS": "127.0.0.1",
+    "WEFT_OUTBOUND_ALLOW_HOSTS": "127.0.0.1:*",
     "WEFT_WEBHOOK_RETRY_DELAYS_S": ",".join(map(str, DELAYS)),
     "WEFT_WEBHOOK_TIMEOUT_S": "2",
     "WEFT_WEBHOOK_LEASE_S": "3",
@@ -103,8 +103,25 @@ def receiver() -> Iterator[WebhookReceiver]:
 # --- helpers ----------------------------------------------------------------------------------------------
 
 
+_ALLOWING: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def allowing_gateway(infra: Infra, stack: Stack) -> Iterator[str]:
+    """A gateway whose allow-list admits the loopback receiver: endpoint URLs are checked at creation
+    (docs/decisions/0054), and the session's gateway refuses loopback, as a deployment's does."""
+    procs, ports = start_processes(infra, ["gateway"], infra.root / f"logs-webhooks-gw-{uuid.uuid4().hex[:6]}",
+                                   {"WEFT_OUTBOUND_ALLOW_HOSTS": "127.0.0.1:*"})
+    _ALLOWING["url"] = f"http://127.0.0.1:{ports['gateway']}"
+    try:
+        yield _ALLOWING["url"]
+    finally:
+        procs["gateway"].stop()
+
+
 async def create_webhook(c: httpx.AsyncClient, url: str, **fields: Any) -> dict[str, Any]:
-    r = await c.post("/api/v2/webhooks", json={"url": url, "secret": SECRET, **fields})
+    async with httpx.AsyncClient(base_url=_ALLOWING["url"], headers=c.headers, timeout=20) as allowing:
+        r = await allowing.post("/api/v2/webhooks", json={"url": url, "secret": SECRET, **fields})
     assert r.status_code == 201, r.text
     return r.json()["webhook"]
 

@@ -122,6 +122,10 @@ def up() -> int:
 
     # Approval links in emails point at this gateway unless the deployment says otherwise.
     base_env = {"WEFT_PUBLIC_BASE_URL": f"http://127.0.0.1:{gateway_port}"} | os.environ.copy()
+    # No outbound allow-list entry may open a port of this stack (docs/decisions/0054).
+    platform = [gateway_port + offset for _, offset in PROCESSES.values()]
+    platform += [nats_server.monitor_port] if nats_server is not None else []
+    base_env.setdefault("WEFT_PLATFORM_PORTS", ",".join(map(str, platform)))
     procs = [
         ServiceProcess(
             name, module,

@@ -42,8 +42,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # How long the gateway waits for a planning command (it includes the model's time) before 202.
     planning_timeout_s: float = 90.0
     # Outbound HTTP (http.request, slack, agent endpoints, webhooks): public addresses only, except these
-    # comma-separated hosts or IPs; bounded time and size; never follows redirects.
+    # comma-separated entries (`host` = its default ports 80 and 443, `host:port`, `host:*` = any port);
+    # bounded time and size; never follows redirects. An allow-list entry never opens a platform port:
+    # this service's port, the database's and NATS's, and platform_ports (docs/decisions/0054).
     outbound_allow_hosts: str = ""
+    platform_ports: str = ""
     outbound_timeout_s: float = 10.0
     outbound_max_bytes: int = 1_048_576
     # email.send: SMTP when smtp_host is set, else messages are written to mail_sink_dir (embedded default).

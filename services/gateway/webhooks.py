@@ -10,6 +10,7 @@ disable, delete) and their delivery log (deliveries with every attempt; replay o
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,7 @@ import msgspec
 from litestar import Request, Response, Router, delete, get, patch, post
 from litestar.di import Provide
 
+from libs.adapters.outbound import OutboundError, check_destination
 from libs.security.auth import Principal
 from libs.events.timers import set_timers
 from libs.adapters.webhooks import (
@@ -36,6 +38,7 @@ from services.gateway.errors import ApiError
 from services.gateway.queries import iso
 from services.gateway.v2.common import _int_param, _uuid
 
+RESOLVE_TIMEOUT_S = 3.0
 DELIVERY_STATUSES = ("pending", "delivered", "dead", "cancelled")
 _ENDPOINT_COLUMNS = ("id, api_key_id, url, events, owner_email, enabled, consecutive_failures, disabled_at,"
                      " disabled_reason, created_at")
@@ -136,6 +139,14 @@ async def create_webhook(request: Request, principal: Principal) -> Response:
         validate_endpoint(body.url, body.events, secret, body.owner_email)
     except InvalidEndpoint as exc:
         raise ApiError(400, str(exc), exc.field) from exc
+    # Loopback, private and metadata addresses are refused now (the guard checks again on every attempt).
+    try:
+        async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+            await check_destination(request.app.state.settings, body.url)
+    except OutboundError as exc:
+        raise ApiError(400, f"url is not allowed: {exc}", "url") from None
+    except TimeoutError:
+        pass  # a slow resolver decides nothing here; the attempts check again
     async with _store(request).tenant_transaction(principal.tenant_id) as conn:
         if body.api_key_id is not None and not await conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM api_keys WHERE id = $1)", body.api_key_id):
