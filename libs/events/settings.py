@@ -83,6 +83,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # v2 API rate limit per user (spec E: 100 requests per minute), a token bucket shared by every gateway
     # process (docs/decisions/0008); 0 turns it off. API keys carry their own limits (weft api-key).
     v2_rate_limit_per_minute: int = 100
+    # Failed authentications (401: unknown API keys, bad JWTs) per client address per minute, burst the same,
+    # shared by every gateway; 0 = off (docs/decisions/0008, 0054).
+    auth_failures_per_minute: int = 30
 
 
 def _coerce(field_type: Any, raw: str) -> Any:

@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[v2.router, console.router, assistant.router, executions.router, *streams.routers,
                         public.router, api_keys.router, approvals.router, webhooks_admin.router],
         exception_handlers=public.with_public_routing_errors(EXCEPTION_HANDLERS),
-        middleware=[v2_rate_limit_middleware],
+        middleware=[failed_auth_limit_middleware, v2_rate_limit_middleware],
         request_max_body_size=settings.max_body_bytes,
     )
     app.state.settings = settings
