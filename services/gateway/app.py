@@ -15,6 +15,7 @@ from services.gateway import webhooks as webhooks_admin
 from services.gateway.commands import Dispatcher
 from services.gateway.pending import PendingCommands, TrackingCommandBus
 from services.gateway.errors import EXCEPTION_HANDLERS
+from services.gateway.auth_limit import failed_auth_limit_middleware
 from services.gateway.ratelimit import v2_rate_limit_middleware
 
 SERVICE = "gateway"
