@@ -10,8 +10,10 @@ checks the default schedule). The session stack's notifier is stopped meanwhile 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -399,3 +401,31 @@ async def test_a_keys_endpoint_gets_only_the_runs_started_with_that_key(stack, o
     assert {str(await pool.fetchval(endpoint_of, d["id"])) for d in keyed} == {for_key["id"], tenant_wide["id"]}
     assert [str(await pool.fetchval(endpoint_of, d["id"])) for d in plain] == [tenant_wide["id"]]
     assert len(receiver.requests_for(by_key)) == 2 and len(receiver.requests_for(by_user)) == 1
+
+
+async def test_the_owners_notice_is_sent_once_across_a_notifier_crash(stack, own_notifier, receiver, pool, tenant,
+                                                                      inbox, tmp_path):
+    """Issue 15: killed right after the SMTP server accepted the notice, the notifier restarts and the
+    redelivered command sends nothing more (the claim committed before the send)."""
+    box, _ = inbox
+    owner = f"crash-{tenant}@example.com"
+
+    async def mails() -> list:
+        return [e for e in box.envelopes if e.rcpt_tos == [owner]]
+
+    own_notifier.stop()
+    own_notifier.start({"WEFT_FAULT_POINT": "webhook_after_owner_mail", "WEFT_FAULT_ONCE_FILE": str(tmp_path / "once")})
+    try:
+        async with stack.client(tenant) as c:
+            await create_webhook(c, receiver.url("/fail"), owner_email=owner,
+                                 events=["execution.started", "execution.completed"])
+            await start_run(c)
+        await poll(lambda: asyncio.to_thread(own_notifier.proc.alive), lambda alive: not alive, timeout=60)
+        assert len(await mails()) == 1
+    finally:
+        own_notifier.start()  # the once-file keeps the restarted process alive
+    # The notice command was never acked: JetStream redelivers it after the ack wait (30 s by default).
+    await asyncio.sleep(float(os.environ.get("WEFT_ACK_WAIT_S", "30")) + 6)
+    assert len(await mails()) == 1
+    row = await pool.fetchrow("SELECT kind, message_id FROM sent_emails WHERE recipient = $1", owner)
+    assert row["kind"] == "webhook_disabled" and row["message_id"]
