@@ -62,6 +62,10 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+# Names of cloud metadata services (their addresses are link-local and refused anyway, but a webhook checked
+# at creation where the name does not resolve would otherwise pass).
+METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata.goog", "metadata", "instance-data",
+                            "instance-data.ec2.internal", "metadata.azure.internal", "metadata.tencentyun.com"})
 # Ranges the ipaddress flags let through that are never a public destination: IPv6 site-local (deprecated,
 # still routed inside some networks) and the 6to4 relay anycast prefix (RFC 7526).
 _ALSO_BLOCKED = ((ipaddress.ip_network("fec0::/10"), "site-local"),
@@ -199,6 +203,8 @@ async def _checked(url: str, allow: AllowList, resolver: Resolver
     if not host:
         raise OutboundError(f"URL {url!r} has no host")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    if host in METADATA_HOSTS and not allow.allows(host, port):  # refused even where the name does not resolve
+        raise OutboundError(f"blocked: {host} is a cloud metadata service; {allow.why_not(host, port)}")
     literal = _parse_ip(host)
     if literal is not None:
         addresses = [literal]
