@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import uuid
 from typing import Any
@@ -28,7 +29,7 @@ from hypothesis import strategies as st
 
 pytestmark = pytest.mark.attack
 
-EXAMPLES = 12
+EXAMPLES = int(os.environ.get("WEFT_ATTACK_EXAMPLES", "12"))  # per operation (bodies: 8 times as many)
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/120.0"
 
 
@@ -57,7 +58,7 @@ def test_fuzz_the_served_openapi_document_and_the_write_bodies(stack, tenant):
 
     auth = {"Authorization": f"Bearer {stack.token(tenant)}"}
     schema = schemathesis.openapi.from_url(f"{stack.base_url}/schema/openapi.json")
-    requests, errors, operations = 0, [], 0
+    requests, errors, operations, statuses = 0, [], 0, {}
     for result in schema.get_all_operations():
         operation = result.ok()
         operations += 1
@@ -71,6 +72,7 @@ def test_fuzz_the_served_openapi_document_and_the_write_bodies(stack, tenant):
                 return  # streams stay open; they are attacked in tests/test_stream_aborts.py
             response = case.call(base_url=stack.base_url, headers=auth, timeout=20)
             requests += 1
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
             if response.status_code >= 500:
                 errors.append((case.method, case.formatted_path, response.status_code, response.text[:200]))
 
@@ -87,11 +89,13 @@ def test_fuzz_the_served_openapi_document_and_the_write_bodies(stack, tenant):
                 nonlocal requests
                 response = c.post(path, content=json.dumps(body), headers={"Content-Type": "application/json"})
                 requests += 1
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
                 if response.status_code >= 500:
                     errors.append(("POST", path, response.status_code, response.text[:200]))
 
             body()
-    _report("fuzz", operations=operations, requests=requests, server_errors=len(errors))
+    _report("fuzz", operations=operations, requests=requests, server_errors=len(errors),
+            statuses=dict(sorted(statuses.items())))
     assert not errors, errors[:10]
 
 

@@ -3,7 +3,7 @@ notifier process of this module's own, deliver signed webhooks to a loopback rec
 webhook-id; retries are fired by the real scheduler from durable timers; the owner of a disabled endpoint
 gets an email through a real SMTP server (aiosmtpd). Plus the tenant's admin API at /api/v2/webhooks.
 
-The module's notifier reaches loopback receivers (WEFT_OUTBOUND_ALLOW_HOSTS=127.0.0.1) and retries after
+The module's notifier reaches loopback receivers (WEFT_OUTBOUND_ALLOW_HOSTS=127.0.0.1:*) and retries after
 0.3, 0.6, 0.9 s instead of spec D's 1, 5, 15 s, to keep the suite short (tests/unit/test_webhook_policy.py
 checks the default schedule). The session stack's notifier is stopped meanwhile and started again after.
 """
