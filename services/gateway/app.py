@@ -9,13 +9,13 @@ from litestar import Litestar
 from libs.security.ratelimit import SharedBuckets
 from libs.runtime.service import ServiceContext, create_service_app
 from libs.events.settings import Settings, load_settings
+from services.gateway.auth_limit import failed_auth_limit_middleware
 from services.gateway import approvals, assistant, console, executions, streams, v2
 from services.gateway import api_keys, public
 from services.gateway import webhooks as webhooks_admin
 from services.gateway.commands import Dispatcher
 from services.gateway.pending import PendingCommands, TrackingCommandBus
 from services.gateway.errors import EXCEPTION_HANDLERS
-from services.gateway.auth_limit import failed_auth_limit_middleware
 from services.gateway.ratelimit import v2_rate_limit_middleware
 
 SERVICE = "gateway"

@@ -38,7 +38,6 @@ from services.gateway.errors import ApiError
 from services.gateway.queries import iso
 from services.gateway.v2.common import _int_param, _uuid
 
-RESOLVE_TIMEOUT_S = 3.0
 DELIVERY_STATUSES = ("pending", "delivered", "dead", "cancelled")
 _ENDPOINT_COLUMNS = ("id, api_key_id, url, events, owner_email, enabled, consecutive_failures, disabled_at,"
                      " disabled_reason, created_at")
@@ -141,7 +140,7 @@ async def create_webhook(request: Request, principal: Principal) -> Response:
         raise ApiError(400, str(exc), exc.field) from exc
     # Loopback, private and metadata addresses are refused now (the guard checks again on every attempt).
     try:
-        async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+        async with asyncio.timeout(3.0):  # the resolver's bound here
             await check_destination(request.app.state.settings, body.url)
     except OutboundError as exc:
         raise ApiError(400, f"url is not allowed: {exc}", "url") from None
