@@ -68,7 +68,7 @@ def report(label: str, n: int, elapsed: float, latencies: list[float]) -> float:
 
 async def bench(dsn: str, n: int, concurrency: int) -> None:
     await migrate(dsn)
-    settings = load_settings({}, database_url=dsn, outbound_allow_hosts="127.0.0.1", webhook_lease_s=600.0,
+    settings = load_settings({}, database_url=dsn, outbound_allow_hosts="127.0.0.1:*", webhook_lease_s=600.0,
                              webhook_workers=concurrency)
     pool = await create_pool(settings, max_size=concurrency + 4)
     store = EventStore(pool, app_role=settings.db_app_role, projector=project)

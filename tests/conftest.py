@@ -34,6 +34,9 @@ def v2_rate_limit_for_shared_processes() -> Iterator[None]:
     os.environ) get a generous v2 limit unless one is set. tests/test_ratelimit_store.py starts gateways
     with the real default (100 per minute) and tests it there."""
     os.environ.setdefault("WEFT_V2_RATE_LIMIT_PER_MINUTE", "100000")
+    # Likewise for failed authentications per address (every test client is 127.0.0.1); tests/test_auth_limit.py
+    # starts gateways with a small limit and tests it there.
+    os.environ.setdefault("WEFT_AUTH_FAILURES_PER_MINUTE", "100000")
     yield
 
 

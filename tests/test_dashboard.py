@@ -71,7 +71,7 @@ def mail_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def dash(stack: Stack, infra: Infra, mail_dir: Path) -> Iterator[Stack]:
     """The stack with a notifier of this module: mail into a folder we read, webhooks to loopback, fast retries."""
-    env = {"WEFT_MAIL_SINK_DIR": str(mail_dir), "WEFT_OUTBOUND_ALLOW_HOSTS": "127.0.0.1",
+    env = {"WEFT_MAIL_SINK_DIR": str(mail_dir), "WEFT_OUTBOUND_ALLOW_HOSTS": "127.0.0.1:*",
            "WEFT_WEBHOOK_RETRY_DELAYS_S": "0.2,0.2", "WEFT_WEBHOOK_TIMEOUT_S": "2", "WEFT_NAK_DELAY_S": "0.2",
            "WEFT_PUBLIC_BASE_URL": stack.base_url, "WEFT_SMTP_HOST": ""}
     with replaced_notifier(stack, infra, env, infra.root / "dashboard-logs") as own:

@@ -108,3 +108,14 @@ async def test_command_lookup_is_404_for_unknown_and_other_tenants_ids(stack, te
     async with stack.client(f"{tenant}x") as other:
         r = await other.get(f"/api/v2/workflows/commands/{command_id}")
         assert r.status_code == 404, r.text
+
+
+async def test_webhook_urls_pointing_inward_are_refused_at_creation(stack, tenant):
+    inward = ("http://127.0.0.1:8080/hook", "http://localhost/hook", "http://169.254.169.254/latest/meta-data/",
+              "http://10.1.2.3/hook", "https://192.168.0.10/hook", "http://[::1]/hook", "http://[fec0::1]/hook",
+              "http://192.88.99.1/hook", "http://[::ffff:127.0.0.1]/hook", "http://0.0.0.0:8000/")
+    async with stack.client(tenant) as c:
+        for url in inward:
+            r = await c.post("/api/v2/webhooks", json={"url": url})
+            assert r.status_code == 400 and r.json()["field"] == "url", (url, r.status_code, r.text)
+        assert (await c.get("/api/v2/webhooks")).json()["count"] == 0

@@ -8,6 +8,7 @@ Every outbound dial goes through a spy on httpx's transport that refuses anythin
 from __future__ import annotations
 
 import time
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -17,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from aiosmtpd.controller import Controller
 
 from deploy.local.embedded import free_port
-from libs.adapters.outbound import GuardedHttpClient, OutboundError
+from libs.adapters.outbound import GuardedHttpClient, OutboundError, check_destination
 from libs.events.settings import Settings, load_settings
 from services.executor.integrations import build_deps, close_deps, register_agent
 from services.executor.integrations.for_each import MAX_ROWS
@@ -36,7 +38,7 @@ PUBLIC_IP = "93.184.216.34"  # a public address: the spy records the dial and re
 
 
 def make_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {"outbound_allow_hosts": "127.0.0.1", "outbound_timeout_s": 5.0,
+    values: dict[str, Any] = {"outbound_allow_hosts": "127.0.0.1:*", "outbound_timeout_s": 5.0,
                               "outbound_max_bytes": 100_000, "llm_base_url": ""}
     return load_settings({}, **(values | overrides))
 
@@ -143,6 +145,7 @@ async def test_a_public_address_passes_and_https_is_pinned_with_the_name_for_sni
     "10.0.0.1", "172.16.5.4", "192.168.1.10", "127.0.0.1", "127.8.8.8", "169.254.169.254", "0.0.0.0",
     "100.64.0.1", "224.0.0.251", "255.255.255.255", "::1", "fc00::1", "fe80::1", "::", "ff02::1",
     "::ffff:10.0.0.1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "2002:a00:1::",
+    "fec0::1", "feff:ffff::1", "192.88.99.1", "192.88.99.255",  # site-local; the 6to4 relay anycast (issue 15)
 ])
 async def test_a_non_public_address_is_refused_before_any_connection(address, receiver, dials):
     resolver = ScriptedResolver({"inside.weft-test.example": [address]})
@@ -152,6 +155,44 @@ async def test_a_non_public_address_is_refused_before_any_connection(address, re
     assert "blocked" in str(caught.value) and not caught.value.retryable
     assert resolver.asked == ["inside.weft-test.example"]
     assert dials == [] and receiver.requests == []
+
+
+async def test_an_allow_listed_host_is_open_on_the_ports_it_names_and_never_on_a_platform_port(receiver, dials):
+    """Issue 15: with 127.0.0.1 allowed, a step read the relay's internal port. A bare host now means its
+    default ports (80, 443), `host:port` that port, `host:*` any port; no entry opens a platform port."""
+    url = receiver.url("/text")
+    allowed_here = (f"127.0.0.1:{receiver.port}", "127.0.0.1:*", f"[::1]:1,127.0.0.1:{receiver.port}")
+    for entry in allowed_here:
+        async with GuardedHttpClient(make_settings(outbound_allow_hosts=entry)) as guard:
+            assert (await guard.request("GET", url)).status == 200, entry
+    refused = {
+        "127.0.0.1": "port(s) 80, 443 only",
+        "127.0.0.1:81": "port(s) 81 only",
+        "localhost:*": "only public addresses",
+    }
+    for entry, words in refused.items():
+        async with GuardedHttpClient(make_settings(outbound_allow_hosts=entry)) as guard:
+            with pytest.raises(OutboundError, match=re.escape(words)):
+                await guard.request("GET", url)
+    platform = (make_settings(port=receiver.port), make_settings(platform_ports=f"5,{receiver.port}"),
+                make_settings(database_url=f"postgresql://u@127.0.0.1:{receiver.port}/weft"),
+                make_settings(nats_url=f"nats://127.0.0.1:4222,nats://127.0.0.1:{receiver.port}"))
+    for settings in platform:
+        for entry in ("127.0.0.1:*", f"127.0.0.1:{receiver.port}"):
+            async with GuardedHttpClient(msgspec.structs.replace(settings, outbound_allow_hosts=entry)) as guard:
+                with pytest.raises(OutboundError, match="platform port"):
+                    await guard.request("GET", url)
+    assert len(receiver.requests) == len(allowed_here)
+
+
+async def test_check_destination_refuses_what_an_attempt_would_and_passes_what_does_not_resolve():
+    settings = make_settings(outbound_allow_hosts="")
+    for url in ("http://127.0.0.1:8001/x", "http://169.254.169.254/latest/meta-data/", "http://[fec0::1]/",
+                "http://192.88.99.7/", "https://10.0.0.1/", "http://[::ffff:127.0.0.1]/"):
+        with pytest.raises(OutboundError, match="blocked"):
+            await check_destination(settings, url)
+    await check_destination(settings, "https://no-such-host.weft-test.invalid/hook")  # re-checked per attempt
+    await check_destination(make_settings(outbound_allow_hosts="127.0.0.1:8001"), "http://127.0.0.1:8001/x")
 
 
 async def test_one_private_answer_among_public_ones_blocks_the_host(dials):
@@ -181,7 +222,7 @@ async def test_the_system_resolver_is_the_default_and_localhost_is_refused(recei
 
 async def test_an_allow_listed_host_name_may_resolve_inward(receiver, dials):
     resolver = ScriptedResolver({"intranet.weft-test.example": ["127.0.0.1"]})
-    settings = make_settings(outbound_allow_hosts="other.example, intranet.weft-test.example")
+    settings = make_settings(outbound_allow_hosts="other.example, intranet.weft-test.example:*")
     async with GuardedHttpClient(settings, resolver) as guard:
         response = await guard.request("GET", receiver.url("/text", host="intranet.weft-test.example"))
     assert response.status == 200 and response.text == "plain words"

@@ -3,15 +3,17 @@ notifier process of this module's own, deliver signed webhooks to a loopback rec
 webhook-id; retries are fired by the real scheduler from durable timers; the owner of a disabled endpoint
 gets an email through a real SMTP server (aiosmtpd). Plus the tenant's admin API at /api/v2/webhooks.
 
-The module's notifier reaches loopback receivers (WEFT_OUTBOUND_ALLOW_HOSTS=127.0.0.1) and retries after
+The module's notifier reaches loopback receivers (WEFT_OUTBOUND_ALLOW_HOSTS=127.0.0.1:*) and retries after
 0.3, 0.6, 0.9 s instead of spec D's 1, 5, 15 s, to keep the suite short (tests/unit/test_webhook_policy.py
 checks the default schedule). The session stack's notifier is stopped meanwhile and started again after.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +33,7 @@ from tests.fakes.webhook_receiver import WebhookReceiver
 
 DELAYS = (0.3, 0.6, 0.9)
 NOTIFIER_ENV = {
-    "WEFT_OUTBOUND_ALLOW_HOSTS": "127.0.0.1",
+    "WEFT_OUTBOUND_ALLOW_HOSTS": "127.0.0.1:*",
     "WEFT_WEBHOOK_RETRY_DELAYS_S": ",".join(map(str, DELAYS)),
     "WEFT_WEBHOOK_TIMEOUT_S": "2",
     "WEFT_WEBHOOK_LEASE_S": "3",
@@ -103,8 +105,25 @@ def receiver() -> Iterator[WebhookReceiver]:
 # --- helpers ----------------------------------------------------------------------------------------------
 
 
+_ALLOWING: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def allowing_gateway(infra: Infra, stack: Stack) -> Iterator[str]:
+    """A gateway whose allow-list admits the loopback receiver: endpoint URLs are checked at creation
+    (docs/decisions/0054), and the session's gateway refuses loopback, as a deployment's does."""
+    procs, ports = start_processes(infra, ["gateway"], infra.root / f"logs-webhooks-gw-{uuid.uuid4().hex[:6]}",
+                                   {"WEFT_OUTBOUND_ALLOW_HOSTS": "127.0.0.1:*"})
+    _ALLOWING["url"] = f"http://127.0.0.1:{ports['gateway']}"
+    try:
+        yield _ALLOWING["url"]
+    finally:
+        procs["gateway"].stop()
+
+
 async def create_webhook(c: httpx.AsyncClient, url: str, **fields: Any) -> dict[str, Any]:
-    r = await c.post("/api/v2/webhooks", json={"url": url, "secret": SECRET, **fields})
+    async with httpx.AsyncClient(base_url=_ALLOWING["url"], headers=c.headers, timeout=20) as allowing:
+        r = await allowing.post("/api/v2/webhooks", json={"url": url, "secret": SECRET, **fields})
     assert r.status_code == 201, r.text
     return r.json()["webhook"]
 
@@ -382,3 +401,31 @@ async def test_a_keys_endpoint_gets_only_the_runs_started_with_that_key(stack, o
     assert {str(await pool.fetchval(endpoint_of, d["id"])) for d in keyed} == {for_key["id"], tenant_wide["id"]}
     assert [str(await pool.fetchval(endpoint_of, d["id"])) for d in plain] == [tenant_wide["id"]]
     assert len(receiver.requests_for(by_key)) == 2 and len(receiver.requests_for(by_user)) == 1
+
+
+async def test_the_owners_notice_is_sent_once_across_a_notifier_crash(stack, own_notifier, receiver, pool, tenant,
+                                                                      inbox, tmp_path):
+    """Issue 15: killed right after the SMTP server accepted the notice, the notifier restarts and the
+    redelivered command sends nothing more (the claim committed before the send)."""
+    box, _ = inbox
+    owner = f"crash-{tenant}@example.com"
+
+    async def mails() -> list:
+        return [e for e in box.envelopes if e.rcpt_tos == [owner]]
+
+    own_notifier.stop()
+    own_notifier.start({"WEFT_FAULT_POINT": "webhook_after_owner_mail", "WEFT_FAULT_ONCE_FILE": str(tmp_path / "once")})
+    try:
+        async with stack.client(tenant) as c:
+            await create_webhook(c, receiver.url("/fail"), owner_email=owner,
+                                 events=["execution.started", "execution.completed"])
+            await start_run(c)
+        await poll(lambda: asyncio.to_thread(own_notifier.proc.alive), lambda alive: not alive, timeout=60)
+        assert len(await mails()) == 1
+    finally:
+        own_notifier.start()  # the once-file keeps the restarted process alive
+    # The notice command was never acked: JetStream redelivers it after the ack wait (30 s by default).
+    await asyncio.sleep(float(os.environ.get("WEFT_ACK_WAIT_S", "30")) + 6)
+    assert len(await mails()) == 1
+    row = await pool.fetchrow("SELECT kind, message_id FROM sent_emails WHERE recipient = $1", owner)
+    assert row["kind"] == "webhook_disabled" and row["message_id"]

@@ -20,7 +20,8 @@ import pytest
 
 from tests.conftest import Infra, Stack, poll
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.test_webhooks import (NOTIFIER_ENV, OwnNotifier, create_webhook, deliveries, replaced_notifier, settled,
+from tests.test_webhooks import (NOTIFIER_ENV, OwnNotifier, allowing_gateway, create_webhook, deliveries,  # noqa: F401 - allowing_gateway: autouse fixture
+                                 replaced_notifier, settled,
                                  start_run)
 
 

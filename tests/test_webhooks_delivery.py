@@ -37,7 +37,7 @@ SECRET = "your-webhook-secret-key"
 
 
 def make_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {"outbound_allow_hosts": "127.0.0.1", "outbound_timeout_s": 5.0,
+    values: dict[str, Any] = {"outbound_allow_hosts": "127.0.0.1:*", "outbound_timeout_s": 5.0,
                               "webhook_lease_s": 600.0}
     return load_settings({}, **(values | overrides))
 

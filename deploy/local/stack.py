@@ -151,6 +151,10 @@ def up() -> int:
         # Approval links in emails point at this gateway, and mail lands in the data folder, unless set.
         base_env = {"WEFT_PUBLIC_BASE_URL": f"http://127.0.0.1:{where.api_port}",
                     "WEFT_MAIL_SINK_DIR": str(where.mail_dir)} | os.environ.copy()
+        # No outbound allow-list entry may open a port of this stack (docs/decisions/0054).
+        platform = [where.api_port + offset for _, offset in PROCESSES.values()]
+        platform += [nats_server.monitor_port] if nats_server is not None else []
+        base_env.setdefault("WEFT_PLATFORM_PORTS", ",".join(map(str, platform)))
         for name, (module, offset) in PROCESSES.items():
             env = service_env(base_env, name=name, port=where.api_port + offset, database_url=database_url,
                               nats_url=nats_url)

@@ -13,9 +13,11 @@ from typing import Any
 
 import httpx
 
+from libs.adapters.allow_list import AllowList
 from libs.events.settings import Settings
 
-__all__ = ["GuardedHttpClient", "OutboundError", "OutboundResponse", "Resolver", "blocked_reason", "system_resolver"]
+__all__ = ["AllowList", "GuardedHttpClient", "OutboundError", "OutboundResponse", "Resolver", "blocked_reason",
+           "check_destination", "system_resolver"]
 
 # (host, port) -> the addresses the host resolves to, as IP strings.
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -60,8 +62,21 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+# Names of cloud metadata services (their addresses are link-local and refused anyway, but a webhook checked
+# at creation where the name does not resolve would otherwise pass).
+METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata.goog", "metadata", "instance-data",
+                            "instance-data.ec2.internal", "metadata.azure.internal", "metadata.tencentyun.com"})
+# Ranges the ipaddress flags let through that are never a public destination: IPv6 site-local (deprecated,
+# still routed inside some networks) and the 6to4 relay anycast prefix (RFC 7526).
+_ALSO_BLOCKED = ((ipaddress.ip_network("fec0::/10"), "site-local"),
+                 (ipaddress.ip_network("192.88.99.0/24"), "6to4-relay-anycast"))
+
+
 def blocked_reason(ip: IPAddress) -> str | None:
     """Why a connection to ip is refused (None: a public address)."""
+    for network, name in _ALSO_BLOCKED:
+        if ip.version == network.version and ip in network:
+            return name
     if isinstance(ip, ipaddress.IPv6Address):
         # An IPv6 address can carry an IPv4 one (mapped, 6to4, Teredo); judge what it really reaches.
         embedded = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
@@ -95,7 +110,7 @@ class GuardedHttpClient:
     def __init__(self, settings: Settings, resolver: Resolver | None = None) -> None:
         self.settings = settings
         self.resolver = resolver or system_resolver
-        self.allow_hosts = {h.strip().lower().strip("[]") for h in settings.outbound_allow_hosts.split(",") if h.strip()}
+        self.allow = AllowList.from_settings(settings)
         self._client = httpx.AsyncClient(
             follow_redirects=False,
             trust_env=False,  # an HTTP(S)_PROXY from the environment would connect to a host we did not check
@@ -151,32 +166,7 @@ class GuardedHttpClient:
 
     async def _pinned(self, url: str) -> tuple[httpx.URL, str, str | None]:
         """(the URL with its host replaced by a checked IP, the Host header, the TLS server name)."""
-        try:
-            parsed = httpx.URL(url)
-        except (httpx.InvalidURL, TypeError) as exc:
-            raise OutboundError(f"invalid URL {url!r}: {exc}") from None
-        if parsed.scheme not in ("http", "https"):
-            raise OutboundError(f"URL scheme {parsed.scheme!r} is not allowed: only http and https")
-        host = parsed.raw_host.decode("ascii").lower().rstrip(".")  # IDNA names in their ASCII form
-        if not host:
-            raise OutboundError(f"URL {url!r} has no host")
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        literal = _parse_ip(host)
-        if literal is not None:
-            addresses = [literal]
-        else:
-            try:
-                addresses = [ip for a in await self.resolver(host, port) if (ip := _parse_ip(a)) is not None]
-            except OSError as exc:
-                raise OutboundError(f"cannot resolve {host!r}: {exc}", retryable=True) from None
-            if not addresses:
-                raise OutboundError(f"cannot resolve {host!r}: no addresses", retryable=True)
-        # Every address must pass, not just the one we pick: a name that also points inward is refused.
-        if host not in self.allow_hosts:
-            for ip in addresses:
-                if str(ip) not in self.allow_hosts and (reason := blocked_reason(ip)):
-                    raise OutboundError(f"blocked: {host} resolves to {ip} ({reason}); only public addresses "
-                                        "are allowed unless the host is in outbound_allow_hosts")
+        parsed, host, addresses, literal = await _checked(url, self.allow, self.resolver)
         pinned = parsed.copy_with(host=str(addresses[0]))
         host_header = parsed.netloc.decode("ascii").rsplit("@", 1)[-1]  # host[:port] as the URL gave it
         sni = host if parsed.scheme == "https" and literal is None else None
@@ -197,6 +187,54 @@ class GuardedHttpClient:
         except httpx.TransportError as exc:
             raise OutboundError(f"{method} {_safe_url(url)} failed reading the response: {exc}", retryable=True) from exc
         return b"".join(chunks)
+
+
+async def _checked(url: str, allow: AllowList, resolver: Resolver
+                   ) -> tuple[httpx.URL, str, list[IPAddress], IPAddress | None]:
+    """(the parsed URL, its host, every address it resolves to, the literal IP if it is one), or OutboundError
+    when any address is not allowed."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise OutboundError(f"invalid URL {url!r}: {exc}") from None
+    if parsed.scheme not in ("http", "https"):
+        raise OutboundError(f"URL scheme {parsed.scheme!r} is not allowed: only http and https")
+    host = parsed.raw_host.decode("ascii").lower().rstrip(".")  # IDNA names in their ASCII form
+    if not host:
+        raise OutboundError(f"URL {url!r} has no host")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    if host in METADATA_HOSTS and not allow.allows(host, port):  # refused even where the name does not resolve
+        raise OutboundError(f"blocked: {host} is a cloud metadata service; {allow.why_not(host, port)}")
+    literal = _parse_ip(host)
+    if literal is not None:
+        addresses = [literal]
+    else:
+        try:
+            addresses = [ip for a in await resolver(host, port) if (ip := _parse_ip(a)) is not None]
+        except OSError as exc:
+            raise OutboundError(f"cannot resolve {host!r}: {exc}", retryable=True) from None
+        if not addresses:
+            raise OutboundError(f"cannot resolve {host!r}: no addresses", retryable=True)
+    # Every address must pass, not just the one we pick: a name that also points inward is refused.
+    host_allowed = allow.allows(host, port)
+    for ip in addresses:
+        if host_allowed or allow.allows(str(ip), port):
+            continue
+        if reason := blocked_reason(ip):
+            named = host if host in allow.ports else str(ip)
+            raise OutboundError(f"blocked: {host}:{port} resolves to {ip} ({reason}); {allow.why_not(named, port)}")
+    return parsed, host, addresses, literal
+
+
+async def check_destination(settings: Settings, url: str, resolver: Resolver | None = None) -> None:
+    """The guard's address check alone, for a URL stored now and called later (a webhook endpoint at
+    creation): OutboundError when it points at a non-public address that is not allow-listed. A host that
+    does not resolve now passes (DNS answers change); every attempt checks again."""
+    try:
+        await _checked(url, AllowList.from_settings(settings), resolver or system_resolver)
+    except OutboundError as exc:
+        if not exc.retryable:
+            raise
 
 
 def _safe_url(url: str) -> str:

@@ -42,8 +42,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # How long the gateway waits for a planning command (it includes the model's time) before 202.
     planning_timeout_s: float = 90.0
     # Outbound HTTP (http.request, slack, agent endpoints, webhooks): public addresses only, except these
-    # comma-separated hosts or IPs; bounded time and size; never follows redirects.
+    # comma-separated entries (`host` = its default ports 80 and 443, `host:port`, `host:*` = any port);
+    # bounded time and size; never follows redirects. An allow-list entry never opens a platform port:
+    # this service's port, the database's and NATS's, and platform_ports (docs/decisions/0054).
     outbound_allow_hosts: str = ""
+    platform_ports: str = ""
     outbound_timeout_s: float = 10.0
     outbound_max_bytes: int = 1_048_576
     # email.send: SMTP when smtp_host is set, else messages are written to mail_sink_dir (embedded default).
@@ -80,6 +83,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # v2 API rate limit per user (spec E: 100 requests per minute), a token bucket shared by every gateway
     # process (docs/decisions/0008); 0 turns it off. API keys carry their own limits (weft api-key).
     v2_rate_limit_per_minute: int = 100
+    # Failed authentications (401: unknown API keys, bad JWTs) per client address per minute, burst the same,
+    # shared by every gateway; 0 = off (docs/decisions/0008, 0054).
+    auth_failures_per_minute: int = 30
 
 
 def _coerce(field_type: Any, raw: str) -> Any:

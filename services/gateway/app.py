@@ -11,6 +11,7 @@ from litestar.di import Provide
 from libs.security.ratelimit import SharedBuckets
 from libs.runtime.service import ServiceContext, create_service_app
 from libs.events.settings import Settings, load_settings
+from services.gateway.auth_limit import failed_auth_limit_middleware
 from services.gateway import approvals, assistant, console, executions, streams, v2
 from services.gateway import api_keys, dashboard, public
 from services.gateway import webhooks as webhooks_admin
@@ -50,7 +51,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[v2.router, console.router, assistant.router, executions.router, *streams.routers,
                         public.router, api_keys.router, approvals.router, webhooks_admin.router, *dashboard.routers],
         exception_handlers=public.with_public_routing_errors(EXCEPTION_HANDLERS),
-        middleware=[v2_rate_limit_middleware],
+        middleware=[failed_auth_limit_middleware, v2_rate_limit_middleware],
         request_max_body_size=settings.max_body_bytes,
         dependencies={"core": Provide(provide_core, sync_to_thread=False)},
         openapi_config=openapi_config(),

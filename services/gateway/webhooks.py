@@ -21,14 +21,7 @@ from litestar.di import Provide
 from litestar.params import Parameter
 
 from libs.security.auth import Principal
-from libs.adapters.webhooks import (
-    EVENTS,
-    InvalidEndpoint,
-    create_endpoint,
-    generate_secret,
-    standard_secret,
-    validate_endpoint,
-)
+from libs.adapters.webhooks import EVENTS
 from services.gateway.shapes import Message, envelope
 from services.gateway.auth import authenticate
 from services.gateway.core import deliveries as deliveries_core
@@ -183,22 +176,14 @@ async def list_webhooks(request: Request, principal: Principal) -> EndpointList:
 
 @post("/", status_code=201, responses=responses(V2Error, 429))
 async def create_webhook(request: Request, principal: Principal, data: CreateWebhookBody) -> NewEndpointEnvelope:
-    body = data
-    secret = body.secret if body.secret is not None else generate_secret()
-    try:
-        validate_endpoint(body.url, body.events, secret, body.owner_email)
-    except InvalidEndpoint as exc:
-        raise ApiError(400, str(exc), exc.field) from exc
+    endpoint_id, secret, standard = await deliveries_core.create(
+        request.app.state.core, principal, data.url, data.events, data.owner_email, secret=data.secret,
+        api_key_id=data.api_key_id)
     async with _store(request).tenant_transaction(principal.tenant_id) as conn:
-        if body.api_key_id is not None and not await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM api_keys WHERE id = $1)", body.api_key_id):
-            raise ApiError(400, "api_key_id names no API key of this tenant", "api_key_id")
-        endpoint_id = await create_endpoint(conn, tenant_id=principal.tenant_id, url=body.url, events=body.events,
-                                            secret=secret, api_key_id=body.api_key_id, owner_email=body.owner_email)
         row = await conn.fetchrow(f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1", endpoint_id)
     # The secret is shown here only; later reads never return it.
     webhook = NewEndpoint(**msgspec.structs.asdict(endpoint_json(row)), secret=secret,
-                          standard_webhooks_secret=standard_secret(secret))
+                          standard_webhooks_secret=standard)
     return NewEndpointEnvelope(success=True, webhook=webhook)
 
 

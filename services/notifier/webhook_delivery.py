@@ -192,33 +192,54 @@ class WebhookSender:
                         consecutive_failures=endpoint["consecutive_failures"])
 
     async def notify_disabled(self, tenant_id: str, endpoint_id: uuid.UUID, disabled_at: datetime) -> None:
-        """Email the owner that the endpoint was disabled, once per disabling (a resend after a crash between
-        sending and recording carries the same Message-ID)."""
+        """Email the owner that the endpoint was disabled, at most once per disabling (docs/decisions/0010).
+
+        The notice is claimed (a sent_emails row keyed by the disabling, and owner_notified_at) in a transaction
+        that commits before the SMTP exchange, so neither a concurrent redelivery nor a crash after the server's
+        250 sends it again. A retryable refusal gives the claim back; the command is redelivered. The price is
+        the crash during the exchange itself, which loses this notice; the disabling stays visible in the API
+        (enabled false, disabled_at, disabled_reason)."""
+        notice_id = uuid.uuid5(endpoint_id, f"webhook-disabled:{disabled_at.timestamp()}")
+        message_id = message_id_for(f"webhook-disabled:{endpoint_id}:{disabled_at.timestamp()}")
         async with self.store.tenant_transaction(tenant_id) as conn:
             endpoint = await conn.fetchrow(
                 "SELECT url, owner_email, disabled_at, disabled_reason, owner_notified_at FROM webhook_endpoints"
-                " WHERE id = $1", endpoint_id)
-        if endpoint is None or endpoint["owner_notified_at"] is not None or endpoint["disabled_at"] != disabled_at:
-            return  # deleted, already told, or enabled (and maybe disabled again) since
-        if not endpoint["owner_email"]:
-            log.warning("webhook_endpoint_disabled_no_owner", endpoint_id=str(endpoint_id))
-            return
+                " WHERE id = $1 FOR UPDATE", endpoint_id)
+            if endpoint is None or endpoint["owner_notified_at"] is not None or endpoint["disabled_at"] != disabled_at:
+                return  # deleted, already told, or enabled (and maybe disabled again) since
+            if not endpoint["owner_email"]:
+                log.warning("webhook_endpoint_disabled_no_owner", endpoint_id=str(endpoint_id))
+                return
+            claimed = await conn.fetchval(
+                "INSERT INTO sent_emails (event_id, recipient, tenant_id, kind, message_id) VALUES ($1, $2, $3,"
+                " 'webhook_disabled', $4) ON CONFLICT (event_id, recipient) DO NOTHING RETURNING true",
+                notice_id, endpoint["owner_email"], tenant_id, message_id)
+            if not claimed:
+                return
+            await conn.execute("UPDATE webhook_endpoints SET owner_notified_at = $2 WHERE id = $1",
+                               endpoint_id, datetime.now(UTC))
         try:
             await send_mail(
                 self.settings, to=endpoint["owner_email"], subject="Weft: webhook endpoint disabled",
                 text=_disabled_text(endpoint_id, endpoint["url"], endpoint["disabled_reason"], disabled_at),
-                headers={"Message-ID": message_id_for(f"webhook-disabled:{endpoint_id}:{disabled_at.timestamp()}"),
-                         "X-Weft-Webhook-Endpoint": str(endpoint_id)},
+                headers={"Message-ID": message_id, "X-Weft-Webhook-Endpoint": str(endpoint_id)},
             )
         except MailError as exc:
+            async with self.store.tenant_transaction(tenant_id) as conn:
+                if exc.retryable:  # give the claim back: the redelivered command sends it
+                    await conn.execute("DELETE FROM sent_emails WHERE event_id = $1 AND recipient = $2",
+                                       notice_id, endpoint["owner_email"])
+                    await conn.execute("UPDATE webhook_endpoints SET owner_notified_at = NULL WHERE id = $1"
+                                       " AND disabled_at = $2", endpoint_id, disabled_at)
+                else:
+                    await conn.execute("UPDATE sent_emails SET error = $3 WHERE event_id = $1 AND recipient = $2",
+                                       notice_id, endpoint["owner_email"], str(exc)[:1000])
             if exc.retryable:
-                raise  # the command is redelivered later
+                raise
             log.error("webhook_owner_mail_failed", endpoint_id=str(endpoint_id), error=str(exc))
             return
         crash_point("webhook_after_owner_mail")
-        async with self.store.tenant_transaction(tenant_id) as conn:
-            await conn.execute("UPDATE webhook_endpoints SET owner_notified_at = $3 WHERE id = $1 AND disabled_at = $2",
-                               endpoint_id, disabled_at, datetime.now(UTC))
+        log.info("webhook_owner_mail_sent", endpoint_id=str(endpoint_id), message_id=message_id)
 
 
 def _disabled_text(endpoint_id: uuid.UUID, url: str, reason: str | None, disabled_at: datetime) -> str:

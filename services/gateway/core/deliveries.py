@@ -6,6 +6,7 @@ Built on libs/adapters/webhooks.py (validation, creation, attempt timers); the a
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +15,7 @@ import asyncpg
 
 from libs.adapters.webhooks import EVENTS, InvalidEndpoint, attempt_timer, create_endpoint, generate_secret
 from libs.adapters.webhooks import standard_secret, validate_endpoint
+from libs.adapters.outbound import OutboundError, check_destination
 from libs.events.timers import set_timers
 from libs.security.auth import Principal
 from services.gateway.core import Core
@@ -36,17 +38,30 @@ async def endpoints(core: Core, principal: Principal) -> list[asyncpg.Record]:
 
 
 async def create(core: Core, principal: Principal, url: str, events: list[str] | None = None,
-                 owner_email: str | None = None) -> tuple[uuid.UUID, str, str]:
-    """A tenant-wide endpoint with a generated secret; returns (id, secret, Standard Webhooks secret), shown once."""
+                 owner_email: str | None = None, *, secret: str | None = None, api_key_id: uuid.UUID | None = None
+                 ) -> tuple[uuid.UUID, str, str]:
+    """An endpoint (tenant-wide, or for one API key), its secret generated unless given; returns (id, secret,
+    Standard Webhooks secret), shown this once. Loopback, private and metadata destinations are refused now;
+    the guarded client checks again on every attempt."""
     events = list(events) if events else list(EVENTS)
-    secret = generate_secret()
+    secret = secret if secret is not None else generate_secret()
     try:
         validate_endpoint(url, events, secret, owner_email)
     except InvalidEndpoint as exc:
         raise ApiError(400, str(exc), exc.field) from exc
+    try:
+        async with asyncio.timeout(3.0):  # the resolver's bound here
+            await check_destination(core.settings, url)
+    except OutboundError as exc:
+        raise ApiError(400, f"url is not allowed: {exc}", "url") from None
+    except TimeoutError:
+        pass  # a slow resolver decides nothing here; the attempts check again
     async with core.store.tenant_transaction(principal.tenant_id) as conn:
+        if api_key_id is not None and not await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM api_keys WHERE id = $1)", api_key_id):
+            raise ApiError(400, "api_key_id names no API key of this tenant", "api_key_id")
         endpoint_id = await create_endpoint(conn, tenant_id=principal.tenant_id, url=url, events=events,
-                                            secret=secret, api_key_id=None, owner_email=owner_email)
+                                            secret=secret, api_key_id=api_key_id, owner_email=owner_email)
     return endpoint_id, secret, standard_secret(secret)
 
 
