@@ -25,7 +25,7 @@ import jwt
 import pytest
 
 from libs.security.signin_tokens import signin_url
-from tests.conftest import Infra, Stack, poll
+from tests.conftest import Infra, Stack, poll, start_processes
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.test_webhooks import replaced_notifier
 
@@ -70,13 +70,21 @@ def mail_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def dash(stack: Stack, infra: Infra, mail_dir: Path) -> Iterator[Stack]:
-    """The stack with a notifier of this module: mail into a folder we read, webhooks to loopback, fast retries."""
+    """The stack behind a gateway of this module that lets webhooks reach loopback (endpoint URLs are checked
+    at creation, docs/decisions/0054), with a notifier of this module: mail into a folder we read, fast retries."""
+    logs = infra.root / "dashboard-logs"
+    procs, ports = start_processes(infra, ["gateway"], logs, {"WEFT_OUTBOUND_ALLOW_HOSTS": "127.0.0.1:*"})
+    gateway = Stack(f"http://127.0.0.1:{ports['gateway']}", stack.settings, {**stack.procs, **procs},
+                    {**stack.ports, **ports})
     env = {"WEFT_MAIL_SINK_DIR": str(mail_dir), "WEFT_OUTBOUND_ALLOW_HOSTS": "127.0.0.1:*",
            "WEFT_WEBHOOK_RETRY_DELAYS_S": "0.2,0.2", "WEFT_WEBHOOK_TIMEOUT_S": "2", "WEFT_NAK_DELAY_S": "0.2",
-           "WEFT_PUBLIC_BASE_URL": stack.base_url, "WEFT_SMTP_HOST": ""}
-    with replaced_notifier(stack, infra, env, infra.root / "dashboard-logs") as own:
-        own.start()
-        yield stack
+           "WEFT_PUBLIC_BASE_URL": gateway.base_url, "WEFT_SMTP_HOST": ""}
+    try:
+        with replaced_notifier(stack, infra, env, logs) as own:
+            own.start()
+            yield gateway
+    finally:
+        procs["gateway"].stop()
 
 
 @pytest.fixture(scope="module")
@@ -455,5 +463,5 @@ async def test_another_tenants_user_sees_none_of_it(browser, dash, ann):
 
 def test_no_dashboard_page_failed_on_our_side(dash, infra):
     """Every refusal above was a 4xx page: the gateway logged no unexpected dashboard error (a 500)."""
-    log = (infra.root / "logs" / "gateway.log").read_text(errors="replace")
+    log = (infra.root / "dashboard-logs" / "gateway.log").read_text(errors="replace")
     assert '"event": "dashboard_error"' not in log

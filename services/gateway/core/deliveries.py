@@ -43,7 +43,7 @@ async def create(core: Core, principal: Principal, url: str, events: list[str] |
     """An endpoint (tenant-wide, or for one API key), its secret generated unless given; returns (id, secret,
     Standard Webhooks secret), shown this once. Loopback, private and metadata destinations are refused now;
     the guarded client checks again on every attempt."""
-    events = list(events) if events else list(EVENTS)
+    events = list(EVENTS) if events is None else list(events)
     secret = secret if secret is not None else generate_secret()
     try:
         validate_endpoint(url, events, secret, owner_email)

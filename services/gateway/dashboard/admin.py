@@ -39,7 +39,7 @@ async def create_webhook(request: Request, principal: Principal, core: Core) -> 
     form = await forms.read(request)
     try:
         endpoint_id, secret, standard = await deliveries.create(core, principal, form.get("url").strip(),
-                                                                form.lists.get("events"),
+                                                                form.lists.get("events") or None,
                                                                 form.get("owner_email").strip() or None)
     except ApiError as exc:
         return await _webhooks(request, principal, core, errors=forms.errors_of(exc, ("url", "events", "owner_email"),
