@@ -80,6 +80,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # v2 API rate limit per user (spec E: 100 requests per minute), a token bucket shared by every gateway
     # process (docs/decisions/0008); 0 turns it off. API keys carry their own limits (weft api-key).
     v2_rate_limit_per_minute: int = 100
+    # Telemetry (docs/decisions/0040): /metrics on every service's port unless metrics_enabled is false; traces
+    # are exported over OTLP/HTTP to otel_endpoint (e.g. http://collector:4318) only when it is set, keeping
+    # trace_sample_ratio of new traces (a caller's sampling decision is followed).
+    metrics_enabled: bool = True
+    otel_endpoint: str = ""
+    trace_sample_ratio: float = 1.0
 
 
 def _coerce(field_type: Any, raw: str) -> Any:

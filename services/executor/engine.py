@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -30,8 +31,11 @@ from libs.events.schemas.run import (
     StepWaiting,
 )
 from libs.events.store import EventStore, RecordedEvent, WrongExpectedVersion
+from libs.telemetry import metrics
+from libs.telemetry.tracing import mark_error, tracer
 from services.executor import approvals, domain
 from services.executor.interpolation import MissingPath
+from services.executor.run_metrics import count_run_events
 from services.executor.steps import PURE, REGISTRY, StepCall, StepDeps, StepError, StepResult
 from services.executor.timers import timers_for
 
@@ -192,7 +196,8 @@ class RunDriver:
         self.version = len(recorded)
         if recorded:
             self.metadata = Metadata(tenant_id=self.tenant_id, correlation_id=recorded[0].metadata.get("correlation_id"),
-                                     causation_id=str(recorded[-1].event_id), actor="executor")
+                                     causation_id=str(recorded[-1].event_id), actor="executor",
+                                     traceparent=recorded[0].metadata.get("traceparent"))
         self.stale = False
 
     async def _drive(self) -> None:
@@ -270,6 +275,7 @@ class RunDriver:
             if self.results.get(sid) is event:
                 del self.results[sid]
         self.run, self.version = run, self.version + len(batch)
+        count_run_events(type(event).__name__ for event in batch)
         return True
 
     def _events_for(self, run: domain.Run, actions, now: datetime) -> tuple[list[Event], list]:
@@ -345,10 +351,23 @@ class RunDriver:
 
     async def _call(self, run: domain.Run, node: dict[str, Any], attempt: int,
                     key_attempt: int | None = None) -> tuple[bool, Any, bool]:
-        """(ok, output or error message, retryable)."""
-        fn = REGISTRY.get(step_key(node))
+        """(ok, output or error message, retryable), measured and traced per step type."""
+        kind = step_key(node)
+        fn = REGISTRY.get(kind)
         if fn is None:
-            return False, f"unsupported step type {step_key(node)!r}", False
+            return False, f"unsupported step type {kind!r}", False
+        with tracer.start_as_current_span(f"step {kind}") as span:
+            began = time.perf_counter()
+            ok, result, retryable = await self._invoke(fn, run, node, attempt, key_attempt)
+            metrics.STEP_LATENCY.labels(kind, "ok" if ok else "error").observe(time.perf_counter() - began)
+            if span.is_recording():
+                span.set_attributes({"weft.run_id": str(self.run_id), "weft.step_id": node["id"], "weft.attempt": attempt})
+                if not ok:
+                    mark_error(span, str(result))
+            return ok, result, retryable
+
+    async def _invoke(self, fn, run: domain.Run, node: dict[str, Any], attempt: int,
+                      key_attempt: int | None) -> tuple[bool, Any, bool]:
         call = StepCall(tenant_id=self.tenant_id, run_id=self.run_id, step_id=node["id"], attempt=attempt,
                         key_attempt=key_attempt)
         timeout = node.get("timeout_s")

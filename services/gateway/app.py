@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=public.with_public_routing_errors(EXCEPTION_HANDLERS),
         middleware=[v2_rate_limit_middleware],
         request_max_body_size=settings.max_body_bytes,
+        access_log=True,  # one JSON line per request (libs/runtime/http_telemetry.py)
     )
     app.state.settings = settings
     return app
