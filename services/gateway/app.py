@@ -11,7 +11,7 @@ from libs.security.ratelimit import SharedBuckets
 from libs.runtime.service import ServiceContext, create_service_app
 from libs.events.settings import Settings, load_settings
 from services.gateway import approvals, assistant, console, executions, streams, v2
-from services.gateway import api_keys, public
+from services.gateway import api_keys, catalogue, public
 from services.gateway import webhooks as webhooks_admin
 from services.gateway.commands import Dispatcher
 from services.gateway.errors import EXCEPTION_HANDLERS
@@ -35,7 +35,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         name=SERVICE,
         setup=setup,
         route_handlers=[v2.router, console.router, assistant.router, executions.router, *streams.routers,
-                        public.router, api_keys.router, approvals.router, webhooks_admin.router],
+                        public.router, api_keys.router, approvals.router, webhooks_admin.router,
+                        catalogue.asyncapi],
         exception_handlers=public.with_public_routing_errors(EXCEPTION_HANDLERS),
         middleware=[v2_rate_limit_middleware],
         request_max_body_size=settings.max_body_bytes,
