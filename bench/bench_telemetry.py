@@ -126,7 +126,7 @@ def telemetry_us_per_run(mode: str, n: int = 4000) -> float:
     from libs.events.schemas import CommandEnvelope
     from libs.runtime.http_telemetry import HttpTelemetry
     from libs.telemetry import metrics
-    from libs.telemetry.tracing import SpanKind, configure_tracing, context_from, inject, tracer
+    from libs.telemetry.tracing import SpanKind, configure_tracing, context_from, inject, traced
     from services.executor.run_metrics import count_run_events
 
     if mode == "on":
@@ -152,10 +152,10 @@ def telemetry_us_per_run(mode: str, n: int = 4000) -> float:
 
     async def one_run() -> None:
         await middleware(dict(scope), None, noop_send)
-        with tracer.start_as_current_span("command StartRun", context=context_from(sent), kind=SpanKind.CONSUMER):
+        with traced("command StartRun", context=context_from(sent), kind=SpanKind.CONSUMER):
             metadata_for(envelope)
             for _ in range(3):
-                with tracer.start_as_current_span("step noop"):
+                with traced("step noop"):
                     metrics.STEP_LATENCY.labels("noop", "ok").observe(0.0001)
             metrics.COMMANDS.labels("StartRun", "ok").inc()
             metrics.COMMAND_LATENCY.labels("StartRun").observe(0.002)
@@ -181,7 +181,7 @@ def main() -> int:
     parser.add_argument("--micro", choices=list(CONFIGS), help=argparse.SUPPRESS)  # one in-process timing, printed
     args = parser.parse_args()
     if args.micro:
-        print(min(telemetry_us_per_run(args.micro) for _ in range(3)))
+        print(min(telemetry_us_per_run(args.micro) for _ in range(5)))
         return 0
 
     root = Path(tempfile.mkdtemp(prefix="weft-bench-telemetry-"))
@@ -209,18 +209,22 @@ def main() -> int:
                 services = [psutil.Process(p.proc.pid) for p in procs.values()]
                 others = postgres_and_nats(pg.proc.pid, nats_srv.proc.pid)
                 time.sleep(0.5)
+                each0 = {n: cpu_seconds([proc]) for n, proc in zip(procs, services, strict=True)}
                 svc0, all0 = cpu_seconds(services), cpu_seconds(services + others)
                 _, completed, elapsed = asyncio.run(drive(ports["gateway"], nats_srv.url, args.runs, args.inflight,
                                                           workflow_id))
                 svc1, all1 = cpu_seconds(services), cpu_seconds(services + postgres_and_nats(pg.proc.pid,
                                                                                             nats_srv.proc.pid))
+                each = {n: (cpu_seconds([proc]) - each0[n]) / completed * 1000
+                        for n, proc in zip(procs, services, strict=True)}
                 for proc in reversed(list(procs.values())):
                     proc.stop()
                 procs = {}
                 svc_ms, all_ms = (svc1 - svc0) / completed * 1000, (all1 - all0) / completed * 1000
                 per_run[name].append((svc_ms, all_ms, completed / elapsed))
                 print(f"round {round_no + 1} {name:>3}: {completed} runs, {completed / elapsed:6.1f} runs/s, CPU per run "
-                      f"{svc_ms:6.2f} ms in the services, {all_ms:6.2f} ms in all processes", flush=True)
+                      f"{svc_ms:6.2f} ms in the services, {all_ms:6.2f} ms in all processes ("
+                      + ", ".join(f"{n} {ms:.2f}" for n, ms in each.items()) + ")", flush=True)
         med = {name: [statistics.median(r[i] for r in rows) for i in range(3)] for name, rows in per_run.items()}
         svc_ratio, all_ratio = med["on"][0] / med["off"][0], med["on"][1] / med["off"][1]
         print(f"\nmedian CPU per run, off -> on: services {med['off'][0]:.2f} -> {med['on'][0]:.2f} ms "
@@ -235,7 +239,7 @@ def main() -> int:
                  for mode in CONFIGS}
         added = micro["on"] - micro["off"]
         share = added / (med["off"][0] * 1000)
-        print(f"\nthe run path's telemetry calls timed alone (best of 3 x 4000): {micro['off']:.0f} us per run "
+        print(f"\nthe run path's telemetry calls timed alone (best of 5 x 4000): {micro['off']:.0f} us per run "
               f"off, {micro['on']:.0f} us on: {added:.0f} us added, {share:.1%} of the services' CPU per run "
               f"(off) above: {verdict(share < GOAL_RATIO - 1)}")
         ok = True

@@ -80,8 +80,15 @@ async def test_one_trace_from_the_gateway_through_the_executor_to_the_webhook(tr
 
         await poll(delivered, lambda n: n == 1, timeout=20)
 
+    expected = {("weft-gateway", "POST /api/v2/workflows/{workflow_id}/execute"),
+                ("weft-executor", "command StartRun"), ("weft-executor", "step transform"),
+                ("weft-executor", "step http.request"), ("weft-executor", "POST outbound"),
+                ("weft-notifier", "event RunCompleted"), ("weft-notifier", "webhook delivery"),
+                ("weft-notifier", "POST outbound")}
+
     def webhook_posted(spans: list[ReceivedSpan]) -> bool:
-        return any(s.service == "weft-notifier" and s.name == "POST outbound" for s in spans)
+        # A span is exported when it ends (a parent after its children), each process in batches of its own.
+        return expected <= {(s.service, s.name) for s in spans}
 
     async def spans_so_far() -> list[ReceivedSpan]:
         return collector.snapshot()

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from libs.events.settings import Settings
-from libs.telemetry.tracing import SpanKind, tracer
+from libs.telemetry.tracing import SpanKind, traced
 
 __all__ = ["GuardedHttpClient", "OutboundError", "OutboundResponse", "Resolver", "blocked_reason", "system_resolver"]
 
@@ -122,7 +122,7 @@ class GuardedHttpClient:
         started = time.monotonic()
         # A client span per call (scheme, host and port only: paths and queries may carry secrets); no trace header is sent
         # to the receiver, which is outside Weft.
-        with tracer.start_as_current_span(f"{method} outbound", kind=SpanKind.CLIENT) as span:
+        with traced(f"{method} outbound", kind=SpanKind.CLIENT) as span:
             if span.is_recording():
                 span.set_attributes({"http.request.method": method, "url.full": _safe_url(url)})
             try:

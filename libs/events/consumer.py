@@ -27,7 +27,7 @@ from libs.events.schemas import CommandEnvelope, CommandRejected, Metadata, Outc
 from libs.events.settings import Settings
 from libs.events.store import CommandAlreadyProcessed, EventStore
 from libs.telemetry import metrics
-from libs.telemetry.tracing import SpanKind, context_from, mark_error, tracer
+from libs.telemetry.tracing import SpanKind, context_from, mark_error, traced
 
 log = structlog.get_logger()
 
@@ -144,7 +144,7 @@ def subscribe_commands(
         )
         command_type = type(envelope.command).__name__
         # The span continues the sender's trace (traceparent header); events this command appends carry it on.
-        with tracer.start_as_current_span(f"command {command_type}", context=context_from(raw.headers),
+        with traced(f"command {command_type}", context=context_from(raw.headers),
                                           kind=SpanKind.CONSUMER) as span:
             outcome_label = await _handle_and_ack(msg, envelope, deliveries, tenant_id)
             metrics.COMMANDS.labels(command_type, outcome_label).inc()
@@ -209,7 +209,7 @@ def subscribe_events(
         raw = msg.raw_message
         structlog.contextvars.bind_contextvars(subject=raw.subject, message_id=(raw.headers or {}).get("Nats-Msg-Id"))
         # The event's metadata traceparent, put in the headers by the relay: this reaction joins the trace.
-        with tracer.start_as_current_span(f"event {raw.subject.rsplit('.', 1)[-1]}", kind=SpanKind.CONSUMER,
+        with traced(f"event {raw.subject.rsplit('.', 1)[-1]}", kind=SpanKind.CONSUMER,
                                           context=context_from(raw.headers)) as span:
             try:
                 await handle(raw.subject, dict(raw.headers or {}), raw.data)

@@ -10,7 +10,7 @@ import structlog
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from libs.telemetry import metrics
-from libs.telemetry.tracing import SpanKind, context_from, mark_error, tracer
+from libs.telemetry.tracing import SpanKind, context_from, mark_error, traced
 
 access_log = structlog.get_logger("weft.access")
 UNMATCHED = "unmatched"  # a path no route serves: one label value, never the raw path
@@ -41,7 +41,7 @@ class HttpTelemetry:
                 status = message["status"]
             await send(message)
 
-        with tracer.start_as_current_span(f"{method} {scope['path']}", context=context_from(headers),
+        with traced(f"{method} {scope['path']}", context=context_from(headers),
                                           kind=SpanKind.SERVER) as span:
             try:
                 await self.app(scope, receive, send_and_watch)

@@ -7,7 +7,8 @@ incoming trace context on to the next hop, so a traced caller's trace is never c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -20,7 +21,7 @@ TRACEPARENT = "traceparent"
 tracer = trace.get_tracer("weft")
 
 __all__ = ["SpanKind", "configure_tracing", "context_from", "current_traceparent", "inject", "mark_error",
-           "shutdown_tracing", "tracer"]
+           "shutdown_tracing", "traced", "tracer"]
 
 _provider: Any = None
 
@@ -65,13 +66,33 @@ def context_from(carrier: Mapping[str, str] | None) -> otel_context.Context | No
 
 
 def current_traceparent() -> str | None:
-    """The current span's `traceparent`, to store in an event's metadata; None when nothing is traced."""
+    """The current span's `traceparent`, to store in an event's metadata; None when nothing is traced or the
+    trace is not sampled (every event of an unsampled run would otherwise carry 55 bytes for nothing)."""
     span_context = trace.get_current_span().get_span_context()
-    if not span_context.is_valid:
+    if not span_context.is_valid or not span_context.trace_flags.sampled:
         return None
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier)
     return carrier.get(TRACEPARENT)
+
+
+@contextmanager
+def traced(name: str, *, context: otel_context.Context | None = None, kind: SpanKind = SpanKind.INTERNAL) -> Iterator[Span]:
+    """A span named `name`, child of `context` (a carried trace context) or of the current span. Under a
+    parent that is not sampled no span is made at all, since parent-based sampling would drop it: the parent's
+    context stays current, so what is sent on still carries the caller's (unsampled) trace. With sampling off
+    a run then pays for one span, its request's, not one per command, step and call (bench/bench_telemetry.py)."""
+    parent = trace.get_current_span(context).get_span_context()
+    if parent.is_valid and not parent.trace_flags.sampled:
+        token = otel_context.attach(context) if context is not None else None
+        try:
+            yield trace.get_current_span()
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+        return
+    with tracer.start_as_current_span(name, context=context, kind=kind) as current:
+        yield current
 
 
 def mark_error(span: Span, message: str) -> None:

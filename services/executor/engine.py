@@ -32,7 +32,7 @@ from libs.events.schemas.run import (
 )
 from libs.events.store import EventStore, RecordedEvent, WrongExpectedVersion
 from libs.telemetry import metrics
-from libs.telemetry.tracing import mark_error, tracer
+from libs.telemetry.tracing import mark_error, traced
 from services.executor import approvals, domain
 from services.executor.interpolation import MissingPath
 from services.executor.run_metrics import count_run_events
@@ -356,7 +356,7 @@ class RunDriver:
         fn = REGISTRY.get(kind)
         if fn is None:
             return False, f"unsupported step type {kind!r}", False
-        with tracer.start_as_current_span(f"step {kind}") as span:
+        with traced(f"step {kind}") as span:
             began = time.perf_counter()
             ok, result, retryable = await self._invoke(fn, run, node, attempt, key_attempt)
             metrics.STEP_LATENCY.labels(kind, "ok" if ok else "error").observe(time.perf_counter() - began)

@@ -26,7 +26,7 @@ from libs.events.store import EventStore
 from libs.events.timers import cancel_timer, set_timers
 from libs.adapters.webhooks import attempt_timer, attempt_timer_id, disabled_notice_timer, request_headers
 from libs.telemetry import metrics
-from libs.telemetry.tracing import tracer
+from libs.telemetry.tracing import traced
 from services.notifier import webhook_policy as policy
 
 log = structlog.get_logger()
@@ -77,7 +77,7 @@ class WebhookSender:
 
     async def attempt(self, tenant_id: str, delivery_id: uuid.UUID, number: int) -> None:
         """Make attempt `number` unless it is not due (made already, delivery no longer pending); one span each."""
-        with tracer.start_as_current_span("webhook delivery") as span:
+        with traced("webhook delivery") as span:
             if span.is_recording():
                 span.set_attributes({"weft.delivery_id": str(delivery_id), "weft.attempt": number})
             await self._attempt(tenant_id, delivery_id, number)
