@@ -48,3 +48,4 @@ def test_every_line_of_every_service_log_is_json(stack, infra):
             if "logger" in entry:
                 from_stdlib.add(entry["logger"].split(".")[0])
     assert "uvicorn" in from_stdlib  # its start-up lines came through structlog, not around it
+    assert "httpx" not in from_stdlib  # its INFO lines carry full URLs (paths and queries may hold secrets)

@@ -60,6 +60,10 @@ def _route_stdlib_logging(renderer, level: int) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "faststream", FASTSTREAM_LOGGER):
         named = logging.getLogger(name)
         named.handlers, named.propagate = [], True
+    # httpx logs every request at INFO with its full URL, whose path or query may hold a secret (a webhook
+    # token); the guarded client logs what it sends itself, without them (libs/adapters/outbound.py).
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
 def _drop_color_message(_logger, _name, event_dict):
