@@ -70,3 +70,22 @@ async def test_a_run_is_counted_where_it_happened(stack, tenant):
     assert ("weft_webhook_dead_letters", frozenset()) in notifier
     _, planner = await scrape(stack.ports["planner"])
     assert value(planner, "weft_commands_handled_total", command="CreateWorkflow", outcome="ok") >= 1
+
+
+async def test_rate_limit_rejections_are_counted_by_surface(stack, store, tenant):
+    from libs.security import apikeys
+
+    async with stack.client(tenant) as c:
+        r = await c.post("/api/v2/workflows", json={"name": f"wf-{uuid.uuid4().hex[:8]}", "definition": CHAIN})
+        wid = uuid.UUID(r.json()["workflow"]["id"])
+    async with store.tenant_transaction(tenant) as conn:
+        key, _ = await apikeys.create_key(conn, tenant_id=tenant, name="m", created_by="test", workflow_ids=[wid],
+                                          burst=1, per_minute=1)
+    _, before = await scrape(stack.ports["gateway"])
+    async with httpx.AsyncClient(base_url=stack.base_url, headers={"Authorization": f"Bearer {key}"}) as c:
+        statuses = [(await c.get(f"/api/v1/public/executions/{uuid.uuid4()}/status")).status_code for _ in range(3)]
+    assert statuses.count(429) >= 1, statuses
+    _, after = await scrape(stack.ports["gateway"])
+    added = (value(after, "weft_rate_limit_rejections_total", surface="public")
+             - value(before, "weft_rate_limit_rejections_total", surface="public"))
+    assert added == statuses.count(429)
