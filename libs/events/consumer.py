@@ -147,7 +147,7 @@ def subscribe_commands(
         with traced(f"command {command_type}", context=context_from(raw.headers),
                                           kind=SpanKind.CONSUMER) as span:
             outcome_label = await _handle_and_ack(msg, envelope, deliveries, tenant_id)
-            metrics.COMMANDS.labels(command_type, outcome_label).inc()
+            metrics.labelled(metrics.COMMANDS, command_type, outcome_label).inc()
             if outcome_label in ("nacked", "rejected"):
                 mark_error(span, outcome_label)
 
@@ -180,7 +180,7 @@ def subscribe_commands(
         await msg.ack()
         await nc.publish(reply_subject(tenant_id, envelope.command_id), msgspec.json.encode(outcome))
         elapsed = time.perf_counter() - started
-        metrics.COMMAND_LATENCY.labels(command_type).observe(elapsed)
+        metrics.labelled(metrics.COMMAND_LATENCY, command_type).observe(elapsed)
         log.info("command_handled", status=outcome.status, handled_ms=round(elapsed * 1000, 2))
         return "ok" if outcome.ok else "refused"
 

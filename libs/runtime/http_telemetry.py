@@ -48,8 +48,8 @@ class HttpTelemetry:
             finally:
                 route = scope.get("path_template") or UNMATCHED
                 elapsed = time.perf_counter() - started
-                metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
-                metrics.HTTP_LATENCY.labels(route, method).observe(elapsed)
+                metrics.labelled(metrics.HTTP_REQUESTS, route, method, str(status)).inc()
+                metrics.labelled(metrics.HTTP_LATENCY, route, method).observe(elapsed)
                 if span.is_recording():
                     span.update_name(f"{method} {route}")
                     span.set_attribute("http.route", route)

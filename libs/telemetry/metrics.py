@@ -49,6 +49,19 @@ CONSUMER_PENDING = Gauge("weft_consumer_pending", "Messages a durable consumer h
 RATE_LIMITED = Counter("weft_rate_limit_rejections", "Requests refused with 429, by surface (v2, public)",
                        ["surface"])
 
+_children: dict[tuple[int, tuple[str, ...]], object] = {}
+
+
+def labelled(metric, *values: str):
+    """metric.labels(*values), remembered: the run path calls these per request, command and step, and
+    prometheus_client's labels() takes a lock and builds its key each time (about 3x the cost of the inc)."""
+    key = (id(metric), values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return child
+
+
 Sampler = Callable[[], Awaitable[None]]
 _samplers: list[Sampler] = []
 

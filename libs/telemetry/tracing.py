@@ -77,7 +77,8 @@ def current_traceparent() -> str | None:
 
 
 @contextmanager
-def traced(name: str, *, context: otel_context.Context | None = None, kind: SpanKind = SpanKind.INTERNAL) -> Iterator[Span]:
+def traced(name: str, *, context: otel_context.Context | None = None,
+           kind: SpanKind = SpanKind.INTERNAL) -> Iterator[Span]:
     """A span named `name`, child of `context` (a carried trace context) or of the current span. Under a
     parent that is not sampled no span is made at all, since parent-based sampling would drop it: the parent's
     context stays current, so what is sent on still carries the caller's (unsampled) trace. With sampling off

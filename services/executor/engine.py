@@ -359,9 +359,11 @@ class RunDriver:
         with traced(f"step {kind}") as span:
             began = time.perf_counter()
             ok, result, retryable = await self._invoke(fn, run, node, attempt, key_attempt)
-            metrics.STEP_LATENCY.labels(kind, "ok" if ok else "error").observe(time.perf_counter() - began)
+            elapsed = time.perf_counter() - began
+            metrics.labelled(metrics.STEP_LATENCY, kind, "ok" if ok else "error").observe(elapsed)
             if span.is_recording():
-                span.set_attributes({"weft.run_id": str(self.run_id), "weft.step_id": node["id"], "weft.attempt": attempt})
+                span.set_attributes({"weft.run_id": str(self.run_id), "weft.step_id": node["id"],
+                                     "weft.attempt": attempt})
                 if not ok:
                     mark_error(span, str(result))
             return ok, result, retryable

@@ -20,13 +20,14 @@ def count_run_events(type_names: Iterable[str]) -> None:
         if name == "RunStarted":
             metrics.RUNS_STARTED.inc()
         elif name in FINISHED:
-            metrics.RUNS_FINISHED.labels(FINISHED[name]).inc()
+            metrics.labelled(metrics.RUNS_FINISHED, FINISHED[name]).inc()
 
 
 def approvals_sampler(pool: asyncpg.Pool):
     """weft_approvals_waiting: runs paused on a step approval, every tenant (the service's owner connection)."""
 
     async def sample() -> None:
-        metrics.APPROVALS_WAITING.set(await pool.fetchval("SELECT count(*) FROM runs WHERE status = 'awaiting_approval'"))
+        waiting = await pool.fetchval("SELECT count(*) FROM runs WHERE status = 'awaiting_approval'")
+        metrics.APPROVALS_WAITING.set(waiting)
 
     return sample
