@@ -1,4 +1,4 @@
-"""The runtime every service shares: pools, NATS, FastStream broker, health and readiness routes."""
+"""The runtime every service shares: pools, NATS, FastStream broker, health, readiness and /metrics routes."""
 
 from __future__ import annotations
 
