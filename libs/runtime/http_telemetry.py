@@ -16,8 +16,12 @@ access_log = structlog.get_logger("weft.access")
 UNMATCHED = "unmatched"  # a path no route serves: one label value, never the raw path
 
 
+_WANTED = (b"traceparent", b"tracestate", b"x-correlation-id")
+
+
 def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
+    """The request headers this wrapper reads (trace context, correlation id), decoded; the rest are not."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ()) if k in _WANTED}
 
 
 class HttpTelemetry:
