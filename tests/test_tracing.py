@@ -104,3 +104,9 @@ async def test_one_trace_from_the_gateway_through_the_executor_to_the_webhook(tr
     event = one(trace, command, "event RunCompleted", "weft-notifier")
     delivery = one(trace, event, "webhook delivery", "weft-notifier")
     one(trace, delivery, "POST outbound", "weft-notifier")
+
+    # This stack's notifier made exactly this one delivery: its metrics say so.
+    async with httpx.AsyncClient(timeout=10) as client:
+        exposition = (await client.get(f"http://127.0.0.1:{traced_stack['notifier']}/metrics")).text
+    assert 'weft_webhook_attempts_total{outcome="delivered"} 1.0' in exposition
+    assert "weft_webhook_dead_letters 0.0" in exposition
