@@ -177,7 +177,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=300, help="runs per round (default 300)")
     parser.add_argument("--inflight", type=int, default=16, help="runs in flight (default 16)")
-    parser.add_argument("--rounds", type=int, default=4, help="rounds per configuration, alternating (default 4)")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds per configuration, alternating (default 6)")
     parser.add_argument("--warmup", type=int, default=60, help="unmeasured runs after each start (default 60)")
     parser.add_argument("--micro", choices=list(CONFIGS), help=argparse.SUPPRESS)  # one in-process timing, printed
     args = parser.parse_args()
