@@ -39,6 +39,8 @@ async def test_a_run_is_counted_where_it_happened(stack, tenant):
         await poll(lambda: c.get(f"/api/v2/workflows/{wid}/runs/{rid}"),
                    lambda resp: resp.json()["run"]["status"] == "completed")
         await c.get(f"/api/v2/workflows/{uuid.uuid4()}/no-such-thing")
+        odd = await c.request("PROPFIND", "/api/v2/workflows")  # a method of the client's choosing: no label value
+        assert odd.status_code == 405
 
     text, gateway = await scrape(stack.ports["gateway"])
     assert value(gateway, "weft_http_requests_total", route="/api/v2/workflows/{workflow_id}/execute",
@@ -47,6 +49,9 @@ async def test_a_run_is_counted_where_it_happened(stack, tenant):
                  route="/api/v2/workflows/{workflow_id}/execute", method="POST") >= 1
     assert value(gateway, "weft_http_requests_total", route="unmatched", method="GET", status="404") >= 1
     assert wid not in text and rid not in text  # route templates, never raw paths
+    assert "PROPFIND" not in text
+    assert sum(v for (name, labels), v in gateway.items()
+               if name == "weft_http_requests_total" and ("method", "other") in labels) >= 1
     assert tenant not in text
 
     text, executor = await scrape(stack.ports["executor"])

@@ -14,6 +14,7 @@ from libs.telemetry.tracing import SpanKind, context_from, mark_error, traced
 
 access_log = structlog.get_logger("weft.access")
 UNMATCHED = "unmatched"  # a path no route serves: one label value, never the raw path
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 _WANTED = (b"traceparent", b"tracestate", b"x-correlation-id")
@@ -37,7 +38,7 @@ class HttpTelemetry:
         started = time.perf_counter()
         headers = _headers(scope)
         status = 500  # what the client sees if the app raises before answering
-        method = scope["method"]
+        method = scope["method"] if scope["method"] in METHODS else "other"  # a client picks it: keep it bounded
 
         async def send_and_watch(message: Any) -> None:
             nonlocal status
@@ -45,8 +46,7 @@ class HttpTelemetry:
                 status = message["status"]
             await send(message)
 
-        with traced(f"{method} {scope['path']}", context=context_from(headers),
-                                          kind=SpanKind.SERVER) as span:
+        with traced(f"HTTP {method}", context=context_from(headers), kind=SpanKind.SERVER) as span:
             try:
                 await self.app(scope, receive, send_and_watch)
             finally:
