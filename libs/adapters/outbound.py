@@ -15,6 +15,7 @@ import httpx
 
 from libs.adapters.allow_list import AllowList
 from libs.events.settings import Settings
+from libs.telemetry.tracing import SpanKind, traced
 
 __all__ = ["AllowList", "GuardedHttpClient", "OutboundError", "OutboundResponse", "Resolver", "blocked_reason",
            "check_destination", "system_resolver"]
@@ -134,11 +135,19 @@ class GuardedHttpClient:
         """Send one request through the guard; raise OutboundError instead of any transport error."""
         limit = self.settings.outbound_timeout_s if timeout is None else min(timeout, self.settings.outbound_timeout_s)
         started = time.monotonic()
-        try:
-            async with asyncio.timeout(limit):
-                return await self._request(method, url, headers, json, content, started)
-        except TimeoutError:
-            raise OutboundError(f"{method} {_safe_url(url)} timed out after {limit:g}s", retryable=True) from None
+        # A client span per call (scheme, host and port only: paths and queries may carry secrets); no trace header is sent
+        # to the receiver, which is outside Weft.
+        with traced(f"{method} outbound", kind=SpanKind.CLIENT) as span:
+            if span.is_recording():
+                span.set_attributes({"http.request.method": method, "url.full": _safe_url(url)})
+            try:
+                async with asyncio.timeout(limit):
+                    response = await self._request(method, url, headers, json, content, started)
+            except TimeoutError:
+                raise OutboundError(f"{method} {_safe_url(url)} timed out after {limit:g}s", retryable=True) from None
+            if span.is_recording():
+                span.set_attribute("http.response.status_code", response.status)
+            return response
 
     async def _request(self, method: str, url: str, headers: dict[str, str] | None, json: Any,
                        content: bytes | str | None, started: float) -> OutboundResponse:

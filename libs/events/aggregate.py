@@ -9,6 +9,7 @@ from libs.events.errors import DomainError
 from libs.events.schemas import CommandEnvelope, Event, Metadata, Outcome
 from libs.events.schemas.registry import event_of
 from libs.events.store import CommandAlreadyProcessed, EventStore, RecordedEvent, WrongExpectedVersion
+from libs.telemetry.tracing import current_traceparent
 
 S = TypeVar("S")
 MAX_CONFLICT_RETRIES = 5
@@ -28,6 +29,7 @@ def metadata_for(envelope: CommandEnvelope) -> Metadata:
         causation_id=str(envelope.command_id),
         actor=envelope.actor,
         command_id=str(envelope.command_id),
+        traceparent=current_traceparent(),  # the span handling this command (libs/events/consumer.py)
     )
 
 

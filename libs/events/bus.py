@@ -8,12 +8,14 @@ import uuid
 
 import msgspec
 import nats
+import structlog
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
 from libs.events.schemas import CommandEnvelope, Outcome
 from libs.events.settings import Settings
+from libs.telemetry.tracing import inject
 
 COMMANDS_STREAM = "WEFT_COMMANDS"
 EVENTS_STREAM = "WEFT_EVENTS"
@@ -81,6 +83,7 @@ class CommandBus:
     async def send(self, service: str, envelope: CommandEnvelope, timeout_s: float | None = None) -> Outcome | None:
         """Returns the outcome, or None when the service did not answer in time (the caller says 202)."""
         tenant_id, command_id = envelope.tenant_id, envelope.command_id
+        structlog.contextvars.bind_contextvars(correlation_id=envelope.correlation_id)  # in the caller's log lines
         # Subscribe before publishing so a fast reply cannot be missed.
         sub = await self.nc.subscribe(reply_subject(tenant_id, command_id), max_msgs=1)
         try:
@@ -90,7 +93,8 @@ class CommandBus:
                     command_subject(service, tenant_id, type(envelope.command).__name__),
                     msgspec.json.encode(envelope),
                     stream=COMMANDS_STREAM,
-                    headers={"Nats-Msg-Id": str(command_id)},
+                    # traceparent: the handling service's span continues the caller's trace
+                    headers=inject({"Nats-Msg-Id": str(command_id)}),
                     timeout=self.timeout_s,
                 )
             except (nats.errors.Error, asyncio.TimeoutError) as exc:

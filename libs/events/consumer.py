@@ -29,6 +29,8 @@ from libs.events.faults import crash_point
 from libs.events.schemas import CommandEnvelope, CommandRejected, Metadata, Outcome
 from libs.events.settings import Settings
 from libs.events.store import CommandAlreadyProcessed, EventStore
+from libs.telemetry import metrics
+from libs.telemetry.tracing import SpanKind, context_from, mark_error, traced
 
 log = structlog.get_logger()
 
@@ -164,11 +166,25 @@ def subscribe_commands(
                                  reason=f"undecodable command: {exc}", deliveries=deliveries)
             await msg.reject()
             log.error("command_undecodable", error=str(exc))
+            metrics.COMMANDS.labels("undecodable", "rejected").inc()
             return
         structlog.contextvars.bind_contextvars(
             command_id=str(envelope.command_id), correlation_id=envelope.correlation_id,
             causation_id=str(envelope.command_id),
         )
+        command_type = type(envelope.command).__name__
+        # The span continues the sender's trace (traceparent header); events this command appends carry it on.
+        with traced(f"command {command_type}", context=context_from(raw.headers),
+                                          kind=SpanKind.CONSUMER) as span:
+            outcome_label = await _handle_and_ack(msg, envelope, deliveries, tenant_id)
+            metrics.labelled(metrics.COMMANDS, command_type, outcome_label).inc()
+            if outcome_label in ("nacked", "rejected"):
+                mark_error(span, outcome_label)
+
+    async def _handle_and_ack(msg, envelope: CommandEnvelope, deliveries: int, tenant_id: str) -> str:
+        """Handle, record, ack and announce one decoded command; returns the metric's outcome label."""
+        raw = msg.raw_message
+        command_type = type(envelope.command).__name__
         started = time.perf_counter()
         keepalive = asyncio.create_task(_keep_in_progress(msg, settings.ack_wait_s / 3))
         try:
@@ -186,18 +202,21 @@ def subscribe_commands(
                 await msg.reject()
                 log.error("command_rejected", error=str(exc))
                 await nc.publish(reply_subject(tenant_id, envelope.command_id), msgspec.json.encode(outcome))
-                return
+                return "rejected"
             delay = backoff(settings, deliveries)
             await msg.nack(delay=delay)
             log.warning("command_nacked", error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
-            return
+            return "nacked"
         finally:
             keepalive.cancel()
         # Ack only after the outcome is committed; then announce it to whoever waits.
         crash_point("before_ack")
         await msg.ack()
         await nc.publish(reply_subject(tenant_id, envelope.command_id), msgspec.json.encode(outcome))
-        log.info("command_handled", status=outcome.status, handled_ms=round((time.perf_counter() - started) * 1000, 2))
+        elapsed = time.perf_counter() - started
+        metrics.labelled(metrics.COMMAND_LATENCY, command_type).observe(elapsed)
+        log.info("command_handled", status=outcome.status, handled_ms=round(elapsed * 1000, 2))
+        return "ok" if outcome.ok else "refused"
 
 
 def subscribe_events(
@@ -224,12 +243,16 @@ def subscribe_events(
     async def on_event(msg) -> None:  # the NatsMessage itself (see _whole_message)
         raw = msg.raw_message
         structlog.contextvars.bind_contextvars(subject=raw.subject, message_id=(raw.headers or {}).get("Nats-Msg-Id"))
-        try:
-            await handle(raw.subject, dict(raw.headers or {}), raw.data)
-        except Exception as exc:  # noqa: BLE001 - events are retried until handled; nothing is dropped
-            delay = backoff(settings, raw.metadata.num_delivered)
-            await msg.nack(delay=delay)
-            log.warning("event_nacked", error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
-            return
+        # The event's metadata traceparent, put in the headers by the relay: this reaction joins the trace.
+        with traced(f"event {raw.subject.rsplit('.', 1)[-1]}", kind=SpanKind.CONSUMER,
+                                          context=context_from(raw.headers)) as span:
+            try:
+                await handle(raw.subject, dict(raw.headers or {}), raw.data)
+            except Exception as exc:  # noqa: BLE001 - events are retried until handled; nothing is dropped
+                delay = backoff(settings, raw.metadata.num_delivered)
+                await msg.nack(delay=delay)
+                log.warning("event_nacked", error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
+                mark_error(span, "nacked")
+                return
         crash_point("before_ack")
         await msg.ack()

@@ -86,6 +86,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Failed authentications (401: unknown API keys, bad JWTs) per client address per minute, burst the same,
     # shared by every gateway; 0 = off (docs/decisions/0008, 0054).
     auth_failures_per_minute: int = 30
+    # Telemetry (docs/decisions/0040): /metrics on every service's port unless metrics_enabled is false; traces
+    # are exported over OTLP/HTTP to otel_endpoint (e.g. http://collector:4318) only when it is set, keeping
+    # trace_sample_ratio of new traces (a caller's sampling decision is followed).
+    metrics_enabled: bool = True
+    otel_endpoint: str = ""
+    trace_sample_ratio: float = 1.0
 
 
 def _coerce(field_type: Any, raw: str) -> Any:

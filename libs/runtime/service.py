@@ -1,4 +1,4 @@
-"""The runtime every service shares: pools, NATS, FastStream broker, health and readiness routes."""
+"""The runtime every service shares: pools, NATS, FastStream broker, health, readiness and /metrics routes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 import asyncpg
 import nats
@@ -17,13 +18,16 @@ from litestar.datastructures import State
 from litestar.response import Response
 from nats.js import JetStreamContext
 
-from libs.events.bus import ensure_streams
+from libs.events.bus import COMMANDS_STREAM, EVENTS_STREAM, ensure_streams
 from libs.events.db import create_pool
-from libs.events.logging import configure_logging
+from libs.events.logging import configure_logging, faststream_logger
 from libs.readmodels import project
 from libs.runtime.probe import NatsProbe
 from libs.events.settings import Settings
 from libs.events.store import EventStore
+from libs.runtime.http_telemetry import HttpTelemetry
+from libs.telemetry import metrics
+from libs.telemetry.tracing import configure_tracing, shutdown_tracing
 
 log = structlog.get_logger()
 
@@ -61,7 +65,8 @@ async def service_resources(settings: Settings, name: str, setup: Setup | None) 
     # graceful_timeout: on shutdown, in-flight handlers get this long to finish before their messages
     # are left unacked (JetStream redelivers them). FastStream's own per-message lines ("Received",
     # "Processed") go to DEBUG: every handler logs its outcome itself (e.g. command_handled), once, structured.
-    broker = NatsBroker(settings.nats_url, graceful_timeout=15.0, max_reconnect_attempts=-1, log_level=logging.DEBUG)
+    broker = NatsBroker(settings.nats_url, graceful_timeout=15.0, max_reconnect_attempts=-1, log_level=logging.DEBUG,
+                        logger=faststream_logger())  # its lines through structlog (libs/events/logging.py)
     ctx = ServiceContext(
         settings=settings, pool=pool, store=EventStore(pool, app_role=settings.db_app_role, projector=project),
         nc=nc, js=js, broker=broker, probe=probe,
@@ -69,6 +74,7 @@ async def service_resources(settings: Settings, name: str, setup: Setup | None) 
     try:
         if setup is not None:
             await setup(ctx)
+        metrics.add_sampler(partial(sample_consumers, js, name))
         await broker.start()
         log.info("service_started", port=settings.port)
         yield ctx
@@ -79,9 +85,18 @@ async def service_resources(settings: Settings, name: str, setup: Setup | None) 
         for task in ctx.tasks:
             task.cancel()
         await asyncio.gather(*ctx.tasks, return_exceptions=True)
+        metrics.clear_samplers()
         await nc.drain()
         await pool.close()
         log.info("service_stopped")
+
+
+async def sample_consumers(js: JetStreamContext, service: str) -> None:
+    """weft_consumer_pending for this service's durable consumers (named "<service>-...")."""
+    for stream in (COMMANDS_STREAM, EVENTS_STREAM):
+        for info in await js.consumers_info(stream):
+            if info.name.startswith(f"{service}-"):
+                metrics.CONSUMER_PENDING.labels(info.name).set((info.num_pending or 0) + (info.num_ack_pending or 0))
 
 
 async def ready(state: State) -> Response:
@@ -110,19 +125,37 @@ async def ready_route(state: State) -> Response:
     return await ready(state)
 
 
+@get("/metrics", include_in_schema=False)
+async def metrics_route() -> Response:
+    body, content_type = await metrics.exposition()
+    return Response(body, media_type=content_type)
+
+
 def create_service_app(
-    settings: Settings, *, name: str, setup: Setup | None = None, route_handlers: Sequence = (), **litestar_kwargs
+    settings: Settings, *, name: str, setup: Setup | None = None, route_handlers: Sequence = (),
+    access_log: bool = False, **litestar_kwargs
 ) -> Litestar:
-    """A Litestar app whose lifespan owns the service's resources; `setup` registers subscribers/tasks."""
+    """A Litestar app whose lifespan owns the service's resources; `setup` registers subscribers/tasks.
+    Every request is measured and traced (libs/runtime/http_telemetry.py); the gateway also logs each one."""
     configure_logging(name, settings.log_level)
+    if not settings.metrics_enabled:
+        metrics.disable()
+    configure_tracing(name, settings.otel_endpoint, settings.trace_sample_ratio)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with service_resources(settings, name, setup) as ctx:
-            app.state.ctx = ctx
-            yield
+        try:
+            async with service_resources(settings, name, setup) as ctx:
+                app.state.ctx = ctx
+                yield
+        finally:
+            shutdown_tracing()
 
-    return Litestar(route_handlers=[live, ready_route, *route_handlers], lifespan=[lifespan], **litestar_kwargs)
+    # logging_config=None: Litestar would otherwise install its own plain-text handlers over ours.
+    app = Litestar(route_handlers=[live, ready_route, metrics_route, *route_handlers], lifespan=[lifespan],
+                   logging_config=None, **litestar_kwargs)
+    app.asgi_handler = HttpTelemetry(app.asgi_handler, log_requests=access_log)
+    return app
 
 
 def serve(app: Litestar, settings: Settings) -> None:

@@ -16,6 +16,8 @@ from libs.events.settings import Settings, load_settings
 from services.executor import integrations
 from services.executor.engine import Engine
 from services.executor.handlers import handle_run_command
+from services.executor.run_metrics import approvals_sampler
+from libs.telemetry import metrics
 
 SERVICE = "executor"
 # Event consumers earlier versions woke drivers with; every run event outside a driver is now appended by
@@ -39,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 await ctx.js.delete_consumer(EVENTS_STREAM, durable)
             except nats.js.errors.NotFoundError:
                 pass
+        metrics.add_sampler(approvals_sampler(ctx.pool))
         ctx.tasks.append(asyncio.create_task(engine.recover(ctx.pool)))
         ctx.on_stop.append(engine.stop)
         ctx.on_stop.append(partial(integrations.close_deps, deps))

@@ -8,6 +8,7 @@ special here (docs/decisions/0060)."""
 from __future__ import annotations
 
 import asyncio
+import time
 import random
 import uuid
 from collections.abc import Callable
@@ -21,10 +22,13 @@ from libs.events.db import DB_UNAVAILABLE
 from libs.events.faults import crash_point
 from libs.events.schemas import Event, Metadata
 from libs.events.store import EventStore, RecordedEvent, WrongExpectedVersion
+from libs.telemetry import metrics
+from libs.telemetry.tracing import mark_error, traced
 from services.executor import domain
 from services.executor.effects import Effect, Failed
 from services.executor.interpolation import MissingPath
 from services.executor.progress import step_context
+from services.executor.run_metrics import count_run_events
 from services.executor.steps import PURE, REGISTRY, StepCall, StepDeps, StepError, outcome, step_key
 from services.executor.timers import timers_for
 
@@ -162,7 +166,8 @@ class RunDriver:
         self.version = len(recorded)
         if recorded:
             self.metadata = Metadata(tenant_id=self.tenant_id, correlation_id=recorded[0].metadata.get("correlation_id"),
-                                     causation_id=str(recorded[-1].event_id), actor="executor")
+                                     causation_id=str(recorded[-1].event_id), actor="executor",
+                                     traceparent=recorded[0].metadata.get("traceparent"))
         self.stale = False
 
     async def _drive(self) -> None:
@@ -242,6 +247,7 @@ class RunDriver:
             if self.results.get(sid) is recorded:
                 del self.results[sid]
         self.run, self.version = run, self.version + len(batch)
+        count_run_events(type(event).__name__ for event in batch)
         return True
 
     async def _execute(self, run: domain.Run, start: domain.Start, at: datetime) -> None:
@@ -269,11 +275,28 @@ class RunDriver:
         return domain.decide(command, run)
 
     async def _call(self, run: domain.Run, start: domain.Start, at: datetime) -> Effect:
-        """Run the step's registered function; what it returns, or the error it raises, as an effect."""
+        """Run the step's registered function; what it returns, or the error it raises, as an effect,
+        measured and traced per step type."""
         node = start.node
-        fn = REGISTRY.get(step_key(node) or "")
+        kind = step_key(node) or ""
+        fn = REGISTRY.get(kind)
         if fn is None:
-            return Failed(error=f"unsupported step type {step_key(node)!r}")
+            return Failed(error=f"unsupported step type {kind!r}")
+        with traced(f"step {kind}") as span:
+            began = time.perf_counter()
+            effect = await self._invoke(fn, run, start, at)
+            failed = isinstance(effect, Failed)
+            metrics.labelled(metrics.STEP_LATENCY, kind, "error" if failed else "ok").observe(
+                time.perf_counter() - began)
+            if span.is_recording():
+                span.set_attributes({"weft.run_id": str(self.run_id), "weft.step_id": node["id"],
+                                     "weft.attempt": start.attempt})
+                if failed:
+                    mark_error(span, effect.error)
+            return effect
+
+    async def _invoke(self, fn, run: domain.Run, start: domain.Start, at: datetime) -> Effect:
+        node = start.node
         call = StepCall(tenant_id=self.tenant_id, run_id=self.run_id, step_id=node["id"], attempt=start.attempt,
                         key_attempt=start.key_attempt, at=at)
         timeout = node.get("timeout_s")

@@ -8,6 +8,7 @@ from libs.events.schemas.run import StartRun
 from libs.events.store import EventStore, RecordedEvent
 from services.executor import domain
 from services.executor.engine import Engine, RunDriver
+from services.executor.run_metrics import count_run_events
 from services.executor.timers import timers_for
 
 
@@ -36,6 +37,9 @@ async def handle_run_command(store: EventStore, envelope: CommandEnvelope, engin
     # by the relay bringing the event back. After a crash before this line, `Engine.recover` wakes it at
     # start-up. A redelivered command pokes again: the driver reads the log and finds nothing to do. A new
     # driver starts from the log this command just wrote instead of reading it back.
+    if written:
+        mine = str(envelope.command_id)
+        count_run_events(r.type for r in written if r.metadata.get("command_id") == mine)
     if engine is not None and outcome.ok:
         engine.poke(envelope.tenant_id, command.run_id, written, prepared if written else None)
     return outcome

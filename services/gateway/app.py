@@ -13,7 +13,7 @@ from libs.runtime.service import ServiceContext, create_service_app
 from libs.events.settings import Settings, load_settings
 from services.gateway.auth_limit import failed_auth_limit_middleware
 from services.gateway import approvals, assistant, console, executions, streams, v2
-from services.gateway import api_keys, dashboard, public
+from services.gateway import api_keys, catalogue, dashboard, public
 from services.gateway import webhooks as webhooks_admin
 from services.gateway.commands import Dispatcher
 from services.gateway.core import Core
@@ -49,13 +49,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         name=SERVICE,
         setup=setup,
         route_handlers=[v2.router, console.router, assistant.router, executions.router, *streams.routers,
-                        public.router, api_keys.router, approvals.router, webhooks_admin.router, *dashboard.routers],
+                        public.router, api_keys.router, approvals.router, webhooks_admin.router, *dashboard.routers,
+                        catalogue.asyncapi],
         exception_handlers=public.with_public_routing_errors(EXCEPTION_HANDLERS),
         middleware=[failed_auth_limit_middleware, v2_rate_limit_middleware],
         request_max_body_size=settings.max_body_bytes,
         dependencies={"core": Provide(provide_core, sync_to_thread=False)},
         openapi_config=openapi_config(),
         before_request=refuse_nul,
+        access_log=True,  # one JSON line per request (libs/runtime/http_telemetry.py)
     )
     app.state.settings = settings
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import structlog
 from litestar import Request
 
 from libs.security.auth import InvalidToken, Principal, verify_token
@@ -14,6 +15,8 @@ async def authenticate(request: Request) -> Principal:
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "Missing bearer token", headers={"WWW-Authenticate": "Bearer"})
     try:
-        return verify_token(request.app.state.settings, token.strip())
+        principal = verify_token(request.app.state.settings, token.strip())
     except InvalidToken as exc:
         raise ApiError(401, str(exc).capitalize(), headers={"WWW-Authenticate": "Bearer"}) from exc
+    structlog.contextvars.bind_contextvars(tenant_id=principal.tenant_id)  # in this request's log lines
+    return principal

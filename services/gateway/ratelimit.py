@@ -16,6 +16,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from libs.security.auth import InvalidToken, Principal, verify_token
 from libs.events.db import DB_UNAVAILABLE
 from libs.security.ratelimit import Limit, SharedBuckets
+from libs.telemetry import metrics
 from services.gateway.asgi import answer, bearer_token, with_headers
 from services.gateway.errors import error_body
 
@@ -79,6 +80,7 @@ def v2_rate_limit_middleware(app: ASGIApp) -> ASGIApp:
         if not decision.allowed:
             message = f"Rate limit exceeded: at most {per_minute} requests per minute per user"
             payload = msgspec.json.encode({**error_body(message), "retryAfter": decision.retry_after_s})
+            metrics.RATE_LIMITED.labels("v2").inc()
             await answer(send, 429, payload, headers)
             return
         await app(scope, receive, with_headers(send, headers))

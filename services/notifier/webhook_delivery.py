@@ -25,9 +25,13 @@ from libs.events.settings import Settings
 from libs.events.store import EventStore
 from libs.events.timers import cancel_timer, set_timers
 from libs.adapters.webhooks import attempt_timer, attempt_timer_id, disabled_notice_timer, request_headers
+from libs.telemetry import metrics
+from libs.telemetry.tracing import traced
 from services.notifier import webhook_policy as policy
 
 log = structlog.get_logger()
+# weft_webhook_attempts{outcome}: what a recorded attempt led to.
+ATTEMPT_OUTCOMES = {"delivered": "delivered", "pending": "retrying", "dead": "dead_lettered"}
 
 _TARGET_SQL = (
     "SELECT d.id, d.status, d.attempts, d.round_start, d.payload, d.event, d.execution_id, d.endpoint_id,"
@@ -72,7 +76,13 @@ class WebhookSender:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def attempt(self, tenant_id: str, delivery_id: uuid.UUID, number: int) -> None:
-        """Make attempt `number` unless it is not due (made already, delivery no longer pending)."""
+        """Make attempt `number` unless it is not due (made already, delivery no longer pending); one span each."""
+        with traced("webhook delivery") as span:
+            if span.is_recording():
+                span.set_attributes({"weft.delivery_id": str(delivery_id), "weft.attempt": number})
+            await self._attempt(tenant_id, delivery_id, number)
+
+    async def _attempt(self, tenant_id: str, delivery_id: uuid.UUID, number: int) -> None:
         async with self.store.tenant_transaction(tenant_id) as conn:
             target = await conn.fetchrow(_TARGET_SQL, delivery_id)
         if target is None or not policy.is_next_attempt(_delivery(target), number):
@@ -83,7 +93,9 @@ class WebhookSender:
             return
         attempt = await self._send(target, number)
         crash_point("webhook_after_send")
-        await self.record(tenant_id, delivery_id, attempt)
+        after = await self.record(tenant_id, delivery_id, attempt)
+        if after is not None:  # counted once it is committed, by what follows from it
+            metrics.WEBHOOK_DELIVERIES.labels(ATTEMPT_OUTCOMES[after.status]).inc()
 
     async def _send(self, target: asyncpg.Record, number: int) -> policy.Attempt:
         started_at = datetime.now(UTC)
@@ -160,6 +172,7 @@ class WebhookSender:
             else:
                 await self._dead_letter(conn, tenant_id, delivery_id, row["endpoint_id"], "endpoint disabled", now,
                                         counts=False)
+        metrics.WEBHOOK_DELIVERIES.labels("cancelled" if deleted else "dead_lettered").inc()
         log.info("webhook_closed_unsent", delivery_id=str(delivery_id), reason="deleted" if deleted else "disabled")
 
     async def _dead_letter(self, conn: asyncpg.Connection, tenant_id: str, delivery_id: uuid.UUID,

@@ -10,6 +10,7 @@ after the commit loses nothing.
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ from libs.runtime.service import ServiceContext
 from libs.events.settings import Settings
 from libs.events.store import EventStore
 from libs.events.timers import set_timers
+from libs.telemetry import metrics
 from libs.adapters.webhooks import attempt_timer, delivery_id
 from services.notifier.webhook_delivery import WebhookSender
 from services.notifier.webhook_payload import NOTIFIED, api_key_of, payload
@@ -111,7 +113,14 @@ def setup_webhooks(ctx: ServiceContext, settings: Settings) -> WebhookSender:
                          settings=settings, handle=intake.on_run_event)
     ctx.on_stop.append(sender.stop)
     ctx.on_stop.append(client.aclose)
+    metrics.add_sampler(partial(sample_dead_letters, ctx.pool))
     return sender
+
+
+async def sample_dead_letters(pool) -> None:
+    """weft_webhook_dead_letters: dead-lettered deliveries not replayed yet, every tenant (owner connection)."""
+    metrics.WEBHOOK_DEAD_LETTERS.set(
+        await pool.fetchval("SELECT count(*) FROM webhook_dead_letters WHERE replayed_at IS NULL"))
 
 
 __all__ = ["WebhookIntake", "handle_command", "setup_webhooks"]

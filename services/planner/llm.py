@@ -9,6 +9,8 @@ import msgspec
 import openai
 from openai import AsyncOpenAI
 
+from libs.telemetry.tracing import SpanKind, traced
+
 # Errors worth one retry (the planner owns it; the client itself never retries: max_retries=0).
 TRANSIENT = (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError, openai.APIConnectionError)
 # Any failure to get a completion at all; a garbled 200 body surfaces from the client as a ValueError.
@@ -30,13 +32,16 @@ class LLMClient:
 
     async def complete_json(self, messages: list[dict[str, str]], schema: dict[str, Any]) -> Completion:
         started = time.perf_counter()
-        response = await self._client.chat.completions.create(
-            model=self.model,
-            messages=messages,
-            temperature=0,
-            response_format={"type": "json_schema", "json_schema": {"name": "workflow_plan", "strict": True,
-                                                                     "schema": schema}},
-        )
+        with traced("llm chat.completions", kind=SpanKind.CLIENT) as span:  # the outbound call, in the trace
+            if span.is_recording():
+                span.set_attribute("gen_ai.request.model", self.model)
+            response = await self._client.chat.completions.create(
+                model=self.model,
+                messages=messages,
+                temperature=0,
+                response_format={"type": "json_schema", "json_schema": {"name": "workflow_plan", "strict": True,
+                                                                         "schema": schema}},
+            )
         try:  # a 200 whose JSON is not a chat completion is as garbled as one that is not JSON
             usage = response.usage
             content = (response.choices[0].message.content or "") if response.choices else ""

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 
 import asyncpg
 import nats.errors
 import structlog
 from nats.js import JetStreamContext
 
-from libs.events.bus import EVENTS_STREAM, event_subject
+from libs.events.bus import COMMANDS_STREAM, EVENTS_STREAM, event_subject
 from libs.events.store import NOTIFY_CHANNEL, RecordedEvent, read_all
+from libs.telemetry import metrics
 
 log = structlog.get_logger()
 RELAY_LOCK_KEY = 0x5745_4654_0000_0003
@@ -34,6 +36,8 @@ def headers_for(rec: RecordedEvent) -> dict[str, str]:
     for key in ("correlation_id", "causation_id"):
         if rec.metadata.get(key):
             headers[f"Weft-{key.replace('_', '-').title()}"] = str(rec.metadata[key])
+    if rec.metadata.get("traceparent"):  # W3C trace context: subscribers continue the appender's trace
+        headers["traceparent"] = rec.metadata["traceparent"]
     return headers
 
 
@@ -41,6 +45,7 @@ class Relay:
     def __init__(self, dsn: str, js: JetStreamContext, *, poll_s: float = 0.5, batch: int = 256):
         self.dsn, self.js, self.poll_s, self.batch = dsn, js, poll_s, batch
         self._wake = asyncio.Event()
+        self.position: int | None = None  # the last global position published (None: not leading)
 
     async def run(self) -> None:
         """Lead and relay until cancelled; reconnects after database errors."""
@@ -68,9 +73,10 @@ class Relay:
             while True:
                 self._wake.clear()
                 chunk = await read_all(conn, position, self.batch)
+                self.position = position
                 if chunk:
                     await self.publish(chunk)
-                    position = chunk[-1].global_position
+                    position = self.position = chunk[-1].global_position
                     # Under load the checkpoint is saved at most once a second (or per 1000 events), not per
                     # chunk: a crash only republishes more, and the dedupe window drops those duplicates.
                     if position - saved >= 1000 or time.monotonic() - saved_at >= 1.0:
@@ -86,6 +92,7 @@ class Relay:
                 except TimeoutError:
                     pass
         finally:
+            self.position = None
             await conn.close(timeout=2)
 
     @staticmethod
@@ -117,6 +124,16 @@ class Relay:
                 ack.cancel()
             raise
 
+    async def sample(self, pool: asyncpg.Pool) -> None:
+        """weft_relay_lag_events (committed, not yet published) and weft_command_backlog (commands in
+        WEFT_COMMANDS, a work queue: each stays until its consumer acks it after the outcome commits)."""
+        stream = await self.js.stream_info(COMMANDS_STREAM)
+        metrics.COMMAND_BACKLOG.set(stream.state.messages)
+        if self.position is not None:  # only the leading relay knows how far it is
+            newest = await pool.fetchval("SELECT coalesce(max(global_position), 0) FROM events")
+            metrics.RELAY_LAG.set(max(0, newest - self.position))
+
+
 def create_app(settings=None):
     """The relay as a process: health routes plus the relay loop as a background task."""
     from libs.runtime.service import create_service_app
@@ -125,6 +142,8 @@ def create_app(settings=None):
     settings = settings or load_settings(service="relay")
 
     async def setup(ctx) -> None:
-        ctx.tasks.append(asyncio.create_task(Relay(settings.database_url, ctx.js, poll_s=settings.relay_poll_s).run()))
+        relay = Relay(settings.database_url, ctx.js, poll_s=settings.relay_poll_s)
+        metrics.add_sampler(partial(relay.sample, ctx.pool))
+        ctx.tasks.append(asyncio.create_task(relay.run()))
 
     return create_service_app(settings, name="relay", setup=setup)

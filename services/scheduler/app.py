@@ -14,7 +14,8 @@ from libs.events.settings import Settings, load_settings
 from services.scheduler.firing import ScheduleFirer
 from services.scheduler.handlers import handle_schedule_command, on_run_finished, on_workflow_event
 from services.scheduler.ticks import Ticker
-from services.scheduler.timers import TimerFirer
+from services.scheduler.timers import TimerFirer, timers_sampler
+from libs.telemetry import metrics
 
 SERVICE = "scheduler"
 RUN_ENDINGS = ("RunCompleted", "RunFailed", "RunCancelled", "RunTerminated")
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 ctx.broker, durable=f"scheduler-{event_type}", subject=f"weft.evt.*.workflow.*.{event_type}",
                 settings=settings, handle=partial(on_workflow_event, ticker),
             )
+        metrics.add_sampler(timers_sampler(ctx.pool))
         ctx.tasks.append(asyncio.create_task(timers.run(), name="timers"))
         ctx.tasks.append(asyncio.create_task(firer.run(), name="schedules"))
 

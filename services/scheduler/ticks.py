@@ -24,8 +24,11 @@ from libs.events.store import CommandAlreadyProcessed, EventStore, WrongExpected
 from libs.events.timers import Timer, timer_id_for
 from services.scheduler import domain
 from services.scheduler.timers import utcnow
+from libs.telemetry import metrics
 
 log = structlog.get_logger()
+# weft_schedule_occurrences{outcome}; a deferred occurrence is counted when it later fires or is skipped.
+OCCURRENCE_OUTCOMES = {"OccurrenceFired": "fired", "OccurrenceSkipped": "skipped", "OccurrencesMissed": "missed"}
 ACTIVE_RUN_STATUSES = ["pending", "running", "awaiting_approval"]
 CONSOLE_TIMEZONE = "UTC"  # the console contract's schedule is a bare cron string
 
@@ -128,6 +131,10 @@ class Ticker:
                 crash_point("schedule_fired")  # committed, with runs to start; their StartRuns not yet published
                 self.on_timers()
             fired = [e for e in events if isinstance(e, OccurrenceFired)]
+            for event in events:  # committed: count each occurrence by what became of it
+                outcome = OCCURRENCE_OUTCOMES.get(type(event).__name__)
+                if outcome is not None:
+                    metrics.SCHEDULE_OCCURRENCES.labels(outcome).inc()
             log.info("schedule_ticked", schedule_id=str(schedule_id), events=len(events), fired=len(fired))
             return len(events)
         raise WrongExpectedVersion(f"schedule-{schedule_id}", -1, -1)

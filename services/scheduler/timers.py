@@ -22,6 +22,7 @@ from libs.events.bus import COMMANDS_STREAM, command_subject
 from libs.events.db import DB_UNAVAILABLE
 from libs.events.faults import crash_point
 from libs.events.timers import NOTIFY_CHANNEL
+from libs.telemetry import metrics
 
 log = structlog.get_logger()
 
@@ -81,7 +82,7 @@ class TimerFirer:
             # SKIP LOCKED: a timer another replica is publishing right now is its business, not ours. The row
             # lock also orders a concurrent cancel_timer: it waits, then finds the timer fired.
             rows = await conn.fetch(
-                "SELECT timer_id, tenant_id, service, command_type, command_id, envelope::text AS envelope"
+                "SELECT timer_id, tenant_id, service, command_type, command_id, envelope::text AS envelope, due_at"
                 " FROM timers WHERE status = 'pending' AND due_at <= $1 ORDER BY due_at LIMIT $2"
                 " FOR UPDATE SKIP LOCKED",
                 self.clock(), self.batch,
@@ -104,5 +105,26 @@ class TimerFirer:
                 [r["timer_id"] for r in rows],
             )
         self.fired += len(rows)
+        now = self.clock()
+        for r in rows:
+            metrics.TIMER_DELAY.observe(max(0.0, (now - r["due_at"]).total_seconds()))
         log.debug("timers_fired", count=len(rows))
         return len(rows)
+
+
+# A pending timer this long past its due time counts as late (weft_timers_late): the loop normally fires
+# one within milliseconds of its due time, or of a NOTIFY.
+LATE_AFTER_S = 10.0
+
+
+def timers_sampler(pool: asyncpg.Pool):
+    """weft_timers_due and weft_timers_late, every tenant (the service's owner connection)."""
+
+    async def sample() -> None:
+        row = await pool.fetchrow(
+            "SELECT count(*) AS due, count(*) FILTER (WHERE due_at < now() - make_interval(secs => $1)) AS late"
+            " FROM timers WHERE status = 'pending' AND due_at <= now()", LATE_AFTER_S)
+        metrics.TIMERS_DUE.set(row["due"])
+        metrics.TIMERS_LATE.set(row["late"])
+
+    return sample

@@ -9,7 +9,7 @@ import pathlib
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # Top to bottom; a module may import its own layer or any layer below it.
 LAYERS = ["cli", "deploy", "services", "libs.runtime", "libs.readmodels", "libs.security", "libs.adapters",
-          "libs.domain", "libs.events"]
+          "libs.domain", "libs.events", "libs.telemetry"]
 SERVICES = ["gateway", "planner", "executor", "scheduler", "notifier", "relay"]
 
 

@@ -23,6 +23,9 @@ class Metadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     causation_id: str | None = None
     actor: str | None = None
     command_id: str | None = None
+    # W3C trace context of the span that appended the event (None unless traced); the relay puts it in the
+    # NATS headers, so a trace follows an event to the services that react to it (docs/decisions/0040).
+    traceparent: str | None = None
 
 
 C = TypeVar("C")

@@ -11,6 +11,7 @@ import openai
 
 from services.executor.integrations.support import check_status, send
 from services.executor.steps import StepCall, StepDeps, StepError, StepResult, config_of, step
+from libs.telemetry.tracing import SpanKind, traced
 
 
 async def register_agent(store: Any, tenant_id: str, name: str, endpoint: str,
@@ -63,7 +64,9 @@ async def _call_endpoint(agent_id: Any, prompt: str, call: StepCall, deps: StepD
 
 async def _call_llm(prompt: str, model: str, deps: StepDeps) -> dict[str, Any]:
     try:
-        completion = await deps.llm.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}])
+        with traced("llm chat.completions", kind=SpanKind.CLIENT):  # the outbound call, in the run's trace
+            completion = await deps.llm.chat.completions.create(model=model,
+                                                                messages=[{"role": "user", "content": prompt}])
     except (openai.APITimeoutError, openai.APIConnectionError) as exc:
         raise StepError(f"agent: LLM unreachable: {exc}", retryable=True) from exc
     except openai.APIStatusError as exc:

@@ -18,6 +18,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from libs.security.apikeys import admit
 from libs.security.auth import Principal
 from libs.events.db import DB_UNAVAILABLE
+from libs.telemetry import metrics
 from services.gateway.asgi import answer, bearer_token, with_headers
 from services.gateway.errors import RETRY_AFTER_S
 from services.gateway.public.errors import encoded
@@ -63,6 +64,7 @@ def api_key_middleware(app: ASGIApp) -> ASGIApp:
             return
         headers = admission.rate.headers()
         if not admission.rate.allowed:
+            metrics.RATE_LIMITED.labels("public").inc()
             await answer(send, 429, encoded(429, "Rate limit exceeded", retryAfter=admission.rate.retry_after_s),
                          headers)
             return
@@ -73,6 +75,7 @@ def api_key_middleware(app: ASGIApp) -> ASGIApp:
         if admission.expired:
             await answer(send, 403, encoded(403, "API key has expired"), headers)
             return
+        structlog.contextvars.bind_contextvars(tenant_id=admission.tenant_id)  # in this request's log lines
         scope.setdefault("state", {})["api_key"] = ApiKeyPrincipal(
             key_id=admission.key_id, tenant_id=admission.tenant_id, name=admission.name,
             workflow_ids=admission.workflow_ids)
