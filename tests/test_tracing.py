@@ -37,7 +37,7 @@ async def traced_stack(infra: Infra, collector: OtlpCollector):
     nats.start()
     own = replace(infra, database_url=await migrated_database(infra, "weft_trace"), nats_url=nats.url)
     env = {"WEFT_OTEL_ENDPOINT": collector.url, "OTEL_BSP_SCHEDULE_DELAY": "100",
-           "WEFT_OUTBOUND_ALLOW_HOSTS": "127.0.0.1"}
+           "WEFT_OUTBOUND_ALLOW_HOSTS": "127.0.0.1:*"}
     procs, ports = start_processes(own, NAMES, infra.root / "trace-logs", env)
     try:
         yield ports

@@ -6,16 +6,22 @@ import structlog
 from litestar import Request
 
 from libs.security.auth import InvalidToken, Principal, verify_token
+from services.gateway.core import Core
 from services.gateway.errors import ApiError
 
 
-async def authenticate(request: Request) -> Principal:
+async def authenticate(request: Request, core: Core) -> Principal:
+    """The caller from the bearer JWT; 401 otherwise.
+
+    It takes `core` so that Litestar resolves the two in sequence: dependencies of one level are resolved
+    concurrently in tasks of their own, whose context changes (the log binding below) the request never sees.
+    """
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "Missing bearer token", headers={"WWW-Authenticate": "Bearer"})
     try:
-        principal = verify_token(request.app.state.settings, token.strip())
+        principal = verify_token(core.settings, token.strip())
     except InvalidToken as exc:
         raise ApiError(401, str(exc).capitalize(), headers={"WWW-Authenticate": "Bearer"}) from exc
     structlog.contextvars.bind_contextvars(tenant_id=principal.tenant_id)  # in this request's log lines
