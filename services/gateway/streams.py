@@ -43,7 +43,8 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from libs.security.auth import InvalidToken, Principal, verify_token
 from services.gateway import queries
-from services.gateway.auth import authenticate
+from services.gateway.auth import authenticate, stream_principal
+from services.gateway.core import Core, workflows
 from services.gateway.errors import PLAIN_EXCEPTION_HANDLERS, ApiError
 
 log = structlog.get_logger()
@@ -367,9 +368,9 @@ def _uuid_or_404(raw: str, what: str) -> uuid.UUID:
         raise ApiError(404, f"{what} not found") from None
 
 
-@get("/stream")
-async def workflow_stream(request: Request, principal: Principal) -> ServerSentEvent:
-    """Contract A: every run event of one workflow, as SSE."""
+@get("/stream", dependencies={"principal": Provide(stream_principal)})
+async def workflow_stream(request: Request, principal: Principal, core: Core) -> ServerSentEvent:
+    """Contract A: every run event of one workflow, as SSE, to its owner only (bearer or ?streamToken=)."""
     raw = request.query_params.get("workflowId")
     if raw is None or not raw.strip():
         raise ApiError(400, "workflowId is required", "workflowId")
@@ -378,8 +379,7 @@ async def workflow_stream(request: Request, principal: Principal) -> ServerSentE
     except ValueError:
         raise ApiError(400, "workflowId must be a UUID", "workflowId") from None
     after = last_event_id(request.headers, request.query_params)
-    if not await _workflow_exists(request.app.state.ctx, principal.tenant_id, workflow_id):
-        raise ApiError(404, "Workflow not found")
+    await workflows.owned(core, principal, workflow_id)
     return _sse_response(request, Scope(principal.tenant_id, workflow_id), after)
 
 

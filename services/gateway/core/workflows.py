@@ -12,7 +12,7 @@ from libs.domain.definition import validate_definition
 from libs.events.errors import DomainError
 from libs.security.auth import Principal
 from services.gateway.core import Core
-from services.gateway.core.errors import WORKFLOW_NOT_ACTIVE, ApiError, NotFound
+from services.gateway.core.errors import NOT_OWNER, WORKFLOW_NOT_ACTIVE, ApiError, NotFound
 
 STATUSES = ("draft", "active", "archived")
 SETTABLE_STATUSES = ("active", "archived")  # what a client may PATCH; draft -> active is a plan approval
@@ -90,3 +90,14 @@ def check_definition(definition: Any, field: str = "definition") -> None:
         validate_definition(definition, field)
     except DomainError as exc:
         raise ApiError(exc.status, exc.message, exc.field) from exc
+
+
+async def owned(core: Core, principal: Principal, workflow_id: uuid.UUID, field: str | None = None) -> Workflow:
+    """The caller's own workflow: another tenant's is unknown (404), another user's of the tenant is 403.
+
+    Every assistant use case that reads or changes one workflow (cancel, stream, history, rerun, feedback)
+    asks this, so "only its owner sees a workflow's events" is one rule."""
+    workflow = await get(core, principal, workflow_id, field)
+    if workflow.created_by != principal.user_id:
+        raise ApiError(403, "This workflow belongs to another user", field, code=NOT_OWNER)
+    return workflow

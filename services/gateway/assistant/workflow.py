@@ -1,4 +1,4 @@
-"""The assistant contract (spec A): one natural-language command -> plan -> run."""
+"""The assistant contract (spec A), /api/workflow: one natural-language command -> plan -> run; cancel; stream tokens."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from libs.events.db import DB_UNAVAILABLE
 from libs.events.schemas import CommandEnvelope, Outcome
 from libs.events.schemas.plan import CreateWorkflowFromGoal
 from libs.security.auth import Principal
+from libs.security.stream_tokens import STREAM_TTL_S, issue_stream_token
 from services.gateway.auth import authenticate
 from services.gateway.commands import entity_id, now
 from services.gateway.core import Core, runs, workflows
@@ -53,6 +54,16 @@ class Executed(msgspec.Struct, kw_only=True, omit_defaults=True):
     status: str
     message: str
     runId: str | None = None  # noqa: N815
+
+
+class StreamTokenBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    workflowId: Annotated[str, msgspec.Meta(max_length=100)]  # noqa: N815
+
+
+class StreamToken(msgspec.Struct, kw_only=True):
+    streamToken: str  # noqa: N815
+    expiresIn: int  # noqa: N815 - seconds
+    streamUrl: str  # noqa: N815 - what to hand to `new EventSource(...)`
 
 
 class CancelResult(msgspec.Struct, kw_only=True):
@@ -113,9 +124,7 @@ async def cancel_workflow(request: Request, principal: Principal, core: Core, da
     "No active run to cancel". Another user's workflow is 403 (the contract verifies ownership).
     """
     started = time.perf_counter()
-    workflow = await workflows.get(core, principal, parse_id(data.workflowId, "Workflow", "workflowId"), "workflowId")
-    if workflow.created_by != principal.user_id:
-        raise ApiError(403, "This workflow belongs to another user", "workflowId")
+    workflow = await workflows.owned(core, principal, parse_id(data.workflowId, "Workflow", "workflowId"), "workflowId")
     active = await runs.active(core, principal.tenant_id, workflow.id)
 
     async def cancel(run: runs.Run) -> Outcome | None:
@@ -141,9 +150,20 @@ async def cancel_workflow(request: Request, principal: Principal, core: Core, da
     return Response(CancelResult(success=True, message=message, responseTime=elapsed), status_code=status)
 
 
+@post("/stream-token", status_code=200, responses=responses(PlainError, 403, 404))
+async def stream_token(principal: Principal, core: Core, data: StreamTokenBody) -> StreamToken:
+    """A few minutes' token for one workflow's stream, for a browser EventSource (it cannot send headers);
+    the long-lived bearer token never goes into a URL."""
+    workflow = await workflows.owned(core, principal, parse_id(data.workflowId, "Workflow", "workflowId"),
+                                     "workflowId")
+    token = issue_stream_token(core.settings, principal, workflow.id)
+    return StreamToken(streamToken=token, expiresIn=STREAM_TTL_S,
+                       streamUrl=f"/api/workflow/stream?workflowId={workflow.id}&streamToken={token}")
+
+
 router = Router(
     path="/api/workflow",
-    route_handlers=[execute_command, cancel_workflow],
+    route_handlers=[execute_command, cancel_workflow, stream_token],
     dependencies={"principal": Provide(authenticate)},
     exception_handlers=handlers(plain_error_body),
     tags=["assistant"],
