@@ -1,0 +1,74 @@
+"""The assistant's history read model: one row per assistant command, its status following its latest run.
+
+Projected inline (in the append's transaction) from the workflow's events and its runs' creation, start and
+end, so GET /api/history is never stale; `weft projections rebuild` replays it like every read model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+
+from libs.events.schemas.plan import PlanApproved
+from libs.events.schemas.registry import event_of
+from libs.events.schemas.run import RunCancelled, RunCompleted, RunCreated, RunFailed, RunStarted, RunTerminated
+from libs.events.schemas.workflow import WorkflowCreated, WorkflowDeleted
+from libs.events.store import RecordedEvent
+
+SOURCE = "assistant"  # workflows the assistant surface created (CreateWorkflowFromGoal.source)
+_ENDS = {RunCompleted: "completed", RunFailed: "failed", RunCancelled: "cancelled", RunTerminated: "cancelled"}
+
+# One statement per run and batch; a run is found by its workflow (RunCreated in the batch) or as the row's
+# latest run. An older run ending after a newer one started does not touch the row (last_run_id differs).
+_UPDATE_RUN = (
+    "UPDATE history SET last_run_id = $3, status = $4,"
+    " executed_at = coalesce($5, executed_at), finished_at = $6"
+    " WHERE tenant_id = $1 AND (id = $2::uuid OR ($2::uuid IS NULL AND last_run_id = $3))"
+)
+
+
+async def project_workflow(conn: asyncpg.Connection, recorded: Sequence[RecordedEvent]) -> None:
+    for rec in recorded:
+        match event_of(rec):
+            case WorkflowCreated(source=source) as e if source == SOURCE:
+                await conn.execute(
+                    "INSERT INTO history (id, tenant_id, user_id, workflow_id, command, action_id, status, created_at)"
+                    " VALUES ($1, $2, $3, $1, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+                    e.workflow_id, rec.tenant_id, e.created_by, e.goal or e.name, e.quick_action_id,
+                    "pending" if e.status == "active" else "awaiting_plan_approval", e.at)
+            case PlanApproved(workflow_id=workflow_id):
+                await conn.execute("UPDATE history SET status = 'pending' WHERE tenant_id = $1 AND id = $2"
+                                   " AND status = 'awaiting_plan_approval'", rec.tenant_id, workflow_id)
+            case WorkflowDeleted(workflow_id=workflow_id):
+                await conn.execute("DELETE FROM history WHERE tenant_id = $1 AND id = $2", rec.tenant_id, workflow_id)
+
+
+class _RunChange:
+    __slots__ = ("workflow_id", "status", "executed_at", "finished_at")
+
+    def __init__(self) -> None:
+        self.workflow_id = None
+        self.status = "pending"
+        self.executed_at: datetime | None = None
+        self.finished_at: datetime | None = None
+
+
+async def project_runs(conn: asyncpg.Connection, recorded: Sequence[RecordedEvent]) -> None:
+    changes: dict[tuple[str, object], _RunChange] = {}
+    for rec in recorded:
+        event = event_of(rec)
+        kind = type(event)
+        if kind not in (RunCreated, RunStarted) and kind not in _ENDS:
+            continue  # step events do not change a command's history row
+        change = changes.setdefault((rec.tenant_id, event.run_id), _RunChange())
+        if isinstance(event, RunCreated):
+            change.workflow_id, change.executed_at = event.workflow_id, event.at
+        elif isinstance(event, RunStarted):
+            change.status = "running"
+        else:
+            change.status, change.finished_at = _ENDS[kind], event.at
+    for (tenant_id, run_id), change in changes.items():
+        await conn.execute(_UPDATE_RUN, tenant_id, change.workflow_id, run_id, change.status, change.executed_at,
+                           change.finished_at)
