@@ -23,7 +23,8 @@ def _each(project_one: Callable[[asyncpg.Connection, RecordedEvent], Awaitable[N
 # Each handler gets the consecutive events of its category (runs merges a batch's step changes).
 _BY_CATEGORY: dict[str, Handler] = {"workflow": _each(workflows.project), "run": runs.project,
                                     "schedule": _each(schedules.project)}
-READ_MODEL_TABLES = ("workflows", "runs", "approval_tokens_used", "schedules", "schedule_occurrences", "history")
+READ_MODEL_TABLES = ("workflows", "runs", "approval_tokens_used", "schedules", "schedule_occurrences", "history",
+                     "history_counts")
 
 
 # Read models fed by events of several categories, after the category's own (history follows workflows and runs).

@@ -20,12 +20,38 @@ from libs.events.store import RecordedEvent
 SOURCE = "assistant"  # workflows the assistant surface created (CreateWorkflowFromGoal.source)
 _ENDS = {RunCompleted: "completed", RunFailed: "failed", RunCancelled: "cancelled", RunTerminated: "cancelled"}
 
+# Every change is one statement: a CTE `changed` (tenant_id, user_id, before, after) with the rows' status
+# before and after (NULL: inserted or deleted), and this tail, which moves the per-user totals along.
+_COUNT_TAIL = (
+    ", deltas AS (SELECT tenant_id, user_id, before AS status, -1 AS d FROM changed"
+    "   WHERE before IS NOT NULL AND before IS DISTINCT FROM after"
+    "   UNION ALL SELECT tenant_id, user_id, after, 1 FROM changed WHERE after IS NOT NULL AND before IS DISTINCT FROM after)"
+    " INSERT INTO history_counts (tenant_id, user_id, status, n)"
+    " SELECT tenant_id, user_id, status, sum(d) FROM deltas GROUP BY 1, 2, 3"
+    " ON CONFLICT (tenant_id, user_id, status) DO UPDATE SET n = history_counts.n + excluded.n"
+)
+_INSERT = (
+    "WITH changed AS (INSERT INTO history (id, tenant_id, user_id, workflow_id, command, action_id, status, created_at)"
+    " VALUES ($1, $2, $3, $1, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING"
+    " RETURNING tenant_id, user_id, NULL::text AS before, status AS after)" + _COUNT_TAIL
+)
+_APPROVED = (
+    "WITH changed AS (UPDATE history SET status = 'pending' WHERE tenant_id = $1 AND id = $2"
+    " AND status = 'awaiting_plan_approval' RETURNING tenant_id, user_id, 'awaiting_plan_approval' AS before,"
+    " status AS after)" + _COUNT_TAIL
+)
+_DELETE = (
+    "WITH changed AS (DELETE FROM history WHERE tenant_id = $1 AND id = $2"
+    " RETURNING tenant_id, user_id, status AS before, NULL::text AS after)" + _COUNT_TAIL
+)
 # One statement per run and batch; a run is found by its workflow (RunCreated in the batch) or as the row's
 # latest run. An older run ending after a newer one started does not touch the row (last_run_id differs).
 _UPDATE_RUN = (
-    "UPDATE history SET last_run_id = $3, status = $4,"
-    " executed_at = coalesce($5, executed_at), finished_at = $6"
-    " WHERE tenant_id = $1 AND (id = $2::uuid OR ($2::uuid IS NULL AND last_run_id = $3))"
+    "WITH changed AS (UPDATE history h SET last_run_id = $3, status = $4,"
+    " executed_at = coalesce($5, h.executed_at), finished_at = $6"
+    " FROM (SELECT id, status FROM history WHERE tenant_id = $1"
+    "       AND (id = $2::uuid OR ($2::uuid IS NULL AND last_run_id = $3))) o"
+    " WHERE h.id = o.id RETURNING h.tenant_id, h.user_id, o.status AS before, h.status AS after)" + _COUNT_TAIL
 )
 
 
@@ -34,15 +60,12 @@ async def project_workflow(conn: asyncpg.Connection, recorded: Sequence[Recorded
         match event_of(rec):
             case WorkflowCreated(source=source) as e if source == SOURCE:
                 await conn.execute(
-                    "INSERT INTO history (id, tenant_id, user_id, workflow_id, command, action_id, status, created_at)"
-                    " VALUES ($1, $2, $3, $1, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
-                    e.workflow_id, rec.tenant_id, e.created_by, e.goal or e.name, e.quick_action_id,
+                    _INSERT, e.workflow_id, rec.tenant_id, e.created_by, e.goal or e.name, e.quick_action_id,
                     "pending" if e.status == "active" else "awaiting_plan_approval", e.at)
             case PlanApproved(workflow_id=workflow_id):
-                await conn.execute("UPDATE history SET status = 'pending' WHERE tenant_id = $1 AND id = $2"
-                                   " AND status = 'awaiting_plan_approval'", rec.tenant_id, workflow_id)
+                await conn.execute(_APPROVED, rec.tenant_id, workflow_id)
             case WorkflowDeleted(workflow_id=workflow_id):
-                await conn.execute("DELETE FROM history WHERE tenant_id = $1 AND id = $2", rec.tenant_id, workflow_id)
+                await conn.execute(_DELETE, rec.tenant_id, workflow_id)
 
 
 class _RunChange:

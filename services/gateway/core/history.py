@@ -60,24 +60,48 @@ async def list_page(core: Core, principal: Principal, *, limit: int = 20, offset
                     search: str | None = None, start: datetime | None = None, end: datetime | None = None) -> Page:
     """The caller's commands, newest first, with the total of the filter.
 
-    Only the filters given are in the SQL (placeholders only), so each shape of query gets its own plan: a
-    generic plan of "$n IS NULL OR ..." could not use the full-text index."""
+    Only the filters given are in the SQL (placeholders only), so each shape of query gets a plan of its own
+    that uses its index; a generic plan of "$n IS NULL OR ..." would not."""
     if start is not None and end is not None and start > end:
         raise ApiError(400, "startDate must not be after endDate", "startDate")
-    where, args = ["tenant_id = $1", "user_id = $2"], [principal.tenant_id, principal.user_id]
-    for clause, value in (("status = ${}", status_filter(status)),
-                          ("search @@ websearch_to_tsquery('english', ${})", (search or "").strip() or None),
-                          ("created_at >= ${}", start), ("created_at <= ${}", end)):
+    wanted = status_filter(status)
+    text = (search or "").strip() or None
+    filters, values = [], []
+    for clause, value in (("status = ${}", wanted), ("created_at >= ${}", start), ("created_at <= ${}", end)):
         if value is not None:
-            args.append(value)
-            where.append(clause.format(len(args)))
-    condition = " AND ".join(where)
+            values.append(value)
+            filters.append(clause.format(len(values) + 2))
     async with core.store.tenant_transaction(principal.tenant_id) as conn:
-        rows = await conn.fetch(f"SELECT {_COLUMNS} FROM history WHERE {condition}"
-                                f" ORDER BY created_at DESC, id LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
-                                *args, limit, offset)
-        total = await conn.fetchval(f"SELECT count(*) FROM history WHERE {condition}", *args)
+        if text is not None:
+            rows, total = await _searched(conn, principal, text, filters, values, limit, offset)
+        else:
+            condition = " AND ".join(["tenant_id = $1", "user_id = $2", *filters])
+            args = [principal.tenant_id, principal.user_id, *values]
+            rows = await conn.fetch(f"SELECT {_COLUMNS} FROM history WHERE {condition}"
+                                    f" ORDER BY created_at DESC, id LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
+                                    *args, limit, offset)
+            if start is None and end is None:  # the kept per-user totals
+                total = await conn.fetchval(
+                    "SELECT coalesce(sum(n), 0)::bigint FROM history_counts WHERE tenant_id = $1 AND user_id = $2"
+                    " AND ($3::text IS NULL OR status = $3)", principal.tenant_id, principal.user_id, wanted)
+            else:
+                total = await conn.fetchval(f"SELECT count(*) FROM history WHERE {condition}", *args)
     return Page(entries=[Entry(**dict(r)) for r in rows], total=total)
+
+
+async def _searched(conn: asyncpg.Connection, principal: Principal, text: str, filters: list[str], values: list,
+                    limit: int, offset: int) -> tuple[list, int]:
+    """A full-text page and its total from one call of history_search (why a function: migration 020), then
+    the page's rows by id."""
+    n = len(values) + 2
+    found = await conn.fetchrow(
+        "WITH m AS MATERIALIZED (SELECT id, created_at FROM history_search($1, $2)"
+        f" WHERE {' AND '.join(filters) or 'true'})"
+        f" SELECT (SELECT count(*) FROM m) AS total, ARRAY(SELECT id FROM m ORDER BY created_at DESC, id"
+        f" LIMIT ${n + 1} OFFSET ${n + 2}) AS ids", principal.user_id, text, *values, limit, offset)
+    rows = await conn.fetch(f"SELECT {_COLUMNS} FROM history WHERE tenant_id = $1 AND user_id = $2 AND id = ANY($3)"
+                            " ORDER BY created_at DESC, id", principal.tenant_id, principal.user_id, found["ids"])
+    return rows, found["total"]
 
 
 async def _entry(conn: asyncpg.Connection, principal: Principal, entry_id: uuid.UUID, field: str | None) -> Entry:
