@@ -8,13 +8,14 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
-from services.gateway.assistant import actions, history, workflow
+from services.gateway.assistant import accounts, actions, history, workflow
 from services.gateway.errors import PLAIN_EXCEPTION_HANDLERS
 
 # A's paths. "/api/workflow" is matched as a whole segment: "/api/workflows" is the console's (B).
 PREFIXES = ("/api/workflow", "/api/history", "/api/auth", "/api/quick-actions", "/api/feedback")
 
-routers = (workflow.router, history.router, actions.actions_router, actions.feedback_router)
+routers = (workflow.router, history.router, actions.actions_router, actions.feedback_router, accounts.router,
+           accounts.callback_router)
 
 
 def is_assistant_path(path: str) -> bool:
