@@ -15,8 +15,9 @@ $(BIN)/weft: pyproject.toml
 up: $(BIN)/weft
 	$(BIN)/weft up
 
+# -rs: skipped tests with their reasons in the summary (the browser tests say "BROWSER TESTS SKIPPED" there)
 test: $(BIN)/weft
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -rs
 
 test-soak: $(BIN)/weft
 	$(BIN)/python -m pytest -m soak

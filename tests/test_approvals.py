@@ -233,7 +233,8 @@ async def test_plan_links_say_why_they_are_refused(cluster, tenant):
         return issue_plan_token(settings, **args)
 
     step = issue_step_token(settings, token_id=uuid.uuid4(), tenant_id=tenant, workflow_id=wid, run_id=uuid.uuid4(),
-                            step_id="s", plan_hash="h", approver="bea@example.com", now=datetime.now(UTC))
+                            step_id="s", plan_hash="h", approver="bea@example.com", action="approve",
+                            now=datetime.now(UTC))
     token = parse_qs(urlsplit(good).query)["token"][0]
     tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     cases = {
@@ -280,11 +281,14 @@ async def test_junk_at_the_link_routes_is_a_400_naming_the_field_never_a_500(clu
         ]
         for r in cases:
             assert r.status_code == 400 and r.json()["field"] == "token", (r.request.url, r.status_code, r.text)
-        token = issue_step_token(cluster.settings, token_id=uuid.uuid4(), tenant_id="acme", workflow_id=wid,
-                                 run_id=uuid.uuid4(), step_id="s", plan_hash="h", approver="a@example.com",
-                                 now=datetime.now(UTC))
-        for params, field in (({"action": "maybe"}, "action"), ({"action": "reject", "note": "n" * 2001}, "note")):
-            r = await browser.get("/api/workflows/resume", params={"token": token, **params})
+        token, reject = (issue_step_token(cluster.settings, token_id=uuid.uuid4(), tenant_id="acme", workflow_id=wid,
+                                          run_id=uuid.uuid4(), step_id="s", plan_hash="h", approver="a@example.com",
+                                          action=action, now=datetime.now(UTC)) for action in ("approve", "reject"))
+        for params, field in (({"token": token, "action": "maybe"}, "action"),
+                              ({"token": token, "action": "reject"}, "action"),
+                              ({"token": reject, "action": "approve"}, "action"),
+                              ({"token": reject, "action": "reject", "note": "n" * 2001}, "note")):
+            r = await browser.get("/api/workflows/resume", params=params)
             assert r.status_code == 400 and r.json()["field"] == field, r.text
         # A valid token for a run that does not exist: the executor refuses it.
         r = await browser.get("/api/workflows/resume", params={"token": token, "action": "approve"})
@@ -567,3 +571,77 @@ async def test_a_token_id_is_spent_in_the_decisions_own_transaction(isolated_sto
     assert len(await isolated_store.read_stream(tenant, stream)) == 2
     async with isolated_store.tenant_transaction(tenant) as conn:
         assert await conn.fetchval("SELECT count(*) FROM approval_tokens_used WHERE id = $1", token_id) == 1
+
+
+# ---- issue 15: links that cannot be bent --------------------------------------------------------------
+
+
+async def test_the_decision_is_signed_so_an_edited_action_decides_nothing(cluster, db, tenant):
+    _, run_id = await start_run(cluster, tenant, approvers=["ed@example.com"])
+    await run_status(db, run_id, "awaiting_approval")
+    (message,) = await mail_to(cluster, "ed@example.com", "Review the offers")
+    approve, reject = links(message)
+    token_of = lambda url: parse_qs(urlsplit(url).query)["token"][0]  # noqa: E731
+    assert token_of(approve) != token_of(reject), "approve and reject links carry different tokens"
+    async with cluster.browser() as browser:
+        for url, edited in ((approve, "reject"), (reject, "approve")):
+            r = await browser.get("/api/workflows/resume", params={"token": token_of(url), "action": edited})
+            assert r.status_code == 400 and r.json()["field"] == "action", r.text
+        assert await events(db, f"run-{run_id}", "ApprovalDecisionRecorded") == []
+        r = await browser.get(path_of(reject))
+        assert r.status_code == 303, r.text
+    await run_status(db, run_id, "failed")
+    (decision,) = await events(db, f"run-{run_id}", "ApprovalDecisionRecorded")
+    assert decision["decision"] == "reject"
+
+
+SCANNERS = (
+    "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.17328; Pro)",
+    "Mozilla/4.0 (compatible; ms-office; MSOffice 16)",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
+    " Microsoft Office",
+    "Outlook-iOS/709.2226530.prod.iphone (3.24.1)",
+    "Iframely/1.3.1 (+https://iframely.com/docs/about)",
+    "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
+    " Teams/1.6.00.4472 Electron/8.5.5",
+    "Embedly/0.2 (+http://support.embed.ly/)",
+)
+
+
+async def test_known_scanners_and_unfurlers_change_nothing(cluster, db, tenant):
+    _, run_id = await start_run(cluster, tenant, approvers=["sc@example.com"])
+    await run_status(db, run_id, "awaiting_approval")
+    (message,) = await mail_to(cluster, "sc@example.com", "Review the offers")
+    approve, reject = links(message)
+    for agent in SCANNERS:
+        async with cluster.browser(agent=agent) as scanner:
+            for url in (approve, reject):
+                r = await scanner.get(path_of(url))
+                assert r.status_code == 200 and "Nothing was changed" in r.text, (agent, r.status_code)
+    assert await events(db, f"run-{run_id}", "ApprovalDecisionRecorded") == []
+    assert (await run_status(db, run_id, "awaiting_approval"))["status"] == "awaiting_approval"
+    async with cluster.browser() as browser:
+        assert (await browser.get(path_of(approve))).status_code == 303
+    await run_status(db, run_id, "completed")
+
+
+async def test_a_decision_cancels_the_pending_deadline_and_reminders(cluster, db, tenant):
+    _, run_id = await start_run(cluster, tenant, approvers=["tm@example.com"], timeout_s=3600,
+                                remind_before_s=[1800, 600])
+    await run_status(db, run_id, "awaiting_approval")
+
+    async def timers() -> list[tuple[str, str]]:
+        rows = await db.fetch("SELECT command_type, status FROM timers WHERE tenant_id = $1"
+                              " AND envelope->'command'->>'run_id' = $2 ORDER BY command_type, due_at",
+                              tenant, run_id)
+        return [(r["command_type"], r["status"]) for r in rows]
+
+    assert await timers() == [("ExpireApproval", "pending"), ("RemindApproval", "pending"),
+                              ("RemindApproval", "pending")]
+    (message,) = await mail_to(cluster, "tm@example.com", "Review the offers")
+    async with cluster.browser() as browser:
+        assert (await browser.get(path_of(links(message)[0]))).status_code == 303
+    await run_status(db, run_id, "completed")
+    assert await timers() == [("ExpireApproval", "cancelled"), ("RemindApproval", "cancelled"),
+                              ("RemindApproval", "cancelled")]

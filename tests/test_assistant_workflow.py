@@ -99,7 +99,8 @@ async def test_an_approved_assistant_plan_starts_its_run(stack, tenant, pool):
         token = issue_plan_token(stack.settings, token_id=uuid.uuid4(), tenant_id=tenant, workflow_id=uuid.UUID(wid),
                                  plan_version=row["plan_version"], plan_hash=row["plan_hash"],
                                  approver="ann@example.com", now=datetime.now(UTC))
-        r = await alice.get(f"/api/workflows/{wid}/approve", params={"token": token})
+        r = await alice.get(f"/api/workflows/{wid}/approve", params={"token": token},
+                            headers={"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0"})  # not a link scanner
         assert r.status_code == 303, r.text
         runs = await poll(lambda: alice.get(f"/api/v2/workflows/{wid}/runs"), lambda resp: resp.json()["count"] == 1,
                           timeout=30)

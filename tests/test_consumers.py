@@ -174,3 +174,30 @@ async def test_a_slow_handler_is_not_redelivered_while_it_works(settings, store,
         await broker.stop()
     assert outcome is not None and outcome.status == 201
     assert len(calls) == 1
+
+
+async def test_data_postgres_cannot_store_is_refused_at_once_as_the_clients_error(settings, store, nc, tenant,
+                                                                                   service_name):
+    """A NUL character that got past every boundary fails identically on every delivery: refused on the first,
+    with a 4xx outcome, not retried until MaxDeliver."""
+    calls: list[int] = []
+
+    async def handle(envelope: CommandEnvelope):
+        calls.append(1)
+        return await handle_workflow_command(store, envelope)
+
+    broker = NatsBroker(settings.nats_url)
+    subscribe_commands(broker, service=service_name, settings=settings, store=store, nc=nc,
+                       command_type=WorkflowCommand, handle=handle)
+    await broker.start()
+    envelope = _envelope(tenant, "nul\x00name")
+    try:
+        outcome = await CommandBus(nc, nc.jetstream(), 10.0).send(service_name, envelope)
+        await asyncio.sleep(1.0)  # a redelivery (NAK delay 0.5 s) would have come by now
+    finally:
+        await broker.stop()
+    assert outcome is not None and outcome.status == 400 and "Invalid data" in outcome.error
+    assert calls == [1]
+    events = await store.read_stream(tenant, f"command-{envelope.command_id}")
+    assert msgspec.json.decode(events[0].data, type=CommandRejected).deliveries == 1
+    assert await _workflow_count(store, tenant) == 0

@@ -381,3 +381,17 @@ async def test_a_new_runs_first_pass_commits_with_run_created_and_its_steps_star
     ]
     run = await _state(store, tenant, run_id)
     assert run.status == "completed" and run.steps["d"].attempt == 1 and run.steps["d"].output["key"].endswith(":d:1")
+
+
+@step("test.nul")
+async def _nul(node, context, call, deps):
+    return {"body": "binary\u0000junk"}
+
+
+async def test_an_output_postgres_cannot_store_fails_the_step_and_the_run_finishes(engine, store, tenant):
+    # Appending it would fail on every try and leave the run unfinished; the decider fails the step instead.
+    nodes = [{"id": "n", "type": "test.nul", "retry": {"max_attempts": 3}}, {"id": "after", "type": "echo", "input_from": "n"}]
+    run_id, _ = await _start(store, tenant, nodes)
+    assert await engine.advance(tenant, run_id) == "failed"
+    run = await _state(store, tenant, run_id)
+    assert run.steps["n"].attempt == 1 and "output.body contains a NUL character" in run.steps["n"].error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -31,8 +32,9 @@ def _start(data_dir: Path, ports: dict[str, int]) -> tuple[subprocess.Popen, str
         if not line and proc.poll() is not None:
             break
         lines.append(line)
-        if line.startswith("Dev token"):
-            return proc, line.split()[-1], lines
+        if line.startswith("Dashboard"):  # printed right after the dev token
+            token = next(x for x in lines if x.startswith("Dev token")).split()[-1]
+            return proc, token, lines
     proc.kill()
     raise AssertionError("weft up did not print a token:\n" + "".join(lines))
 
@@ -45,6 +47,23 @@ def _listening(port: int) -> bool:
 def _stop(proc: subprocess.Popen) -> int:
     proc.send_signal(signal.SIGINT)
     return proc.wait(timeout=90)
+
+
+def _sign_in_once(link: str) -> None:
+    """The printed one-time dashboard link signs the dev user in, once."""
+    with httpx.Client(timeout=20) as browser:
+        for attempt in range(2):
+            page = browser.get(link)
+            assert page.status_code == 200, page.text
+            csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+            token = re.search(r'name="link_token" value="([^"]+)"', page.text).group(1)
+            r = browser.post(link.split("?")[0], data={"csrf_token": csrf, "link_token": token, "next": ""})
+            if attempt == 0:
+                assert r.status_code == 303 and "weft_session" in r.cookies, r.text
+                assert browser.get(link.split("/signin")[0] + "/workflows").status_code == 200
+                browser.cookies.delete("weft_session")
+            else:
+                assert r.status_code == 400 and "already used" in r.text
 
 
 def test_weft_up_runs_everything_and_stops_cleanly(tmp_path: Path):
@@ -64,6 +83,7 @@ def test_weft_up_runs_everything_and_stops_cleanly(tmp_path: Path):
                 {"id": "a", "type": "transform", "config": {"template": {"v": 1}}}]}})
             assert r.status_code == 201, r.text
             workflow_id = r.json()["workflow"]["id"]
+        _sign_in_once(next(x for x in lines if x.startswith("Dashboard")).split()[-1])
     finally:
         code = _stop(proc)
     assert code == 0

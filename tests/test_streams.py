@@ -22,6 +22,7 @@ import nats
 import pytest
 import websockets
 
+from libs.runtime.probe import NatsProbe
 from services.gateway import streams
 from tests.conftest import poll, start_processes
 
@@ -469,7 +470,9 @@ async def test_feed_ends_with_reconnect_when_its_live_buffer_overflows(store, se
             return f"{subject_root}.>"
 
     try:
-        ctx = types.SimpleNamespace(store=store, nc=nc)
+        probe = NatsProbe(nc)
+        await probe.start()
+        ctx = types.SimpleNamespace(store=store, nc=nc, probe=probe)
         feed = streams.EventFeed(ctx, TestScope(tenant, uuid.uuid4()), 0, max_buffer=5)
         items = feed.__aiter__()
         assert isinstance(await items.__anext__(), streams.Connected)

@@ -144,6 +144,9 @@ def up() -> int:
         print(f"Weft is up:  http://127.0.0.1:{gateway_port}/api/v2/workflows/health")
         print(f"API          http://127.0.0.1:{gateway_port}")
         print(f"Dev token    {issue_token(settings, 'acme', 'dev')}")
+        from libs.security.signin_tokens import signin_url  # one-time: a second use is refused
+
+        print(f"Dashboard    {signin_url(settings, f'http://127.0.0.1:{gateway_port}', 'acme', 'dev')}")
         print(f"Logs         {data_dir / 'logs'}   (Ctrl-C stops everything)")
         mail = MailWatcher(settings)
         if not settings.smtp_host:

@@ -67,8 +67,8 @@ def validate_endpoint(url: str, events: Sequence[str], secret: str, owner_email:
                       ) -> tuple[str, tuple[str, ...]]:
     """(url, events without repeats) or InvalidEndpoint naming the field. Whether the URL's host is a public
     address is checked on every attempt by the guarded client, not here: DNS answers change."""
-    if not isinstance(url, str) or not url or len(url) > MAX_URL:
-        raise InvalidEndpoint("url", f"url must be 1-{MAX_URL} characters")
+    if not isinstance(url, str) or not url or len(url) > MAX_URL or not url.isprintable():
+        raise InvalidEndpoint("url", f"url must be 1-{MAX_URL} printable characters")
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as exc:
@@ -81,10 +81,11 @@ def validate_endpoint(url: str, events: Sequence[str], secret: str, owner_email:
     if unknown:
         raise InvalidEndpoint("events", f"unknown event {unknown[0]!r}; events are: {', '.join(EVENTS)}")
     low, high = SECRET_LENGTH
-    if not isinstance(secret, str) or not low <= len(secret) <= high:
-        raise InvalidEndpoint("secret", f"secret must be {low}-{high} characters")
+    if not isinstance(secret, str) or not low <= len(secret) <= high or not secret.isprintable():
+        raise InvalidEndpoint("secret", f"secret must be {low}-{high} printable characters")
     if owner_email is not None and (not isinstance(owner_email, str) or "@" not in owner_email
-                                    or len(owner_email) > 320 or any(c in owner_email for c in "\r\n,")):
+                                    or len(owner_email) > 320 or not owner_email.isprintable()
+                                    or any(c in owner_email for c in ",")):
         raise InvalidEndpoint("owner_email", "owner_email must be one email address")
     return url, tuple(dict.fromkeys(events))
 

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import msgspec
 import nats
 import structlog
@@ -56,9 +57,10 @@ def _consumer_config(settings: Settings) -> ConsumerConfig:
 
 
 async def reject_command(
-    store: EventStore, *, tenant_id: str, command_id: uuid.UUID, subject: str, reason: str, deliveries: int
+    store: EventStore, *, tenant_id: str, command_id: uuid.UUID, subject: str, reason: str, deliveries: int,
+    status: int = 500,
 ) -> Outcome:
-    """Record a poison command as a CommandRejected event (and its outcome) in one transaction."""
+    """Record a poison command as a CommandRejected event (and its outcome, `status`) in one transaction."""
     event = CommandRejected(
         command_id=command_id, subject=subject, reason=reason[:2000], deliveries=deliveries, at=datetime.now(UTC)
     )
@@ -68,7 +70,8 @@ async def reject_command(
             0,
             [event],
             metadata=Metadata(tenant_id=tenant_id, command_id=str(command_id)),
-            status=500,
+            status=status,
+            error=reason[:2000] if status < 500 else None,
         )
     except CommandAlreadyProcessed as done:
         return done.outcome
@@ -144,10 +147,14 @@ def subscribe_commands(
         try:
             outcome = await _handle_through_db_outage(handle, envelope)
         except Exception as exc:  # noqa: BLE001 - every failure is either retried or recorded
-            if deliveries >= settings.max_deliver:
+            # Data Postgres cannot store (SQLSTATE class 22: a NUL in text, a number out of range, ...) fails the
+            # same way on every delivery: refuse it now, as the client's error, instead of after MaxDeliver.
+            bad_data = isinstance(exc, asyncpg.DataError)
+            if bad_data or deliveries >= settings.max_deliver:
                 outcome = await reject_command(
                     store, tenant_id=tenant_id, command_id=envelope.command_id, subject=raw.subject,
-                    reason=f"{type(exc).__name__}: {exc}", deliveries=deliveries,
+                    reason=f"Invalid data: {exc}" if bad_data else f"{type(exc).__name__}: {exc}",
+                    deliveries=deliveries, status=400 if bad_data else 500,
                 )
                 await msg.reject()
                 log.error("command_rejected", error=str(exc))

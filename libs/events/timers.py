@@ -27,6 +27,17 @@ class Timer(msgspec.Struct, frozen=True, kw_only=True):
     envelope: CommandEnvelope  # published to weft.cmd.<service>.<tenant>.<CommandType>, Nats-Msg-Id = command_id
 
 
+class CancelTimers(msgspec.Struct, frozen=True, kw_only=True):
+    """Passed with the timers of an append: cancel, in the same transaction, every pending timer of `service`
+    whose command is one of `command_types` for this run and step (e.g. an approval's deadline and reminders
+    once a decision resolved it), whatever due time or deadline they were set for."""
+
+    service: str
+    command_types: tuple[str, ...]
+    run_id: uuid.UUID
+    step_id: str
+
+
 def timer_id_for(*parts: object) -> uuid.UUID:
     """A deterministic timer id from what the timer is for, e.g. timer_id_for("delay", run_id, step_id, 1)."""
     return uuid.uuid5(TIMER_NAMESPACE, "/".join(str(p) for p in parts))
@@ -40,12 +51,16 @@ def _check(tenant_id: str, timer: Timer) -> None:
         raise ValueError(f"timer {timer.timer_id}: due_at must be timezone-aware")
 
 
-async def set_timers(conn: asyncpg.Connection, tenant_id: str, timers: Sequence[Timer]) -> None:
-    """Insert timers inside the caller's tenant transaction.
+async def set_timers(conn: asyncpg.Connection, tenant_id: str, timers: Sequence[Timer | CancelTimers]) -> None:
+    """Insert timers inside the caller's tenant transaction (then apply any CancelTimers among them).
 
     Setting a timer id again updates a pending timer (a new due time or command) and leaves a fired or
     cancelled one alone: a replayed decision never fires a timer twice, and a cancelled timer stays cancelled.
     """
+    cancels = [t for t in timers if isinstance(t, CancelTimers)]
+    timers = [t for t in timers if not isinstance(t, CancelTimers)]
+    for cancel in cancels:
+        await _cancel_matching(conn, tenant_id, cancel)
     if not timers:
         return
     for timer in timers:
@@ -68,6 +83,16 @@ async def set_timers(conn: asyncpg.Connection, tenant_id: str, timers: Sequence[
     )
 
 
+async def _cancel_matching(conn: asyncpg.Connection, tenant_id: str, cancel: CancelTimers) -> None:
+    # A cancel that commits before the firing loop locks the row wins; one that waits for that lock finds the
+    # timer fired and leaves it (the command it published is then a no-op in its decider).
+    await conn.execute(
+        "UPDATE timers SET status = 'cancelled' WHERE tenant_id = $1 AND status = 'pending' AND service = $2"
+        " AND command_type = ANY($3::text[]) AND envelope->'command'->>'run_id' = $4"
+        " AND envelope->'command'->>'step_id' = $5",
+        tenant_id, cancel.service, list(cancel.command_types), str(cancel.run_id), cancel.step_id)
+
+
 async def cancel_timer(conn: asyncpg.Connection, tenant_id: str, timer_id: uuid.UUID) -> bool:
     """Cancel a pending timer inside the caller's tenant transaction; False if it already fired (or is unknown).
 
@@ -83,4 +108,4 @@ async def cancel_timer(conn: asyncpg.Connection, tenant_id: str, timer_id: uuid.
     )
 
 
-__all__ = ["NOTIFY_CHANNEL", "Timer", "cancel_timer", "set_timers", "timer_id_for"]
+__all__ = ["NOTIFY_CHANNEL", "CancelTimers", "Timer", "cancel_timer", "set_timers", "timer_id_for"]

@@ -21,6 +21,7 @@ from libs.events.bus import ensure_streams
 from libs.events.db import create_pool
 from libs.events.logging import configure_logging
 from libs.readmodels import project
+from libs.runtime.probe import NatsProbe
 from libs.events.settings import Settings
 from libs.events.store import EventStore
 
@@ -37,6 +38,7 @@ class ServiceContext:
     broker: NatsBroker
     tasks: list[asyncio.Task] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    probe: NatsProbe | None = None  # round trips through nats-server that no caller can break (probe.py)
 
 
 Setup = Callable[[ServiceContext], Awaitable[None]]
@@ -53,6 +55,8 @@ async def service_resources(settings: Settings, name: str, setup: Setup | None) 
     pool = await create_pool(settings)
     nc = await connect_nats(settings, name)
     js = nc.jetstream()
+    probe = NatsProbe(nc)
+    await probe.start()
     await ensure_streams(js, settings)
     # graceful_timeout: on shutdown, in-flight handlers get this long to finish before their messages
     # are left unacked (JetStream redelivers them). FastStream's own per-message lines ("Received",
@@ -60,7 +64,7 @@ async def service_resources(settings: Settings, name: str, setup: Setup | None) 
     broker = NatsBroker(settings.nats_url, graceful_timeout=15.0, max_reconnect_attempts=-1, log_level=logging.DEBUG)
     ctx = ServiceContext(
         settings=settings, pool=pool, store=EventStore(pool, app_role=settings.db_app_role, projector=project),
-        nc=nc, js=js, broker=broker,
+        nc=nc, js=js, broker=broker, probe=probe,
     )
     try:
         if setup is not None:
@@ -84,7 +88,9 @@ async def ready(state: State) -> Response:
     ctx: ServiceContext | None = getattr(state, "ctx", None)
     checks = {"database": False, "nats": False}
     if ctx is not None:
-        checks["nats"] = ctx.nc.is_connected
+        # Connected is not enough: a connection whose read loop died still says connected while nothing it
+        # publishes is acknowledged. Ready means a message made the round trip through nats-server just now.
+        checks["nats"] = await ctx.probe.healthy(1.0) if ctx.probe is not None else ctx.nc.is_connected
         try:
             await asyncio.wait_for(ctx.pool.fetchval("SELECT 1"), 2.0)
             checks["database"] = True

@@ -13,7 +13,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -29,6 +29,10 @@ DEFAULT_PER_MINUTE = 60
 DEFAULT_MONTHLY_LIMIT = 1000
 MAX_NAME = 200
 MAX_WORKFLOWS = 100
+# Bounds of expires_at (docs/decisions/0051): no key lives longer than MAX_LIFETIME, and no date before
+# EARLIEST is stored (year 1 stored fine but broke every later read of the tenant's keys).
+MAX_LIFETIME = timedelta(days=3660)
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class InvalidKeySetting(ValueError):
@@ -103,8 +107,9 @@ async def admit(pool: asyncpg.Pool, key: str, now_us: int | None = None, timeout
 
 def _check_settings(*, name: Any = None, workflow_ids: Any = None, monthly_limit: Any = None, burst: Any = None,
                     per_minute: Any = None, expires_at: Any = None, present: Sequence[str] = ()) -> None:
-    if "name" in present and (not isinstance(name, str) or not 1 <= len(name.strip()) <= MAX_NAME):
-        raise InvalidKeySetting("name", f"name must be 1-{MAX_NAME} characters")
+    if "name" in present and (not isinstance(name, str) or not 1 <= len(name.strip()) <= MAX_NAME
+                              or not name.isprintable()):
+        raise InvalidKeySetting("name", f"name must be 1-{MAX_NAME} printable characters")
     if "workflow_ids" in present:
         if not isinstance(workflow_ids, (list, tuple)) or not 1 <= len(workflow_ids) <= MAX_WORKFLOWS:
             raise InvalidKeySetting("workflow_ids", f"workflow_ids must list 1-{MAX_WORKFLOWS} workflow ids")
@@ -119,9 +124,22 @@ def _check_settings(*, name: Any = None, workflow_ids: Any = None, monthly_limit
     if "per_minute" in present and (isinstance(per_minute, bool) or not isinstance(per_minute, int)
                                     or not 1 <= per_minute <= 6 * 10**7):
         raise InvalidKeySetting("rate_limit.per_minute", "rate_limit.per_minute must be an integer 1-60000000")
-    if "expires_at" in present and expires_at is not None and (
-            not isinstance(expires_at, datetime) or expires_at.tzinfo is None):
-        raise InvalidKeySetting("expires_at", "expires_at must be a timestamp with a time zone, or null")
+    if "expires_at" in present and expires_at is not None:
+        if not isinstance(expires_at, datetime) or expires_at.tzinfo is None:
+            raise InvalidKeySetting("expires_at", "expires_at must be a timestamp with a time zone, or null")
+        latest = datetime.now(UTC) + MAX_LIFETIME
+        try:
+            in_range = EARLIEST <= expires_at <= latest
+        except OverflowError:  # an offset that moves year 1 or 9999 out of range
+            in_range = False
+        if not in_range:
+            raise InvalidKeySetting("expires_at", f"expires_at must be before {latest.date().isoformat()}"
+                                    f" ({MAX_LIFETIME.days} days from now), or null")
+
+
+def _check_future(expires_at: datetime | None) -> None:
+    if expires_at is not None and expires_at <= datetime.now(UTC):
+        raise InvalidKeySetting("expires_at", "expires_at is in the past: the key would be expired already")
 
 
 def parse_workflow_ids(raw: Sequence[Any]) -> list[uuid.UUID]:
@@ -162,6 +180,7 @@ async def create_key(conn: asyncpg.Connection, *, tenant_id: str, name: str, wor
     _check_settings(name=name, workflow_ids=workflow_ids, monthly_limit=monthly_limit, burst=burst,
                     per_minute=per_minute, expires_at=expires_at,
                     present=("name", "workflow_ids", "monthly_limit", "burst", "per_minute", "expires_at"))
+    _check_future(expires_at)
     await _check_workflows(conn, tenant_id, workflow_ids)
     key, key_id = generate_key(), uuid.uuid4()
     await conn.execute(

@@ -1,7 +1,9 @@
 """Approval links: JWTs with their own signing key, type, audience and expiry, bound to what they decide.
 
 A plan token approves one plan version (tenant, workflow, plan version and hash); a step token decides one
-paused step (tenant, workflow, run, step and the run's plan hash). Both name the approver (`sub`) and carry a
+paused step (tenant, workflow, run, step and the run's plan hash) one way: its `act` claim is approve or
+reject, so the approve and reject links of an email carry different tokens and editing `action=` in a link
+cannot turn one into the other (docs/decisions/0052). Both name the approver (`sub`) and carry a
 `jti` that the decision consumes in the same transaction as its event, so a link works once
 (docs/decisions/0009). The key is `WEFT_APPROVAL_SIGNING_KEY`, never the user-JWT secret, and the JOSE
 header `typ` says which kind a token is, so neither kind (nor a user token) passes for another.
@@ -23,6 +25,7 @@ AUDIENCE = "weft-approval"
 ISSUER = "weft-approvals"
 PLAN_TYPE = "weft-plan-approval+jwt"
 STEP_TYPE = "weft-step-approval+jwt"
+STEP_ACTIONS = ("approve", "reject")
 _KIND = {PLAN_TYPE: "plan-approval", STEP_TYPE: "step-approval"}
 
 
@@ -53,6 +56,7 @@ class StepClaims(msgspec.Struct, frozen=True, kw_only=True):
     plan_hash: str
     approver: str
     expires_at: datetime
+    action: str  # approve | reject: the only decision this token can make
 
 
 def _encode(settings: Settings, typ: str, claims: dict, *, token_id: uuid.UUID, approver: str, now: datetime,
@@ -71,10 +75,13 @@ def issue_plan_token(settings: Settings, *, token_id: uuid.UUID, tenant_id: str,
 
 
 def issue_step_token(settings: Settings, *, token_id: uuid.UUID, tenant_id: str, workflow_id: uuid.UUID,
-                     run_id: uuid.UUID, step_id: str, plan_hash: str, approver: str, now: datetime) -> str:
+                     run_id: uuid.UUID, step_id: str, plan_hash: str, approver: str, action: str,
+                     now: datetime) -> str:
+    if action not in STEP_ACTIONS:
+        raise ValueError(f"action must be one of {STEP_ACTIONS}")
     return _encode(settings, STEP_TYPE, {"tid": tenant_id, "wid": str(workflow_id), "rid": str(run_id),
-                                         "sid": step_id, "ph": plan_hash}, token_id=token_id, approver=approver,
-                   now=now, ttl_s=settings.step_approval_ttl_s)
+                                         "sid": step_id, "ph": plan_hash, "act": action}, token_id=token_id,
+                   approver=approver, now=now, ttl_s=settings.step_approval_ttl_s)
 
 
 def _decode(settings: Settings, token: str | None, typ: str) -> dict:
@@ -100,7 +107,7 @@ def _decode(settings: Settings, token: str | None, typ: str) -> dict:
     if header.get("typ") != typ:
         other = _KIND.get(header.get("typ"), "another kind of")
         raise TokenError("wrong_type", f"token is a {other} token, not a {_KIND[typ]} token")
-    if not isinstance(claims.get("tid"), str) or not TENANT_RE.match(claims["tid"]):
+    if not isinstance(claims.get("tid"), str) or not TENANT_RE.fullmatch(claims["tid"]):
         raise TokenError("invalid", "token names no valid tenant")
     return claims
 
@@ -121,11 +128,13 @@ def verify_plan_token(settings: Settings, token: str | None) -> PlanClaims:
 def verify_step_token(settings: Settings, token: str | None) -> StepClaims:
     """The claims of a valid, unexpired step-approval token; TokenError saying why otherwise."""
     claims = _decode(settings, token, STEP_TYPE)
+    if claims.get("act") not in STEP_ACTIONS:  # tokens issued before decisions were signed have none
+        raise TokenError("invalid", "token does not say which decision it makes; ask for a new approval email")
     try:
         return StepClaims(token_id=uuid.UUID(claims["jti"]), tenant_id=claims["tid"],
                           workflow_id=uuid.UUID(claims["wid"]), run_id=uuid.UUID(claims["rid"]),
                           step_id=str(claims["sid"]), plan_hash=str(claims["ph"]), approver=str(claims["sub"]),
-                          expires_at=datetime.fromtimestamp(claims["exp"], UTC))
+                          expires_at=datetime.fromtimestamp(claims["exp"], UTC), action=claims["act"])
     except (KeyError, ValueError, TypeError):
         raise TokenError("invalid", "token lacks the step it decides") from None
 

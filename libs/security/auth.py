@@ -25,9 +25,23 @@ class InvalidToken(Exception):
     pass
 
 
+_NUMERIC_DATES = ("exp", "iat", "nbf")  # RFC 7519 NumericDate: a JSON number, never a string of digits
+MAX_SUB_CHARS = 256
+
+
+def valid_tenant(value: object) -> bool:
+    """A whole tenant id: fullmatch, because `$` also matches before a trailing newline ("tena\n")."""
+    return isinstance(value, str) and TENANT_RE.fullmatch(value) is not None
+
+
+def printable(value: str) -> bool:
+    """No control characters (NUL above all: Postgres text and jsonb refuse it)."""
+    return value.isprintable()
+
+
 def issue_token(settings: Settings, tenant_id: str, user_id: str, ttl_s: int = 12 * 3600,
                 email: str | None = None) -> str:
-    if not TENANT_RE.match(tenant_id):
+    if not valid_tenant(tenant_id):
         raise ValueError("tenant must be 1-64 characters of letters, digits, '_' or '-'")
     now = int(time.time())
     claims = {
@@ -58,9 +72,16 @@ def verify_token(settings: Settings, token: str) -> Principal:
         raise InvalidToken("token has expired") from exc
     except jwt.PyJWTError as exc:
         raise InvalidToken(f"invalid token: {exc}") from exc
+    for name in _NUMERIC_DATES:
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise InvalidToken(f"invalid token: the {name} claim must be a number")
     tenant = claims.get(settings.jwt_tenant_claim)
-    if not isinstance(tenant, str) or not TENANT_RE.match(tenant):
+    if not valid_tenant(tenant):
         raise InvalidToken(f"token has no valid {settings.jwt_tenant_claim} claim")
+    sub = claims["sub"]
+    if not isinstance(sub, str) or not sub or len(sub) > MAX_SUB_CHARS or not printable(sub):
+        raise InvalidToken(f"invalid token: the sub claim must be 1-{MAX_SUB_CHARS} printable characters")
     email = claims.get("email")
-    return Principal(tenant_id=tenant, user_id=str(claims["sub"]),
-                     email=email if isinstance(email, str) and "@" in email and len(email) <= 320 else None)
+    usable = isinstance(email, str) and "@" in email and len(email) <= 320 and printable(email)
+    return Principal(tenant_id=tenant, user_id=sub, email=email if usable else None)

@@ -1,19 +1,20 @@
 """Approval steps, pure: what a pause shows and how it is decided (N of M approvers, a comment to reject,
 deadline -> reject | approve | escalate, reminders). No I/O, clock or uuid4: `now` and ids come in.
 
-The engine calls `paused` when an approval step starts; the executor's decider delegates the approval
-commands to `decide`, after checking that the run exists and is not finished.
+The `approval` step (services/executor/integrations/approval.py) returns `pause(...)`, which the decider
+records as StepAwaitingApproval; the decider delegates the approval commands to `decide`, after checking
+that the run exists and is not finished.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
-from libs.domain.definition import plan_hash
 from libs.events.errors import DomainError
 from libs.events.schemas import CommandEnvelope, Event
 from libs.events.schemas.run import (
@@ -28,7 +29,8 @@ from libs.events.schemas.run import (
     StepCompleted,
     StepFailed,
 )
-from libs.events.timers import Timer, timer_id_for
+from libs.events.timers import CancelTimers, Timer, timer_id_for
+from services.executor.effects import AwaitApproval, Failed
 from services.executor.interpolation import MissingPath, interpolate
 
 MAX_ROWS = 100  # rows kept for review (the public API truncates CSV input to 100 rows too); totalRows is exact
@@ -75,7 +77,7 @@ def _seconds(value: Any, field: str) -> float | None:
     return float(value)
 
 
-def _policy(config: dict[str, Any], now: datetime, fallback_approver: str, digest: str) -> ApprovalPolicy:
+def _policy(config: dict[str, Any], now: datetime, fallback_approver: str) -> ApprovalPolicy:
     """The pause's policy from the step config (interpolated); ValueError naming the field otherwise."""
     approvers = _addresses(config["approvers"], "approvers") if config.get("approvers") else [fallback_approver]
     required = config.get("required_approvals", 1)
@@ -103,15 +105,14 @@ def _policy(config: dict[str, Any], now: datetime, fallback_approver: str, diges
         approvers=approvers, required=required, require_comment=bool(config.get("require_comment", False)),
         deadline=deadline, on_timeout=on_timeout, escalate_to=escalate_to if on_timeout == "escalate" else None,
         escalation_timeout_s=_seconds(config.get("escalation_timeout_s"), "escalation_timeout_s") or timeout,
-        remind_at=sorted(reminders), plan_hash=digest,
+        remind_at=sorted(reminders),
     )
 
 
-def paused(run_id: Any, run: Any, node: dict[str, Any], attempt: int, context: dict[str, Any], now: datetime,
-           fallback_approver: str) -> Event:
-    """The event an approval step starts with: StepAwaitingApproval with what to review and how it is
-    decided, or StepFailed naming the config field that is wrong."""
-    sid = node["id"]
+def pause(node: dict[str, Any], context: dict[str, Any], now: datetime, fallback_approver: str
+          ) -> AwaitApproval | Failed:
+    """What an approval step comes to when it starts: a pause with what to review and how it is decided
+    (the decider binds it to the run's plan hash), or a failure naming the config field that is wrong."""
     raw = node.get("config") or {}
     try:
         config = interpolate(raw, context)
@@ -128,10 +129,10 @@ def paused(run_id: Any, run: Any, node: dict[str, Any], attempt: int, context: d
             },
             "displayFields": [str(f) for f in fields] if isinstance(fields, list) else [],
         }
-        policy = _policy(config, now, fallback_approver, plan_hash(run.definition))
+        policy = _policy(config, now, fallback_approver)
     except (MissingPath, ValueError) as exc:
-        return StepFailed(run_id=run_id, step_id=sid, attempt=attempt, error=f"approval: {exc}", at=now)
-    return StepAwaitingApproval(run_id=run_id, step_id=sid, approval=approval, policy=policy, at=now)
+        return Failed(error=f"approval: {exc}")
+    return AwaitApproval(approval=approval, policy=policy)
 
 
 # ---- folding ------------------------------------------------------------------------------------------
@@ -285,3 +286,13 @@ def timers(tenant_id: str, correlation_id: str | None, event: Event) -> list[Tim
         found.append(_timer(tenant_id, correlation, "approval-reminder",
                             RemindApproval(run_id=run_id, step_id=step_id, deadline=deadline, at=due), due, event.at))
     return found
+
+
+def cancelled_timers(events: Sequence[Event]) -> list[CancelTimers]:
+    """A decision that resolves a step (the step's ApprovalDecisionRecorded and its StepCompleted or StepFailed
+    in one append, by a person or by the deadline) cancels the step's pending deadline and reminders in the
+    same transaction. A decision that leaves the step waiting (N of M) keeps them."""
+    decided = {(e.run_id, e.step_id) for e in events if isinstance(e, ApprovalDecisionRecorded)}
+    resolved = {(e.run_id, e.step_id) for e in events if isinstance(e, (StepCompleted, StepFailed))}
+    return [CancelTimers(service="executor", command_types=("ExpireApproval", "RemindApproval"), run_id=run_id,
+                         step_id=step_id) for run_id, step_id in sorted(decided & resolved, key=str)]

@@ -1,5 +1,9 @@
 """Drives runs: one driver task per active run folds its events, starts every ready step concurrently,
-records each result as an event, and sleeps until a step finishes, a timer is due, or an event arrives."""
+records each result as an event, and sleeps until a step finishes, a timer is due, or an event arrives.
+
+The engine is I/O and scheduling only: what to do next, what a step's result records (retry, backoff,
+waits, approval pauses) and every event it appends are the pure decider's (domain.py); no step type is
+special here (docs/decisions/0060)."""
 
 from __future__ import annotations
 
@@ -7,8 +11,7 @@ import asyncio
 import random
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
 
 import asyncpg
 import structlog
@@ -17,63 +20,24 @@ from libs.events.aggregate import fold
 from libs.events.db import DB_UNAVAILABLE
 from libs.events.faults import crash_point
 from libs.events.schemas import Event, Metadata
-from libs.events.schemas.run import (
-    RunCancelled,
-    RunCompleted,
-    RunFailed,
-    RunStarted,
-    StepCompleted,
-    StepFailed,
-    StepRetryScheduled,
-    StepSkipped,
-    StepStarted,
-    StepWaiting,
-)
 from libs.events.store import EventStore, RecordedEvent, WrongExpectedVersion
-from services.executor import approvals, domain
+from services.executor import domain
+from services.executor.effects import Effect, Failed
 from services.executor.interpolation import MissingPath
-from services.executor.steps import PURE, REGISTRY, StepCall, StepDeps, StepError, StepResult
+from services.executor.progress import step_context
+from services.executor.steps import PURE, REGISTRY, StepCall, StepDeps, StepError, outcome, step_key
 from services.executor.timers import timers_for
+
+__all__ = ["Engine", "RunDriver", "step_context"]
 
 log = structlog.get_logger()
 
 # Inline planning rounds per append (each runs at least one pure step); a longer chain just takes more appends.
 MAX_INLINE_ROUNDS = 64
-DEFAULT_RETRY = {"max_attempts": 3, "backoff_s": 1.0, "multiplier": 2.0, "max_backoff_s": 30.0, "jitter": 0.2}
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def step_context(run: domain.Run, node: dict[str, Any]) -> dict[str, Any]:
-    """What `${...}` can see: inputs, variables, every finished step's output by id (also under `steps`),
-    and `input`, the output of the step(s) named by input_from."""
-    outputs = {sid: s.output for sid, s in run.steps.items() if s.status == "completed"}
-    context: dict[str, Any] = {**outputs, "steps": outputs, "inputs": run.inputs, "variables": run.variables}
-    source = node.get("input_from")
-    if isinstance(source, str):
-        context["input"] = outputs.get(source)
-    elif isinstance(source, list):
-        context["input"] = {sid: outputs.get(sid) for sid in source}
-    return context
-
-
-def retry_policy(node: dict[str, Any]) -> dict[str, float]:
-    policy = dict(DEFAULT_RETRY)
-    if isinstance(node.get("retry"), dict):
-        policy.update({k: v for k, v in node["retry"].items() if k in DEFAULT_RETRY and isinstance(v, int | float)})
-    return policy
-
-
-def backoff_s(policy: dict[str, float], attempt: int, rng: random.Random) -> float:
-    """Exponential backoff with jitter: base * multiplier^(attempt-1), capped, +- jitter."""
-    base = min(policy["max_backoff_s"], policy["backoff_s"] * policy["multiplier"] ** (attempt - 1))
-    return max(0.0, base * (1 + rng.uniform(-policy["jitter"], policy["jitter"])))
-
-
-def step_key(node: dict[str, Any]) -> str:
-    return node.get("action") if node["type"] == "integration" else node["type"]
 
 
 class Engine:
@@ -149,20 +113,26 @@ class RunDriver:
         self.run = domain.initial
         self.version = 0
         self.metadata: Metadata | None = None
-        # Results of finished steps, recorded with the driver's next append (with the steps they unblock).
-        self.results: dict[str, Event] = {}
-        # Steps of the first pass (committed with RunCreated) to start once the driver is known.
-        self.first_steps: list = []
+        # Results of finished steps as the decider recorded them, appended with the driver's next append
+        # (with the steps they unblock).
+        self.results: dict[str, list[Event]] = {}
+        # Steps of the first pass (committed with RunCreated) to start once the driver is known, and when.
+        self.first_steps: list[domain.Start] = []
+        self.first_at: datetime | None = None
 
     async def first_pass(self, run: domain.Run) -> list[Event]:
         """The events of the new run's first pass (see Engine.prepare); its steps start in `launch_first_steps`."""
-        _, events, self.first_steps, _ = await self._plan(run, self.engine.clock())
+        self.first_at = self.engine.clock()
+        _, events, self.first_steps, _ = await self._plan(run, self.first_at)
         return events
 
     def launch_first_steps(self) -> None:
-        for node, attempt, key_attempt in self.first_steps:
-            self.in_flight[node["id"]] = asyncio.create_task(self._execute(self.run, node, attempt, key_attempt))
+        for start in self.first_steps:
+            self._launch(self.run, start, self.first_at)
         self.first_steps = []
+
+    def _launch(self, run: domain.Run, start: domain.Start, at: datetime) -> None:
+        self.in_flight[start.node["id"]] = asyncio.create_task(self._execute(run, start, at))
 
     async def drive(self) -> None:
         # A database outage (restart, failover) is waited out: a driver that hits one looks again later
@@ -202,8 +172,9 @@ class RunDriver:
                 await self._read()
             results = list(self.results.items())
             run = self.run
-            for _, event in results:
-                run = domain.evolve(run, event)
+            for _, recorded in results:
+                for event in recorded:
+                    run = domain.evolve(run, event)
             if not self.run.exists or self.run.status in domain.TERMINAL:
                 if results:  # terminated while steps ran: record what they did, it cannot change the status
                     await self._record(self.run, results, [])
@@ -213,8 +184,8 @@ class RunDriver:
             if results or events:
                 if not await self._record(run, results, events):
                     continue  # someone else moved the run; look again
-                for node, attempt, key_attempt in starts:
-                    self.in_flight[node["id"]] = asyncio.create_task(self._execute(run, node, attempt, key_attempt))
+                for start in starts:
+                    self._launch(run, start, now)
                 continue
             if not self.in_flight and wake_at is None:
                 return  # nothing running, nothing due: the next run event pokes a new driver
@@ -224,147 +195,103 @@ class RunDriver:
             except TimeoutError:
                 pass
 
-    async def _plan(self, run: domain.Run, now: datetime) -> tuple[domain.Run, list[Event], list, datetime | None]:
+    async def _plan(self, run: domain.Run, now: datetime
+                    ) -> tuple[domain.Run, list[Event], list[domain.Start], datetime | None]:
         """Decide what to do now: (the run with the new events folded in, the events, the steps to start as
         tasks, when to look again). Pure steps (steps.PURE) that become ready run here and now, and planning
         goes on with their results, so a chain of them is committed by one append together with what they
         unblock (docs/decisions/0011-inline-pure-steps.md)."""
         events: list[Event] = []
-        starts: list = []
+        starts: list[domain.Start] = []
         busy = set(self.in_flight)
         for _ in range(MAX_INLINE_ROUNDS):
             plan = domain.next_actions(run, now, frozenset(busy))
-            decided, ready = self._events_for(run, plan.actions, now)
+            decided, ready = domain.events_for(run, self.run_id, plan.actions, now)
             for event in decided:
                 run = domain.evolve(run, event)
             events += decided
-            inline = [start for start in ready if step_key(start[0]) in PURE]
+            inline = [start for start in ready if step_key(start.node) in PURE]
             for start in ready:
-                if step_key(start[0]) not in PURE:
+                if step_key(start.node) not in PURE:
                     starts.append(start)
-                    busy.add(start[0]["id"])
+                    busy.add(start.node["id"])
             if not inline and not decided:
                 return run, events, starts, plan.wake_at
             # Something changed (a step skipped, a pure result): plan again with it, so what it settles (the
             # run's end, a skip's dependents) goes into the same append.
-            for node, attempt, key_attempt in inline:
-                ok, result, retryable = await self._call(run, node, attempt, key_attempt)
-                event = self._result_event(node, attempt, ok, result, retryable)
-                log.debug("step_finished", run_id=str(self.run_id), step_id=node["id"], attempt=attempt,
-                          result=type(event).__name__, inline=True)
-                run = domain.evolve(run, event)
-                events.append(event)
+            for start in inline:
+                recorded = self._decide_result(run, start, await self._call(run, start, now))
+                log.debug("step_finished", run_id=str(self.run_id), step_id=start.node["id"], attempt=start.attempt,
+                          result=_names(recorded), inline=True)
+                for event in recorded:
+                    run = domain.evolve(run, event)
+                events += recorded
         return run, events, starts, None  # not done planning: record this much, then plan again
 
-    async def _record(self, run: domain.Run, results: list[tuple[str, Event]], events: list[Event]) -> bool:
+    async def _record(self, run: domain.Run, results: list[tuple[str, list[Event]]], events: list[Event]) -> bool:
         """Append step results and new decisions in one transaction at the known version; False on a conflict.
         `run` is the run with all of them folded in."""
-        batch = [event for _, event in results] + events
+        batch = [event for _, recorded in results for event in recorded] + events
         try:
             await self.engine.store.append(self.stream_id, self.version, batch, metadata=self.metadata,
                                            timers=timers_for(self.tenant_id, self.metadata, batch))
         except WrongExpectedVersion:
             self.stale = True
             return False
-        for sid, event in results:
-            if self.results.get(sid) is event:
+        for sid, recorded in results:
+            if self.results.get(sid) is recorded:
                 del self.results[sid]
         self.run, self.version = run, self.version + len(batch)
         return True
 
-    def _events_for(self, run: domain.Run, actions, now: datetime) -> tuple[list[Event], list]:
-        rid = self.run_id
-        events: list[Event] = []
-        starts: list = []
-        for action in actions:
-            match action:
-                case domain.Begin():
-                    events.append(RunStarted(run_id=rid, at=now))
-                case domain.Skip(step_id=sid, reason=reason):
-                    events.append(StepSkipped(run_id=rid, step_id=sid, reason=reason, at=now))
-                case domain.EndWait(step_id=sid):
-                    events.append(domain.wait_ended(run, rid, sid, now))
-                case domain.Finish(outputs=outputs):
-                    events.append(RunCompleted(run_id=rid, outputs=outputs, at=now))
-                case domain.Fail(error=error):
-                    events.append(RunFailed(run_id=rid, error=error, at=now))
-                case domain.FinishCancel():
-                    events.append(RunCancelled(run_id=rid, reason=run.cancel_reason or "Cancelled by user", at=now))
-                case domain.Execute(node=node, attempt=attempt):
-                    sid = node["id"]
-                    events.append(StepStarted(run_id=rid, step_id=sid, attempt=attempt, at=now))
-                    kind = step_key(node)
-                    if kind == "delay":
-                        # A delay is a durable timer: StepWaiting is appended with a timer whose EndDelay
-                        # command ends the wait (services/executor/timers.py); the driver does not sleep for it.
-                        seconds = float((node.get("config") or {}).get("seconds", 0))
-                        events.append(StepWaiting(run_id=rid, step_id=sid, attempt=attempt,
-                                                  until=now + timedelta(seconds=seconds), at=now))
-                    elif kind == "approval":
-                        # Pauses the run; the decision arrives as a command (services/executor/approvals.py).
-                        fallback = getattr(self.engine.deps.settings, "approval_email", "approver@localhost")
-                        events.append(approvals.paused(rid, run, node, attempt, step_context(run, node), now,
-                                                       fallback))
-                    else:
-                        # A step left running by a crash recorded no result, yet its side effect may have
-                        # happened: the re-execution carries the crashed attempt's idempotency key.
-                        prev = run.steps.get(sid)
-                        key_attempt = (prev.key_attempt or prev.attempt) if prev and prev.status == "running" else None
-                        starts.append((node, attempt, key_attempt))
-        return events, starts
-
-    async def _execute(self, run: domain.Run, node: dict[str, Any], attempt: int,
-                       key_attempt: int | None = None) -> None:
-        sid = node["id"]
+    async def _execute(self, run: domain.Run, start: domain.Start, at: datetime) -> None:
+        sid = start.node["id"]
         try:
             crash_point("after_step_started")
-            ok, result, retryable = await self._call(run, node, attempt, key_attempt)
+            effect = await self._call(run, start, at)
             crash_point("after_side_effect")
-            event = self._result_event(node, attempt, ok, result, retryable)
-            # The driver records it with its next append. If this process dies first, the step is still
+            recorded = self._decide_result(run, start, effect)
+            # The driver appends them with its next append. If this process dies first, the step is still
             # "running" in the log and runs again under the same idempotency key.
-            self.results[sid] = event
-            log.info("step_finished", run_id=str(self.run_id), step_id=sid, attempt=attempt, result=type(event).__name__)
+            self.results[sid] = recorded
+            log.info("step_finished", run_id=str(self.run_id), step_id=sid, attempt=start.attempt,
+                     result=_names(recorded))
         finally:
             self.in_flight.pop(sid, None)
             self.wake.set()
 
-    def _result_event(self, node: dict[str, Any], attempt: int, ok: bool, result: Any, retryable: bool) -> Event:
-        """The event that records an attempt's result: completed, a retry under the node's policy, or failed."""
-        sid, now = node["id"], self.engine.clock()
-        if ok:
-            value = result if isinstance(result, StepResult) else StepResult(result)
-            return StepCompleted(run_id=self.run_id, step_id=sid, attempt=attempt, output=value.output,
-                                 variables=value.variables, at=now)
-        policy = retry_policy(node)
-        if retryable and attempt < policy["max_attempts"]:
-            delay = backoff_s(policy, attempt, self.engine.rng)
-            return StepRetryScheduled(run_id=self.run_id, step_id=sid, attempt=attempt, error=result,
-                                      retry_at=now + timedelta(seconds=delay), at=now)
-        return StepFailed(run_id=self.run_id, step_id=sid, attempt=attempt, error=result, at=now)
+    def _decide_result(self, run: domain.Run, start: domain.Start, effect: Effect) -> list[Event]:
+        """The decider's events for an attempt's result. The engine supplies the time and the random draw
+        the backoff's jitter uses; the retry policy and the mapping are the decider's (results.py)."""
+        command = domain.RecordStepResult(run_id=self.run_id, step_id=start.node["id"], attempt=start.attempt,
+                                          result=effect, at=self.engine.clock(),
+                                          jitter=self.engine.rng.uniform(-1.0, 1.0))
+        return domain.decide(command, run)
 
-    async def _call(self, run: domain.Run, node: dict[str, Any], attempt: int,
-                    key_attempt: int | None = None) -> tuple[bool, Any, bool]:
-        """(ok, output or error message, retryable)."""
-        fn = REGISTRY.get(step_key(node))
+    async def _call(self, run: domain.Run, start: domain.Start, at: datetime) -> Effect:
+        """Run the step's registered function; what it returns, or the error it raises, as an effect."""
+        node = start.node
+        fn = REGISTRY.get(step_key(node) or "")
         if fn is None:
-            return False, f"unsupported step type {step_key(node)!r}", False
-        call = StepCall(tenant_id=self.tenant_id, run_id=self.run_id, step_id=node["id"], attempt=attempt,
-                        key_attempt=key_attempt)
+            return Failed(error=f"unsupported step type {step_key(node)!r}")
+        call = StepCall(tenant_id=self.tenant_id, run_id=self.run_id, step_id=node["id"], attempt=start.attempt,
+                        key_attempt=start.key_attempt, at=at)
         timeout = node.get("timeout_s")
         try:
             work = fn(node, step_context(run, node), call, self.engine.deps)
-            result = await (asyncio.wait_for(work, timeout) if isinstance(timeout, int | float) else work)
-            return True, result, False
+            return outcome(await (asyncio.wait_for(work, timeout) if isinstance(timeout, int | float) else work))
         except StepError as exc:
-            return False, str(exc), exc.retryable
+            return Failed(error=str(exc), retryable=exc.retryable)
         except MissingPath as exc:
-            return False, str(exc), False
+            return Failed(error=str(exc))
         except TimeoutError:
-            return False, f"Step timed out after {timeout} s", True
+            return Failed(error=f"Step timed out after {timeout} s", retryable=True)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug in a step must fail the step, not the engine
             log.exception("step_crashed", step_id=node["id"])
-            return False, f"Unexpected error: {type(exc).__name__}: {exc}", False
+            return Failed(error=f"Unexpected error: {type(exc).__name__}: {exc}")
 
+
+def _names(events: list[Event]) -> str:
+    return ",".join(type(e).__name__ for e in events)

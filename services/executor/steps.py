@@ -1,8 +1,11 @@
 """Step types: a registry a new module extends with `@step("type")` without touching the engine.
 
-A step function receives the definition node, the `${}` context, the call (run, step, attempt and the
-idempotency key every side effect must carry) and the executor's shared dependencies. It returns the
-step's output (or a StepResult with variables), or raises StepError (retryable or not).
+A step function receives the definition node, the `${}` context, the call (run, step, attempt, the time
+the attempt started and the idempotency key every side effect must carry) and the executor's shared
+dependencies. It returns the step's output (or a StepResult with variables, or an effect such as
+WaitUntil or AwaitApproval from services/executor/effects.py), or raises StepError (retryable or not).
+The decider (services/executor/results.py) turns what it returns into events. Every registered type has
+exactly one entry in the step catalogue (libs/domain/catalog.py), which validates definitions.
 """
 
 from __future__ import annotations
@@ -10,9 +13,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from libs.domain.catalog import step_key
+from services.executor.effects import EFFECTS, Completed, Effect
 from services.executor.interpolation import interpolate
+
+__all__ = ["PURE", "REGISTRY", "StepCall", "StepDeps", "StepError", "StepFn", "StepResult", "config_of", "outcome",
+           "step", "step_key"]
 
 
 class StepError(Exception):
@@ -33,6 +42,9 @@ class StepCall:
     # The attempt whose key this call reuses: a re-execution after a crash replaces an attempt that never
     # recorded a result (its side effect may have happened), so it must carry that attempt's key.
     key_attempt: int | None = None
+    # When the driver started this attempt: a step that needs "now" (a delay's end, an approval's deadline)
+    # reads it here, never from a clock, so running it again from the same log gives the same result.
+    at: datetime | None = None
 
     @property
     def idempotency_key(self) -> str:
@@ -44,6 +56,16 @@ class StepCall:
 class StepResult:
     output: Any
     variables: dict[str, Any] = field(default_factory=dict)
+
+
+def outcome(value: Any) -> Effect:
+    """A step function's return value as an effect: an effect as is, a StepResult or a plain value as
+    Completed."""
+    if isinstance(value, EFFECTS):
+        return value
+    if isinstance(value, StepResult):
+        return Completed(output=value.output, variables=value.variables)
+    return Completed(output=value)
 
 
 @dataclass

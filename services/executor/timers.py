@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from libs.events.schemas import CommandEnvelope, Event, Metadata
 from libs.events.schemas.run import EndDelay, StepWaiting
-from libs.events.timers import Timer, timer_id_for
+from libs.events.timers import CancelTimers, Timer, timer_id_for
 from services.executor import approvals
 
 SERVICE = "executor"
@@ -30,9 +30,10 @@ def delay_timer(tenant_id: str, waiting: StepWaiting, correlation_id: str | None
     return Timer(timer_id=timer_id, due_at=waiting.until, service=SERVICE, envelope=envelope)
 
 
-def timers_for(tenant_id: str, metadata: Metadata | None, events: Sequence[Event]) -> list[Timer]:
+def timers_for(tenant_id: str, metadata: Metadata | None, events: Sequence[Event]) -> list[Timer | CancelTimers]:
     """Every timer the events of one append call for."""
     correlation_id = metadata.correlation_id if metadata is not None else None
     found = [delay_timer(tenant_id, e, correlation_id) for e in events if isinstance(e, StepWaiting)]
-    # Approval deadlines and reminders (services/executor/approvals.py).
-    return found + [t for e in events for t in approvals.timers(tenant_id, correlation_id, e)]
+    # Approval deadlines and reminders (services/executor/approvals.py), and their cancellation once decided.
+    return (found + [t for e in events for t in approvals.timers(tenant_id, correlation_id, e)]
+            + approvals.cancelled_timers(events))

@@ -8,18 +8,19 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 
-from libs.events.bus import CommandBus
 from libs.security.ratelimit import SharedBuckets
 from libs.runtime.service import ServiceContext, create_service_app
 from libs.events.settings import Settings, load_settings
 from services.gateway import approvals, assistant, console, executions, streams, v2
-from services.gateway import api_keys, public
+from services.gateway import api_keys, dashboard, public
 from services.gateway import webhooks as webhooks_admin
 from services.gateway.commands import Dispatcher
 from services.gateway.core import Core
+from services.gateway.pending import PendingCommands, TrackingCommandBus
 from services.gateway.errors import EXCEPTION_HANDLERS
 from services.gateway.openapi import openapi_config
 from services.gateway.ratelimit import v2_rate_limit_middleware
+from services.gateway.text_guard import refuse_nul
 
 SERVICE = "gateway"
 
@@ -33,7 +34,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     async def setup(ctx: ServiceContext) -> None:
         app.state.settings = settings
-        app.state.bus = CommandBus(ctx.nc, ctx.js, settings.command_timeout_s)
+        app.state.pending_commands = PendingCommands(ctx.js)
+        await app.state.pending_commands.open()
+        app.state.bus = TrackingCommandBus(ctx.nc, ctx.js, settings.command_timeout_s,
+                                           pending=app.state.pending_commands)
         app.state.dispatcher = Dispatcher(app.state.bus, ctx.store)
         app.state.core = Core(store=ctx.store, dispatcher=app.state.dispatcher, bus=app.state.bus, settings=settings)
         app.state.buckets = SharedBuckets(ctx.pool)  # rate limits shared by every gateway process
@@ -44,12 +48,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         name=SERVICE,
         setup=setup,
         route_handlers=[v2.router, console.router, *assistant.routers, executions.router, *streams.routers,
-                        public.router, api_keys.router, approvals.router, webhooks_admin.router],
+                        public.router, api_keys.router, approvals.router, webhooks_admin.router, *dashboard.routers],
         exception_handlers=assistant.with_assistant_routing_errors(public.with_public_routing_errors(EXCEPTION_HANDLERS)),
         middleware=[v2_rate_limit_middleware],
         request_max_body_size=settings.max_body_bytes,
         dependencies={"core": Provide(provide_core, sync_to_thread=False)},
         openapi_config=openapi_config(),
+        before_request=refuse_nul,
     )
     app.state.settings = settings
     return app

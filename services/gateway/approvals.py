@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import structlog
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from litestar import HttpMethod, Request, Response, Router, route
+from litestar import HttpMethod, Request, Response, Router, post, route
+from litestar.enums import RequestEncodingType
+from litestar.openapi import ResponseSpec
+from litestar.params import Body, Parameter
 from litestar.response import Redirect
 
 from libs.security.approval_tokens import TokenError, verify_plan_token, verify_step_token
@@ -25,19 +28,23 @@ from libs.events.schemas.plan import ApprovePlan
 from libs.events.schemas.run import DecideApproval
 from libs.events.store import EventStore
 from services.gateway.commands import now
-from services.gateway.errors import PLAIN_EXCEPTION_HANDLERS, plain_error_body
+from services.gateway.errors import PLAIN_EXCEPTION_HANDLERS, PlainError, plain_error_body, responses
 
 log = structlog.get_logger()
 _pages = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                      autoescape=select_autoescape(["html"]))
 
-# Lower-case fragments of the user agents of crawlers, chat-app link previews and mail security scanners
-# that fetch links in messages; they must never decide anything (WEFT_APPROVAL_BOT_USER_AGENTS adds more).
+# Lower-case fragments of the user agents of crawlers, chat-app link previews (unfurlers) and mail security
+# scanners that fetch links in messages; they must never decide anything (WEFT_APPROVAL_BOT_USER_AGENTS adds
+# more; README "Approvals" lists them). Microsoft's Safe Links and Office apps fetch as "Microsoft Office ..."
+# or "ms-office"; Outlook's own previews say "Outlook"; Slack, Teams, Iframely and Embedly unfurl links.
 BOT_USER_AGENTS = (
     "bot", "crawler", "spider", "slurp", "preview", "scanner", "facebookexternalhit", "linkedin", "whatsapp",
     "telegram", "discord", "skype", "googleimageproxy", "google-safety", "proofpoint", "mimecast", "barracuda",
     "urldefense", "safelinks", "symantec", "bitdefender", "trendmicro", "forcepoint", "sophos", "ironport",
     "headlesschrome", "python-requests", "go-http-client", "java/", "wget", "libwww-perl",
+    "microsoft office", "ms-office", "msoffice", "outlook", "microsoft-teams", "teams/", "iframely", "embedly",
+    "slack", "mattermost", "unfurl", "curl/", "httpx", "aiohttp", "okhttp", "axios", "node-fetch", "zgrab",
 )
 MAX_NOTE = 2000
 
@@ -150,23 +157,53 @@ def _refused(request: Request, outcome: Outcome | None) -> Response:
     return _error(request, status, outcome.error or "Decision refused", outcome.field)
 
 
-async def _form(request: Request) -> dict[str, str]:
-    if request.method != "POST":
-        return dict(request.query_params)
-    form = await request.form()
-    return {key: value for key, value in form.items() if isinstance(value, str)}
+class PlanLinkForm(msgspec.Struct, kw_only=True):
+    """The confirmation page's form (WEFT_APPROVAL_LINKS_CONFIRM): the link's token, posted back."""
+
+    token: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
+
+
+class StepLinkForm(msgspec.Struct, kw_only=True):
+    token: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
+    action: Annotated[str, msgspec.Meta(max_length=20)] | None = None
+    note: Annotated[str, msgspec.Meta(max_length=MAX_NOTE)] | None = None
+
+
+Token = Annotated[str | None, Parameter(max_length=4096, description="the emailed link's signed token")]
+FORM = Body(media_type=RequestEncodingType.URL_ENCODED)
+LINK_RESPONSES = {
+    200: ResponseSpec(data_container=str, media_type="text/html", generate_examples=False,
+                      description="A page: the confirmation form, or for link scanners and HEAD, a notice (no effect)"),
+    202: ResponseSpec(data_container=str, media_type="text/html", generate_examples=False,
+                      description="The decision was received and is being recorded"),
+    303: ResponseSpec(data_container=None, generate_examples=False,
+                      description="Decided: redirect to the workflow's dashboard page"),
+    **{code: spec for code, spec in responses(PlainError, 404).items() if code != 401},
+}
 
 
 # ---- plan approval ------------------------------------------------------------------------------------
 
 
-@route("/{workflow_id:str}/approve", http_method=[HttpMethod.GET, HttpMethod.HEAD, HttpMethod.POST])
-async def approve_plan(request: Request, workflow_id: str) -> Response:
-    """Approve a draft's plan through its emailed link and activate the workflow."""
-    settings = request.app.state.settings
-    if request.method != "POST" and is_link_scanner(request):
+@route("/{workflow_id:uuid}/approve", http_method=[HttpMethod.GET, HttpMethod.HEAD], status_code=200,
+       responses=LINK_RESPONSES, security=[])
+async def approve_plan(request: Request, workflow_id: uuid.UUID, token: Token = None) -> Response:
+    """Approve a draft's plan through its emailed link and activate the workflow (no session: the token is
+    the credential). Link scanners and HEAD get a page and change nothing."""
+    if is_link_scanner(request):
         return _scanner_page()
-    fields = await _form(request)
+    return await _approve_plan(request, str(workflow_id), {"token": token})
+
+
+@post("/{workflow_id:uuid}/approve", status_code=200, responses=LINK_RESPONSES, security=[])
+async def confirm_plan(request: Request, workflow_id: uuid.UUID,
+                       data: Annotated[PlanLinkForm, FORM]) -> Response:
+    """The confirmation page's button (WEFT_APPROVAL_LINKS_CONFIRM=true)."""
+    return await _approve_plan(request, str(workflow_id), {"token": data.token})
+
+
+async def _approve_plan(request: Request, workflow_id: str, fields: dict[str, str | None]) -> Response:
+    settings = request.app.state.settings
     try:
         claims = verify_plan_token(settings, fields.get("token"))
     except TokenError as exc:
@@ -194,20 +231,35 @@ async def approve_plan(request: Request, workflow_id: str) -> Response:
 # ---- step approval ------------------------------------------------------------------------------------
 
 
-@route("/resume", http_method=[HttpMethod.GET, HttpMethod.HEAD, HttpMethod.POST])
-async def resume_run(request: Request) -> Response:
+@route("/resume", http_method=[HttpMethod.GET, HttpMethod.HEAD], status_code=200, responses=LINK_RESPONSES,
+       security=[])
+async def resume_run(request: Request, token: Token = None,
+                     action: Annotated[str | None, Parameter(max_length=20, description="approve or reject")] = None,
+                     note: Annotated[str | None, Parameter(description="optional feedback (with reject)")] = None
+                     ) -> Response:
     """Approve or reject a paused step through its emailed link; the run resumes or stops."""
-    settings = request.app.state.settings
-    if request.method != "POST" and is_link_scanner(request):
+    if is_link_scanner(request):
         return _scanner_page()
-    fields = await _form(request)
+    return await _resume(request, {"token": token, "action": action, "note": note})
+
+
+@post("/resume", status_code=200, responses=LINK_RESPONSES, security=[])
+async def confirm_resume(request: Request, data: Annotated[StepLinkForm, FORM]) -> Response:
+    """The confirmation page's button, with the approver's note."""
+    return await _resume(request, {"token": data.token, "action": data.action, "note": data.note})
+
+
+async def _resume(request: Request, fields: dict[str, str | None]) -> Response:
+    settings = request.app.state.settings
     try:
         claims = verify_step_token(settings, fields.get("token"))
     except TokenError as exc:
         return _error(request, 400, f"Invalid approval link: {exc.message}", "token")
-    action, note = fields.get("action"), fields.get("note") or ""
+    action, note = fields.get("action") or claims.action, fields.get("note") or ""
     if action not in ("approve", "reject"):
         return _error(request, 400, "action must be approve or reject", "action")
+    if action != claims.action:  # the decision is signed into the token: an edited action= is refused
+        return _error(request, 400, f"This link can only {claims.action}: the action was changed", "action")
     if len(note) > MAX_NOTE:
         return _error(request, 400, f"note must be at most {MAX_NOTE} characters", "note")
     # A reject link of a step that needs a comment asks for it (a page, no side effect) instead of failing.
@@ -232,5 +284,5 @@ async def resume_run(request: Request) -> Response:
     return _refused(request, outcome)
 
 
-router = Router(path="/api/workflows", route_handlers=[approve_plan, resume_run],
-                exception_handlers=PLAIN_EXCEPTION_HANDLERS)
+router = Router(path="/api/workflows", route_handlers=[approve_plan, confirm_plan, resume_run, confirm_resume],
+                exception_handlers=PLAIN_EXCEPTION_HANDLERS, tags=["approvals"])

@@ -105,14 +105,14 @@ async def _own_execution(core: Core, principal: Principal, execution_id: uuid.UU
 
 @post("/{workflow_id:uuid}", status_code=200, responses=COMMAND)
 async def execute_workflow(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID,
-                           data: ExecuteBody | None = None) -> Response[StartedEnvelope]:
+                           data: ExecuteBody = ExecuteBody()) -> Response[StartedEnvelope]:
     workflow = await workflows.get(core, principal, workflow_id)
 
     async def render(outcome: Outcome):
         return 200, StartedEnvelope(success=True, message="Workflow execution initiated successfully", data=Started(
             workflowId=str(workflow.id), executionId=str(runs.run_id_of(outcome))))
 
-    return await runs.start(core, request, principal, workflow, (data or ExecuteBody()).inputs, render,
+    return await runs.start(core, request, principal, workflow, data.inputs, render,
                             await request.body())
 
 

@@ -11,7 +11,7 @@ API_VERSION = "2.0.0"
 DESCRIPTION = """Weft's five HTTP surfaces over one core (DESIGN, "Surfaces"):
 
 - **v2** `/api/v2/workflows`: the canonical tenant API (spec E), bearer JWT.
-- **public** `/api/v1/public`: API-key access for customer websites (spec D), `X-API-Key`.
+- **public** `/api/v1/public`: API-key access for customer websites (spec D), `Authorization: Bearer <key>`.
 - **console** `/api/workflows`: goal -> plan -> approval -> runs (spec B), bearer JWT.
 - **executions** `/api/workflows/execute`: executions with node states and logs (spec C), bearer JWT.
 - **assistant** `/api/workflow`: one command -> plan -> run, streamed (spec A), bearer JWT.
@@ -31,8 +31,9 @@ def openapi_config() -> OpenAPIConfig:
         components=Components(security_schemes={
             "bearerAuth": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT",
                                          description="A user JWT (`weft token` issues one for the embedded stack)"),
-            "apiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header",
-                                     description="A public-API key (`weft api-key create`), shown once"),
+            "apiKey": SecurityScheme(type="http", scheme="bearer", bearer_format="weft API key",
+                                     description="A public-API key (`weft api-key create`, shown once), sent as "
+                                                 "`Authorization: Bearer <key>` (spec D)"),
         }),
         tags=[Tag(name=name) for name in ("v2: workflows", "public", "console", "executions", "assistant",
                                             "admin", "approvals", "streams")],

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
 import msgspec
-from litestar import Request, Response, Router, delete, get, patch, post
+from litestar import Request, Router, delete, get, patch, post
 from litestar.di import Provide
+from litestar.params import Parameter
 
 from libs.security.auth import Principal
 from libs.events.timers import set_timers
@@ -31,13 +32,10 @@ from libs.adapters.webhooks import (
     validate_endpoint,
 )
 from services.gateway.auth import authenticate
-from services.gateway.bodies import decode_body
-from services.gateway.errors import ApiError
+from services.gateway.core.errors import NotFound
+from services.gateway.errors import EXCEPTION_HANDLERS_V2, ApiError, V2Error, responses
 from services.gateway.queries import iso
-from services.gateway.core.ids import parse_id as _uuid
-from services.gateway.params import int_param as _int_param
 
-DELIVERY_STATUSES = ("pending", "delivered", "dead", "cancelled")
 _ENDPOINT_COLUMNS = ("id, api_key_id, url, events, owner_email, enabled, consecutive_failures, disabled_at,"
                      " disabled_reason, created_at")
 _DELIVERY_COLUMNS = ("d.id, d.endpoint_id, d.event_id, d.event, d.execution_id, d.status, d.attempts, d.next_attempt_at,"
@@ -46,73 +44,141 @@ _DELIVERY_COLUMNS = ("d.id, d.endpoint_id, d.event_id, d.event, d.execution_id, 
 _DELIVERY_FROM = " FROM webhook_deliveries d LEFT JOIN webhook_dead_letters l ON l.delivery_id = d.id"
 
 
+Short = Annotated[str, msgspec.Meta(max_length=2048)]
+
+
 class CreateWebhookBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    url: str
-    events: list[str] = msgspec.field(default_factory=lambda: list(EVENTS))
-    secret: str | None = None  # generated (and shown once) when absent
+    url: Short
+    events: Annotated[list[Annotated[str, msgspec.Meta(max_length=100)]], msgspec.Meta(max_length=20)] = \
+        msgspec.field(default_factory=lambda: list(EVENTS))
+    secret: Short | None = None  # generated (and shown once) when absent
     api_key_id: uuid.UUID | None = None
-    owner_email: str | None = None
+    owner_email: Annotated[str, msgspec.Meta(max_length=320)] | None = None
 
 
 class PatchWebhookBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: bool
 
 
-def endpoint_json(row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "id": str(row["id"]),
-        "api_key_id": str(row["api_key_id"]) if row["api_key_id"] else None,
-        "url": row["url"],
-        "events": list(row["events"]),
-        "enabled": row["enabled"],
-        "owner_email": row["owner_email"],
-        "consecutive_failures": row["consecutive_failures"],
-        "disabled_at": iso(row["disabled_at"]),
-        "disabled_reason": row["disabled_reason"],
-        "created_at": iso(row["created_at"]),
-    }
+class Endpoint(msgspec.Struct, kw_only=True):
+    id: str
+    api_key_id: str | None
+    url: str
+    events: list[str]
+    enabled: bool
+    owner_email: str | None
+    consecutive_failures: int
+    disabled_at: str | None
+    disabled_reason: str | None
+    created_at: str | None
 
 
-def attempt_json(row: asyncpg.Record) -> dict[str, Any]:
-    return {"attempt": row["attempt"], "started_at": iso(row["started_at"]), "status_code": row["status_code"],
-            "latency_ms": row["latency_ms"], "error": row["error"], "response_body": row["response_body"]}
+class NewEndpoint(Endpoint, kw_only=True):
+    secret: str  # shown here only; later reads never return it
+    standard_webhooks_secret: str
 
 
-def delivery_json(row: asyncpg.Record, attempts: list[asyncpg.Record]) -> dict[str, Any]:
+class Attempt(msgspec.Struct, kw_only=True):
+    attempt: int
+    started_at: str | None
+    status_code: int | None
+    latency_ms: float | None
+    error: str | None
+    response_body: str | None
+
+
+class DeadLetter(msgspec.Struct, kw_only=True):
+    reason: str | None
+    dead_at: str | None
+    replayed_at: str | None
+    replays: int
+
+
+class Delivery(msgspec.Struct, kw_only=True, omit_defaults=True):
+    id: str  # the webhook-id header of every attempt
+    webhook_id: str
+    event: str
+    event_id: str
+    execution_id: str
+    status: str
+    attempt_count: int
+    next_attempt_at: str | None
+    last_error: str | None
+    created_at: str | None
+    delivered_at: str | None
+    dead_letter: DeadLetter | None
+    attempts: list[Attempt]
+    payload: Any = None
+
+
+class EndpointEnvelope(msgspec.Struct, kw_only=True):
+    success: bool
+    webhook: Endpoint
+
+
+class NewEndpointEnvelope(msgspec.Struct, kw_only=True):
+    success: bool
+    webhook: NewEndpoint
+
+
+class EndpointList(msgspec.Struct, kw_only=True):
+    success: bool
+    webhooks: list[Endpoint]
+    count: int
+
+
+class DeliveryEnvelope(msgspec.Struct, kw_only=True):
+    success: bool
+    delivery: Delivery
+
+
+class DeliveryList(msgspec.Struct, kw_only=True):
+    success: bool
+    deliveries: list[Delivery]
+    count: int
+
+
+class Deleted(msgspec.Struct, kw_only=True):
+    success: bool
+    message: str
+
+
+def endpoint_json(row: asyncpg.Record) -> Endpoint:
+    return Endpoint(id=str(row["id"]), api_key_id=str(row["api_key_id"]) if row["api_key_id"] else None,
+                    url=row["url"], events=list(row["events"]), enabled=row["enabled"], owner_email=row["owner_email"],
+                    consecutive_failures=row["consecutive_failures"], disabled_at=iso(row["disabled_at"]),
+                    disabled_reason=row["disabled_reason"], created_at=iso(row["created_at"]))
+
+
+def attempt_json(row: asyncpg.Record) -> Attempt:
+    return Attempt(attempt=row["attempt"], started_at=iso(row["started_at"]), status_code=row["status_code"],
+                   latency_ms=row["latency_ms"], error=row["error"], response_body=row["response_body"])
+
+
+def delivery_json(row: asyncpg.Record, attempts: list[asyncpg.Record]) -> Delivery:
     dead = None
     if row["dead_at"] is not None:
-        dead = {"reason": row["dead_reason"], "dead_at": iso(row["dead_at"]), "replayed_at": iso(row["replayed_at"]),
-                "replays": row["replays"]}
-    return {
-        "id": str(row["id"]),  # the webhook-id header of every attempt
-        "webhook_id": str(row["endpoint_id"]),
-        "event": row["event"],
-        "event_id": str(row["event_id"]),
-        "execution_id": str(row["execution_id"]),
-        "status": row["status"],
-        "attempt_count": row["attempts"],
-        "next_attempt_at": iso(row["next_attempt_at"]),
-        "last_error": row["last_error"],
-        "created_at": iso(row["created_at"]),
-        "delivered_at": iso(row["delivered_at"]),
-        "dead_letter": dead,
-        "attempts": [attempt_json(a) for a in attempts],
-    }
+        dead = DeadLetter(reason=row["dead_reason"], dead_at=iso(row["dead_at"]), replayed_at=iso(row["replayed_at"]),
+                          replays=row["replays"])
+    return Delivery(
+        id=str(row["id"]), webhook_id=str(row["endpoint_id"]), event=row["event"], event_id=str(row["event_id"]),
+        execution_id=str(row["execution_id"]), status=row["status"], attempt_count=row["attempts"],
+        next_attempt_at=iso(row["next_attempt_at"]), last_error=row["last_error"], created_at=iso(row["created_at"]),
+        delivered_at=iso(row["delivered_at"]), dead_letter=dead, attempts=[attempt_json(a) for a in attempts])
 
 
 def _store(request: Request):
     return request.app.state.ctx.store
 
 
-async def _endpoint_or_404(conn: asyncpg.Connection, webhook_id: str) -> asyncpg.Record:
-    row = await conn.fetchrow(f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1",
-                              _uuid(webhook_id, "Webhook"))
+async def _endpoint_or_404(conn: asyncpg.Connection, webhook_id: uuid.UUID) -> asyncpg.Record:
+    row = await conn.fetchrow(f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1", webhook_id)
     if row is None:
-        raise ApiError(404, "Webhook not found")
+        raise NotFound("Webhook")
     return row
 
 
-async def _deliveries_json(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
+async def _deliveries_json(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[Delivery]:
     attempts = await conn.fetch(
         "SELECT delivery_id, attempt, started_at, status_code, latency_ms, error, response_body FROM webhook_attempts"
         " WHERE delivery_id = ANY($1::uuid[]) ORDER BY delivery_id, attempt", [r["id"] for r in rows])
@@ -122,16 +188,19 @@ async def _deliveries_json(conn: asyncpg.Connection, rows: list[asyncpg.Record])
     return [delivery_json(r, by_delivery.get(r["id"], [])) for r in rows]
 
 
-@get("/")
-async def list_webhooks(request: Request, principal: Principal) -> dict[str, Any]:
+READ = responses(V2Error, 404, 429)
+
+
+@get("/", responses=responses(V2Error, 429))
+async def list_webhooks(request: Request, principal: Principal) -> EndpointList:
     async with _store(request).tenant_transaction(principal.tenant_id) as conn:
         rows = await conn.fetch(f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints ORDER BY created_at, id")
-    return {"success": True, "webhooks": [endpoint_json(r) for r in rows], "count": len(rows)}
+    return EndpointList(success=True, webhooks=[endpoint_json(r) for r in rows], count=len(rows))
 
 
-@post("/")
-async def create_webhook(request: Request, principal: Principal) -> Response:
-    body = decode_body(await request.body(), CreateWebhookBody)
+@post("/", status_code=201, responses=responses(V2Error, 429))
+async def create_webhook(request: Request, principal: Principal, data: CreateWebhookBody) -> NewEndpointEnvelope:
+    body = data
     secret = body.secret if body.secret is not None else generate_secret()
     try:
         validate_endpoint(body.url, body.events, secret, body.owner_email)
@@ -145,19 +214,19 @@ async def create_webhook(request: Request, principal: Principal) -> Response:
                                             secret=secret, api_key_id=body.api_key_id, owner_email=body.owner_email)
         row = await conn.fetchrow(f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1", endpoint_id)
     # The secret is shown here only; later reads never return it.
-    webhook = {**endpoint_json(row), "secret": secret, "standard_webhooks_secret": standard_secret(secret)}
-    return Response({"success": True, "webhook": webhook}, status_code=201)
+    webhook = NewEndpoint(**msgspec.structs.asdict(endpoint_json(row)), secret=secret,
+                          standard_webhooks_secret=standard_secret(secret))
+    return NewEndpointEnvelope(success=True, webhook=webhook)
 
 
-@get("/deliveries")
-async def list_deliveries(request: Request, principal: Principal) -> dict[str, Any]:
-    params = request.query_params
-    status = params.get("status")
-    if status is not None and status not in DELIVERY_STATUSES:
-        raise ApiError(400, f"status must be one of: {', '.join(DELIVERY_STATUSES)}", "status")
-    filters = {name: _uuid_param(params.get(name), name) for name in ("webhook_id", "execution_id")}
-    limit = _int_param(request, "limit", 50, 1, 500)
-    offset = _int_param(request, "offset", 0, 0, 10**9)
+@get("/deliveries", responses=responses(V2Error, 429))
+async def list_deliveries(
+    request: Request, principal: Principal,
+    status: Literal["pending", "delivered", "dead", "cancelled"] | None = None,
+    webhook_id: uuid.UUID | None = None, execution_id: uuid.UUID | None = None,
+    limit: Annotated[int, Parameter(ge=1, le=500)] = 50, offset: Annotated[int, Parameter(ge=0, le=10**9)] = 0,
+) -> DeliveryList:
+    filters = {"webhook_id": webhook_id, "execution_id": execution_id}
     where = (" WHERE ($1::text IS NULL OR d.status = $1) AND ($2::uuid IS NULL OR d.endpoint_id = $2)"
              " AND ($3::uuid IS NULL OR d.execution_id = $3)")
     args = (status, filters["webhook_id"], filters["execution_id"])
@@ -166,36 +235,29 @@ async def list_deliveries(request: Request, principal: Principal) -> dict[str, A
                                 " ORDER BY d.created_at DESC, d.id LIMIT $4 OFFSET $5", *args, limit, offset)
         total = await conn.fetchval(f"SELECT count(*) FROM webhook_deliveries d{where}", *args)
         deliveries = await _deliveries_json(conn, rows)
-    return {"success": True, "deliveries": deliveries, "count": total}
+    return DeliveryList(success=True, deliveries=deliveries, count=total)
 
 
-def _uuid_param(raw: str | None, name: str) -> uuid.UUID | None:
-    if raw is None:
-        return None
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise ApiError(400, f"{name} must be a UUID", name) from None
-
-
-async def _delivery_or_404(conn: asyncpg.Connection, delivery_id: str, *, lock: bool = False) -> asyncpg.Record:
+async def _delivery_or_404(conn: asyncpg.Connection, delivery_id: uuid.UUID, *, lock: bool = False
+                           ) -> asyncpg.Record:
     row = await conn.fetchrow(f"SELECT {_DELIVERY_COLUMNS}, d.payload{_DELIVERY_FROM} WHERE d.id = $1"
-                              + (" FOR UPDATE OF d" if lock else ""), _uuid(delivery_id, "Delivery"))
+                              + (" FOR UPDATE OF d" if lock else ""), delivery_id)
     if row is None:
-        raise ApiError(404, "Delivery not found")
+        raise NotFound("Delivery")
     return row
 
 
-@get("/deliveries/{delivery_id:str}")
-async def get_delivery(request: Request, principal: Principal, delivery_id: str) -> dict[str, Any]:
+@get("/deliveries/{delivery_id:uuid}", responses=READ)
+async def get_delivery(request: Request, principal: Principal, delivery_id: uuid.UUID) -> DeliveryEnvelope:
     async with _store(request).tenant_transaction(principal.tenant_id) as conn:
         row = await _delivery_or_404(conn, delivery_id)
         (delivery,) = await _deliveries_json(conn, [row])
-    return {"success": True, "delivery": {**delivery, "payload": msgspec.json.decode(row["payload"])}}
+    delivery.payload = msgspec.json.decode(row["payload"])
+    return DeliveryEnvelope(success=True, delivery=delivery)
 
 
-@post("/deliveries/{delivery_id:str}/replay", status_code=202)
-async def replay_delivery(request: Request, principal: Principal, delivery_id: str) -> dict[str, Any]:
+@post("/deliveries/{delivery_id:uuid}/replay", status_code=202, responses=responses(V2Error, 404, 409, 429))
+async def replay_delivery(request: Request, principal: Principal, delivery_id: uuid.UUID) -> DeliveryEnvelope:
     """Start a new round of attempts (1 + retries) with the same webhook-id, through a timer due now."""
     now = datetime.now(UTC)
     tenant_id = principal.tenant_id
@@ -216,20 +278,21 @@ async def replay_delivery(request: Request, principal: Principal, delivery_id: s
         await set_timers(conn, tenant_id, [attempt_timer(tenant_id, row["id"], row["attempts"] + 1, now)])
         row = await _delivery_or_404(conn, delivery_id)
         (delivery,) = await _deliveries_json(conn, [row])
-    return {"success": True, "delivery": delivery}
+    return DeliveryEnvelope(success=True, delivery=delivery)
 
 
-@get("/{webhook_id:str}")
-async def get_webhook(request: Request, principal: Principal, webhook_id: str) -> dict[str, Any]:
+@get("/{webhook_id:uuid}", responses=READ)
+async def get_webhook(request: Request, principal: Principal, webhook_id: uuid.UUID) -> EndpointEnvelope:
     async with _store(request).tenant_transaction(principal.tenant_id) as conn:
         row = await _endpoint_or_404(conn, webhook_id)
-    return {"success": True, "webhook": endpoint_json(row)}
+    return EndpointEnvelope(success=True, webhook=endpoint_json(row))
 
 
-@patch("/{webhook_id:str}")
-async def patch_webhook(request: Request, principal: Principal, webhook_id: str) -> dict[str, Any]:
+@patch("/{webhook_id:uuid}", responses=READ)
+async def patch_webhook(request: Request, principal: Principal, webhook_id: uuid.UUID, data: PatchWebhookBody
+                        ) -> EndpointEnvelope:
     """Enable (clearing the failure count) or disable an endpoint. Dead letters stay; replay them."""
-    body = decode_body(await request.body(), PatchWebhookBody)
+    body = data
     async with _store(request).tenant_transaction(principal.tenant_id) as conn:
         row = await _endpoint_or_404(conn, webhook_id)
         if body.enabled:
@@ -242,11 +305,11 @@ async def patch_webhook(request: Request, principal: Principal, webhook_id: str)
                 " owner_notified_at = $2 WHERE id = $1",  # no mail: the owner did it
                 row["id"], datetime.now(UTC), f"disabled by {principal.user_id}")
         row = await _endpoint_or_404(conn, webhook_id)
-    return {"success": True, "webhook": endpoint_json(row)}
+    return EndpointEnvelope(success=True, webhook=endpoint_json(row))
 
 
-@delete("/{webhook_id:str}", status_code=200)
-async def delete_webhook(request: Request, principal: Principal, webhook_id: str) -> dict[str, Any]:
+@delete("/{webhook_id:uuid}", status_code=200, responses=READ)
+async def delete_webhook(request: Request, principal: Principal, webhook_id: uuid.UUID) -> Deleted:
     async with _store(request).tenant_transaction(principal.tenant_id) as conn:
         row = await _endpoint_or_404(conn, webhook_id)
         await conn.execute("DELETE FROM webhook_endpoints WHERE id = $1", row["id"])
@@ -254,7 +317,7 @@ async def delete_webhook(request: Request, principal: Principal, webhook_id: str
         await conn.execute(
             "UPDATE webhook_deliveries SET status = 'cancelled', last_error = 'endpoint deleted', next_attempt_at = NULL,"
             " updated_at = clock_timestamp() WHERE endpoint_id = $1 AND status = 'pending'", row["id"])
-    return {"success": True, "message": "Webhook deleted successfully"}
+    return Deleted(success=True, message="Webhook deleted successfully")
 
 
 router = Router(
@@ -262,6 +325,9 @@ router = Router(
     route_handlers=[list_webhooks, create_webhook, list_deliveries, get_delivery, replay_delivery, get_webhook,
                     patch_webhook, delete_webhook],
     dependencies={"principal": Provide(authenticate)},
+    exception_handlers=EXCEPTION_HANDLERS_V2,
+    tags=["admin"],
+    security=[{"bearerAuth": []}],
 )
 
 __all__ = ["router"]

@@ -201,9 +201,11 @@ class ApprovalMailer:
         base = self.settings.public_base_url.rstrip("/")
         emails = []
         for recipient in dict.fromkeys(recipients):
-            token = issue_step_token(self.settings, token_id=uuid.uuid5(event_id, recipient), tenant_id=tenant_id,
-                                     workflow_id=created.workflow_id, run_id=created.run_id, step_id=step_id,
-                                     plan_hash=policy.plan_hash, approver=recipient, now=now)
+            # One token per action (docs/decisions/0052): the reject link cannot be made from the approve one.
+            tokens = {action: issue_step_token(
+                self.settings, token_id=uuid.uuid5(event_id, f"{recipient}/{action}"), tenant_id=tenant_id,
+                workflow_id=created.workflow_id, run_id=created.run_id, step_id=step_id, plan_hash=policy.plan_hash,
+                approver=recipient, action=action, now=now) for action in ("approve", "reject")}
             link = f"{base}/api/workflows/resume?"
             text, html = _render(
                 "step_approval", kind=WORDING.get(kind, "request"),
@@ -212,8 +214,8 @@ class ApprovalMailer:
                 fields=fields, required=policy.required, approvers=len(policy.approvers),
                 deadline=_when(deadline or policy.deadline), on_timeout=policy.on_timeout,
                 require_comment=policy.require_comment,
-                approve_url=link + urlencode({"token": token, "action": "approve"}),
-                reject_url=link + urlencode({"token": token, "action": "reject"}),
+                approve_url=link + urlencode({"token": tokens["approve"], "action": "approve"}),
+                reject_url=link + urlencode({"token": tokens["reject"], "action": "reject"}),
                 expires_at=_when(now + timedelta(seconds=self.settings.step_approval_ttl_s)))
             prefix = {"step_reminder": "Reminder: ", "step_escalation": "Escalated: "}.get(kind, "")
             subject = f"{prefix}Approval needed: {metadata.get('title') or step_id} ({workflow_name})"

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from libs.domain.catalog import CATALOG
+from libs.domain.catalog import CATALOG, PLAN_ACTIONS
 from services.planner.cache import PlanCache
 from services.planner.plan_result import PlanResult
 from services.planner.llm import MODEL_FAILURES, TRANSIENT, Completion, LLMClient
@@ -35,11 +35,11 @@ class PlanningFailed(Exception):
 
 def allowed_tools(available: list[str] | None) -> set[str] | None:
     """The tenant's allow-list: the catalogue entries it names (unknown names are ignored); None = all."""
-    return None if available is None else {tool for tool in available if tool in CATALOG}
+    return None if available is None else {tool for tool in available if tool in PLAN_ACTIONS}
 
 
 def system_prompt(allowed: set[str] | None) -> str:
-    tools = "\n".join(f"- {a}: {CATALOG[a].description}" for a in sorted(allowed if allowed is not None else CATALOG))
+    tools = "\n".join(f"- {a}: {CATALOG[a].description}" for a in sorted(allowed if allowed is not None else PLAN_ACTIONS))
     return (
         "You turn a user's goal into a workflow plan, as JSON matching the given schema.\n"
         "Use only these step actions:\n" + tools + "\n"

@@ -7,8 +7,8 @@ from typing import Any
 
 import jsonschema
 
-from libs.domain.catalog import CATALOG
-from libs.domain.definition import dependencies, plan_hash, validate_definition  # noqa: F401 - plan_hash re-exported
+from libs.domain.catalog import CATALOG, PLAN_ACTIONS, step_type
+from libs.domain.definition import dependencies, plan_hash, refuse_nul, validate_definition  # noqa: F401 - plan_hash re-exported
 from libs.events.errors import DomainError
 
 MAX_PLAN_STEPS = 20
@@ -23,14 +23,14 @@ def step_schema(action: str) -> dict[str, Any]:
         "description": {"type": "string", "maxLength": 500},
         "input_from": {"type": ["string", "null"]},
         "depends_on": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_PLAN_STEPS},
-        "config": entry.config,
+        "config": entry.plan_schema,
     }
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
 
 def plan_schema(actions: list[str] | None = None) -> dict[str, Any]:
     """The JSON schema of a plan (strict-mode shape: every key required, no extra keys)."""
-    actions = sorted(actions if actions is not None else CATALOG)
+    actions = sorted(actions if actions is not None else PLAN_ACTIONS)
     props = {
         "name": {"type": "string", "minLength": 1, "maxLength": 200},
         "description": {"type": "string", "maxLength": 2000},
@@ -47,7 +47,7 @@ def plan_schema(actions: list[str] | None = None) -> dict[str, Any]:
 _TOP_VALIDATOR = jsonschema.Draft202012Validator(
     {**plan_schema(), "properties": {**plan_schema()["properties"], "steps": {"type": "array"}}}
 )
-_STEP_VALIDATORS = {a: jsonschema.Draft202012Validator(step_schema(a)) for a in CATALOG}
+_STEP_VALIDATORS = {a: jsonschema.Draft202012Validator(step_schema(a)) for a in PLAN_ACTIONS}
 
 
 def _schema_defects(plan: Any) -> list[str]:
@@ -113,6 +113,10 @@ def to_definition(plan: dict[str, Any]) -> dict[str, Any]:
 
 def validate_plan(plan: Any, allowed: set[str] | None) -> list[str]:
     """Every defect of a plan, each naming where it is; [] when the plan may become a workflow."""
+    try:
+        refuse_nul(plan, "plan")  # its name, description and steps are stored as text and jsonb
+    except DomainError as exc:
+        return [exc.message]
     defects = _schema_defects(plan)
     if defects:
         return defects
@@ -145,9 +149,8 @@ def validate_plan(plan: Any, allowed: set[str] | None) -> list[str]:
 
 
 def outbound_steps(definition: dict[str, Any]) -> list[str]:
-    return [n["id"] for n in definition["nodes"] if (e := CATALOG.get(n.get("action", n["type"]))) and e.outbound]
+    return [n["id"] for n in definition["nodes"] if (e := step_type(n)) and e.outbound]
 
 
 def estimated_cost(definition: dict[str, Any]) -> float:
-    return round(sum(CATALOG[n.get("action", n["type"])].est_cost_usd for n in definition["nodes"]
-                     if n.get("action", n["type"]) in CATALOG), 4)
+    return round(sum(e.est_cost_usd for n in definition["nodes"] if (e := step_type(n))), 4)

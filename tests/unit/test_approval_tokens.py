@@ -12,6 +12,7 @@ import pytest
 
 from libs.security.approval_tokens import (
     PLAN_TYPE,
+    STEP_TYPE,
     TokenError,
     issue_plan_token,
     issue_step_token,
@@ -31,9 +32,10 @@ def plan_token(now: datetime = NOW, settings=SETTINGS) -> str:
                             plan_hash="sha256:abc", approver="ann@example.com", now=now)
 
 
-def step_token(now: datetime = NOW) -> str:
+def step_token(now: datetime = NOW, action: str = "approve") -> str:
     return issue_step_token(SETTINGS, token_id=TOKEN, tenant_id="acme", workflow_id=WORKFLOW, run_id=RUN,
-                            step_id="review", plan_hash="sha256:def", approver="bob@example.com", now=now)
+                            step_id="review", plan_hash="sha256:def", approver="bob@example.com", action=action,
+                            now=now)
 
 
 def reason(fn, token) -> str:
@@ -102,3 +104,15 @@ def test_the_signing_key_is_its_own_setting():
     assert reason(verify_plan_token, issue_plan_token(
         other, token_id=TOKEN, tenant_id="acme", workflow_id=WORKFLOW, plan_version=1, plan_hash="h",
         approver="a@b.c", now=NOW)) == "tampered"
+
+
+def test_a_step_token_signs_the_one_decision_it_makes():
+    assert verify_step_token(SETTINGS, step_token(action="approve")).action == "approve"
+    assert verify_step_token(SETTINGS, step_token(action="reject")).action == "reject"
+    assert step_token(action="approve") != step_token(action="reject")
+    with pytest.raises(ValueError):
+        step_token(action="maybe")
+    # A token without the claim (issued before decisions were signed) decides nothing.
+    legacy = jwt.encode({**jwt.decode(step_token(), options={"verify_signature": False}), "act": None},
+                        SETTINGS.approval_signing_key, algorithm="HS256", headers={"typ": STEP_TYPE})
+    assert reason(verify_step_token, legacy) == "invalid"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -28,6 +29,8 @@ from libs.events.schemas.run import (
 from libs.events.schemas.workflow import WorkflowCreated
 from services.executor import approvals, domain
 from services.executor.engine import step_context
+from services.executor.integrations.approval import approval as approval_step
+from services.executor.steps import StepCall, StepDeps
 from services.executor.timers import timers_for
 from services.planner import domain as planner
 
@@ -58,7 +61,11 @@ def paused_run(**config) -> tuple[domain.Run, StepAwaitingApproval]:
               StepStarted(run_id=RUN, step_id="review", at=at(1))]
     run = fold(events)
     node = d["nodes"][1]
-    pause = approvals.paused(RUN, run, node, 1, step_context(run, node), at(1), "fallback@example.com")
+    settings = type("Settings", (), {"approval_email": "fallback@example.com"})()
+    call = StepCall(tenant_id="t", run_id=RUN, step_id="review", attempt=1, at=at(1))
+    effect = asyncio.run(approval_step(node, step_context(run, node), call, StepDeps(settings=settings)))
+    [pause] = domain.decide(domain.RecordStepResult(run_id=RUN, step_id="review", attempt=1, result=effect, at=at(1)),
+                            run)
     return domain.evolve(run, pause), pause
 
 

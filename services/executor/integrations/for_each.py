@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from libs.domain.catalog import step_key
+from services.executor.effects import Completed, Failed
 from services.executor.interpolation import MissingPath, interpolate
-from services.executor.steps import REGISTRY, StepCall, StepDeps, StepError, StepResult, step
+from services.executor.steps import REGISTRY, StepCall, StepDeps, StepError, outcome, step
 
 MAX_ROWS = 1000
 
@@ -14,8 +16,8 @@ def _sub_step(config: dict[str, Any]) -> tuple[dict[str, Any], str]:
     sub = config.get("step")
     if not isinstance(sub, dict) or not isinstance(sub.get("type"), str):
         raise StepError("for_each: config.step must be an object with a type (and an action for integrations)")
-    key = sub.get("action") if sub["type"] == "integration" else sub["type"]
-    if not isinstance(key, str) or key not in REGISTRY:
+    key = step_key(sub)
+    if key is None or key not in REGISTRY:
         raise StepError(f"for_each: config.step names an unknown step type {key!r}")
     return sub, key
 
@@ -38,16 +40,20 @@ async def for_each(node: dict[str, Any], context: dict[str, Any], call: StepCall
         # Each row gets its own step id, hence its own idempotency key: a receiver dedupes a redelivered
         # row without mistaking row 2 for row 1.
         row_call = StepCall(tenant_id=call.tenant_id, run_id=call.run_id, step_id=f"{call.step_id}[{index}]",
-                            attempt=call.attempt)
+                            attempt=call.attempt, key_attempt=call.key_attempt, at=call.at)
         row_node = {**sub, "id": row_call.step_id}
         try:
-            output = await fn(row_node, {**context, "item": row, "index": index}, row_call, deps)
+            result = outcome(await fn(row_node, {**context, "item": row, "index": index}, row_call, deps))
         except (StepError, MissingPath) as exc:
-            results.append({"index": index, "status": "failed", "error": str(exc)})
-            continue
-        if isinstance(output, StepResult):  # row variables would overwrite each other; the output is kept
-            output = output.output
-        results.append({"index": index, "status": "completed", "output": output})
+            result = Failed(error=str(exc))
+        match result:
+            case Completed(output=output):  # row variables would overwrite each other; the output is kept
+                results.append({"index": index, "status": "completed", "output": output})
+            case Failed(error=error):
+                results.append({"index": index, "status": "failed", "error": error})
+            case _:  # a wait or an approval pauses a whole run, not one row (the catalogue refuses it)
+                results.append({"index": index, "status": "failed",
+                                "error": f"for_each: a {key} step cannot run once per row"})
     succeeded = sum(1 for r in results if r["status"] == "completed")
     return {"results": results, "successCount": succeeded, "failedCount": len(results) - succeeded,
             "totalCount": len(results)}

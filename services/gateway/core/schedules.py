@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
+from libs.domain import cron
 from libs.domain import inputs as inputs_rule
 from libs.domain.schedule_state import check_settings
 from libs.events.errors import DomainError
+from libs.events.schemas.schedule import CreateSchedule, UpdateSchedule
 from libs.security.auth import Principal
+from services.gateway.commands import entity_id
 from services.gateway.core import Core
+from services.gateway.core.commands import refused, send
 from services.gateway.core.errors import ApiError, NotFound
 from services.gateway.core.workflows import Workflow
 
@@ -68,3 +72,46 @@ async def occurrences(core: Core, principal: Principal, schedule_id: uuid.UUID, 
             " LIMIT $5 OFFSET $6", *args, limit, offset)
         total = await conn.fetchval(f"SELECT count(*) FROM schedule_occurrences WHERE {where}", *args)  # noqa: S608
     return rows, total
+
+
+def preview(cron_expression: str, timezone: str, count: int = 5, after: datetime | None = None) -> list[datetime]:
+    """The next `count` occurrences after `after` (now), as aware datetimes in the schedule's zone, with the
+    scheduler's DST rules (libs/domain/cron.py); 400 naming the field for a bad expression or zone."""
+    check({"cron_expression": cron_expression, "timezone": timezone})
+    expression, tz = cron.parse(cron_expression), cron.zone(timezone)
+    found, cursor = [], after or datetime.now(UTC)
+    while len(found) < count:
+        cursor = cron.next_after(expression, tz, cursor)
+        if cursor is None:
+            break
+        found.append(cursor.astimezone(tz))
+    return found
+
+
+async def list_all(core: Core, principal: Principal) -> list[asyncpg.Record]:
+    """Every schedule of the tenant, with its workflow's name."""
+    columns = ", ".join(f"s.{c.strip()}" for c in _COLUMNS.split(",") if " AS " not in c)
+    async with core.store.tenant_transaction(principal.tenant_id) as conn:
+        return await conn.fetch(
+            f"SELECT {columns}, s.inputs::text AS inputs, w.name FROM schedules s JOIN workflows w"  # noqa: S608
+            " ON w.tenant_id = s.tenant_id AND w.id = s.workflow_id WHERE s.tenant_id = $1"
+            " ORDER BY s.created_at, s.id", principal.tenant_id)
+
+
+async def save(core: Core, principal: Principal, workflow: Workflow, values: dict[str, Any],
+               schedule_id: uuid.UUID | None = None) -> uuid.UUID:
+    """Create (no `schedule_id`) or update a schedule after the same checks as the v2 API; its id."""
+    check(values)
+    check(values, workflow)
+    at = datetime.now(UTC)
+    if schedule_id is None:
+        outcome = await send(core, principal, "scheduler", lambda command_id: CreateSchedule(
+            schedule_id=entity_id(command_id), workflow_id=workflow.id, created_by=principal.user_id, at=at,
+            **values))
+    else:
+        outcome = await send(core, principal, "scheduler", lambda _: UpdateSchedule(
+            schedule_id=schedule_id, workflow_id=workflow.id, at=at, **values))
+    error = refused(outcome)
+    if error is not None:
+        raise error
+    return uuid.UUID(outcome.stream_id.split("-", 1)[1])

@@ -92,6 +92,23 @@ def check_definition(definition: Any, field: str = "definition") -> None:
         raise ApiError(exc.status, exc.message, exc.field) from exc
 
 
+async def search(core: Core, principal: Principal, q: str, *, status: str | None = None, limit: int = 200
+                 ) -> list[Workflow]:
+    """Newest first, whose name, goal or description contains `q` (case-insensitive), optionally by status."""
+    q = q.strip()
+    if len(q) > 200:
+        raise ApiError(400, "search must be at most 200 characters", "q")
+    if status is not None and status not in STATUSES:
+        raise ApiError(400, f"status must be one of: {', '.join(STATUSES)}", "status")
+    pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    async with core.store.tenant_transaction(principal.tenant_id) as conn:
+        rows = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM workflows WHERE tenant_id = $1 AND ($2::text IS NULL OR status = $2) AND"
+            " (name ILIKE $3 OR coalesce(goal, '') ILIKE $3 OR coalesce(description, '') ILIKE $3)"
+            " ORDER BY created_at DESC, id LIMIT $4", principal.tenant_id, status, pattern, limit)
+    return [_workflow(r) for r in rows]
+
+
 async def owned(core: Core, principal: Principal, workflow_id: uuid.UUID, field: str | None = None) -> Workflow:
     """The caller's own workflow: another tenant's is unknown (404), another user's of the tenant is 403.
 

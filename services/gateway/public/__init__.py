@@ -24,6 +24,8 @@ router = Router(
     middleware=[api_key_middleware],
     dependencies={"api_key": Provide(provide_api_key, sync_to_thread=False)},
     exception_handlers=EXCEPTION_HANDLERS,
+    tags=["public"],
+    security=[{"apiKey": []}],
 )
 
 __all__ = ["ApiKeyPrincipal", "PublicApiError", "router", "with_public_routing_errors"]

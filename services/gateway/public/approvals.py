@@ -10,17 +10,17 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.openapi import ResponseSpec
 
 from libs.events.schemas.run import DecideApproval
 from services.gateway import approvals, queries
-from services.gateway.bodies import decode_body
 from services.gateway.commands import now
 from services.gateway.public.auth import ApiKeyPrincipal
-from services.gateway.public.errors import PublicApiError
+from services.gateway.public.errors import PublicApiError, public_responses
 from services.gateway.public.executions import PUBLIC_STATUS, visible_run
 
 
-class DecisionBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class DecisionBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     comment: Annotated[str, msgspec.Meta(max_length=approvals.MAX_NOTE)] = ""
 
 
@@ -33,19 +33,43 @@ async def _paused(request: Request, api_key: ApiKeyPrincipal, execution_id: str)
     return pending
 
 
-@get("/executions/{execution_id:str}/pending-approval")
-async def pending_approval(request: Request, api_key: ApiKeyPrincipal, execution_id: str) -> dict[str, Any]:
+class ApprovalData(msgspec.Struct, kw_only=True):
+    rows: list[Any]
+    metadata: dict[str, Any]
+    displayFields: list[Any]  # noqa: N815 - the contract's field names
+
+
+class Pending(msgspec.Struct, kw_only=True):
+    id: str
+    workflowId: str  # noqa: N815
+    status: str
+    approvalData: ApprovalData  # noqa: N815
+    startedAt: str | None  # noqa: N815
+
+
+class Decided(msgspec.Struct, kw_only=True):
+    executionId: str  # noqa: N815
+    status: str
+    message: str
+
+
+DECISION = {**public_responses(409, 422),
+            202: ResponseSpec(data_container=Decided, generate_examples=False,
+                              description="The decision is accepted and being recorded")}
+
+
+@get("/executions/{execution_id:str}/pending-approval", responses=public_responses(409))
+async def pending_approval(request: Request, api_key: ApiKeyPrincipal, execution_id: str) -> Pending:
     pending = await _paused(request, api_key, execution_id)
     approval = pending.approval
-    return {"id": str(pending.run_id), "workflowId": str(pending.workflow_id), "status": "pending_approval",
-            "approvalData": {"rows": approval.get("rows", []), "metadata": approval.get("metadata", {}),
-                             "displayFields": approval.get("displayFields", [])},
-            "startedAt": queries.iso(pending.started_at)}
+    return Pending(id=str(pending.run_id), workflowId=str(pending.workflow_id), status="pending_approval",
+                   approvalData=ApprovalData(rows=approval.get("rows", []), metadata=approval.get("metadata", {}),
+                                             displayFields=approval.get("displayFields", [])),
+                   startedAt=queries.iso(pending.started_at))
 
 
 async def _decide(request: Request, api_key: ApiKeyPrincipal, execution_id: str, decision: str,
-                  done: dict[str, str]) -> Response:
-    body = decode_body(await request.body(), DecisionBody, empty_ok=True)
+                  done: dict[str, str], body: DecisionBody) -> Response:
     pending = await _paused(request, api_key, execution_id)
     command = DecideApproval(run_id=pending.run_id, step_id=pending.step_id, decision=decision,
                              decided_by=api_key.actor, comment=body.comment.strip(),
@@ -62,16 +86,18 @@ async def _decide(request: Request, api_key: ApiKeyPrincipal, execution_id: str,
     return Response({"executionId": str(pending.run_id), **done}, status_code=200)
 
 
-@post("/executions/{execution_id:str}/approve", status_code=200)
-async def approve_execution(request: Request, api_key: ApiKeyPrincipal, execution_id: str) -> Response:
+@post("/executions/{execution_id:str}/approve", status_code=200, responses=DECISION)
+async def approve_execution(request: Request, api_key: ApiKeyPrincipal, execution_id: str,
+                            data: DecisionBody = DecisionBody()) -> Response[Decided]:
     return await _decide(request, api_key, execution_id, "approve",
-                         {"status": "approved", "message": "Execution approved and will continue"})
+                         {"status": "approved", "message": "Execution approved and will continue"}, data)
 
 
-@post("/executions/{execution_id:str}/reject", status_code=200)
-async def reject_execution(request: Request, api_key: ApiKeyPrincipal, execution_id: str) -> Response:
+@post("/executions/{execution_id:str}/reject", status_code=200, responses=DECISION)
+async def reject_execution(request: Request, api_key: ApiKeyPrincipal, execution_id: str,
+                           data: DecisionBody = DecisionBody()) -> Response[Decided]:
     return await _decide(request, api_key, execution_id, "reject",
-                         {"status": "rejected", "message": "Execution rejected and stopped"})
+                         {"status": "rejected", "message": "Execution rejected and stopped"}, data)
 
 
 route_handlers = [pending_approval, approve_execution, reject_execution]

@@ -9,13 +9,27 @@ from typing import Any
 import msgspec
 import structlog
 from litestar import Request, Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 
 from services.gateway.core.errors import WORKFLOW_NOT_ACTIVE
-from services.gateway.errors import RETRY_AFTER_S, UNAVAILABLE, ApiError
+from services.gateway.errors import RETRY_AFTER_S, UNAVAILABLE, ApiError, http_error, responses, validation_error
 
 log = structlog.get_logger()
 PREFIX = "/api/v1/public"
+
+
+class PublicError(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """D's error body."""
+
+    message: str
+    error: str
+    statusCode: int  # noqa: N815 - the contract's field name
+    retryAfter: int | None = None  # noqa: N815 - with 429
+
+
+def public_responses(*codes: int):
+    """A public route's refusals in D's shape: the key middleware can answer 401, 403 and 429 on any route."""
+    return responses(PublicError, 401, 403, 404, 429, *codes)
 
 
 class PublicApiError(Exception):
@@ -50,9 +64,12 @@ def api_error_handler(_: Request, exc: ApiError) -> Response:
 
 
 def http_exception_handler(_: Request, exc: HTTPException) -> Response:
-    message = exc.detail if isinstance(exc.detail, str) and exc.detail else HTTPStatus(exc.status_code).phrase
-    if exc.status_code == 413:
-        message = "Request body is too large"
+    if isinstance(exc, ValidationException):
+        refused = validation_error(exc)
+        message = refused.message if not refused.field or refused.field in refused.message \
+            else f"{refused.message} ({refused.field})"
+        return Response(body(400, message), status_code=400)
+    message = http_error(exc).message if exc.detail else HTTPStatus(exc.status_code).phrase
     return Response(body(exc.status_code, message), status_code=exc.status_code, headers=exc.headers or None)
 
 

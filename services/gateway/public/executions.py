@@ -24,10 +24,9 @@ from services.gateway import queries
 from services.gateway.core import runs, workflows
 from services.gateway.core.ids import parse_id
 from services.gateway.core.workflows import Workflow
-from services.gateway.bodies import decode_body
 from services.gateway.commands import entity_id, now
 from services.gateway.public.auth import ApiKeyPrincipal
-from services.gateway.public.errors import PublicApiError, body
+from services.gateway.public.errors import PublicApiError, body, public_responses
 
 log = structlog.get_logger()
 MAX_CSV_ROWS = 100
@@ -36,7 +35,7 @@ PUBLIC_STATUS = {"pending": "pending", "running": "running", "awaiting_approval"
                  "completed": "completed", "failed": "failed", "cancelled": "cancelled"}
 
 
-class ExecuteAgentBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class ExecuteAgentBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     input: dict[str, Any] = {}
     description: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
 
@@ -110,10 +109,37 @@ def _accepted(run_id: uuid.UUID, started_at: datetime, warnings: list[str]) -> d
     return payload
 
 
-@post("/agents/{workflow_id:str}/execute", status_code=202)
-async def execute_agent(request: Request, api_key: ApiKeyPrincipal, workflow_id: str) -> Response:
+class Started(msgspec.Struct, kw_only=True, omit_defaults=True):
+    executionId: str  # noqa: N815 - the contract's field names
+    status: str
+    startedAt: str | None  # noqa: N815
+    message: str
+    warnings: list[str] | None = None
+
+
+class Status(msgspec.Struct, kw_only=True):
+    id: str
+    status: str
+    startedAt: str | None  # noqa: N815
+    completedAt: str | None  # noqa: N815
+    error: str | None
+    approvalStatus: str | None  # noqa: N815
+
+
+class Results(msgspec.Struct, kw_only=True):
+    id: str
+    status: str
+    output: dict[str, Any] | None
+    error: str | None
+    startedAt: str | None  # noqa: N815
+    completedAt: str | None  # noqa: N815
+
+
+@post("/agents/{workflow_id:str}/execute", status_code=202, responses=public_responses(409, 422))
+async def execute_agent(request: Request, api_key: ApiKeyPrincipal, workflow_id: str,
+                        data: ExecuteAgentBody = ExecuteAgentBody()) -> Response[Started]:
     raw = await request.body()
-    parsed = decode_body(raw, ExecuteAgentBody, empty_ok=True)
+    parsed = data
     inputs, warnings = truncate_csv(parsed.input)
     workflow = await _workflow(request, api_key, workflow_id)
     start = runs.prepare_start(workflow, inputs, api_key.actor, description=parsed.description or "",
@@ -184,15 +210,15 @@ def approval_status(steps: dict[str, Any]) -> str | None:
     return None
 
 
-@get("/executions/{execution_id:str}/status")
-async def execution_status(request: Request, api_key: ApiKeyPrincipal, execution_id: str) -> dict[str, Any]:
+@get("/executions/{execution_id:str}/status", responses=public_responses())
+async def execution_status(request: Request, api_key: ApiKeyPrincipal, execution_id: str) -> Status:
     rid, row = await visible_run(request, api_key, execution_id)
     if row is None:
-        return {"id": str(rid), "status": "pending", "startedAt": None, "completedAt": None,
-                "error": None, "approvalStatus": None}
-    return {"id": str(row["id"]), "status": PUBLIC_STATUS.get(row["status"], row["status"]),
-            "startedAt": queries.iso(row["started_at"]), "completedAt": queries.iso(row["finished_at"]),
-            "error": row["error"], "approvalStatus": approval_status(msgspec.json.decode(row["steps"]))}
+        return Status(id=str(rid), status="pending", startedAt=None, completedAt=None, error=None,
+                      approvalStatus=None)
+    return Status(id=str(row["id"]), status=PUBLIC_STATUS.get(row["status"], row["status"]),
+                  startedAt=queries.iso(row["started_at"]), completedAt=queries.iso(row["finished_at"]),
+                  error=row["error"], approvalStatus=approval_status(msgspec.json.decode(row["steps"])))
 
 
 def _row_result(entry: dict[str, Any]) -> dict[str, Any]:
@@ -227,18 +253,17 @@ def results_output(outputs: dict[str, Any], steps: dict[str, Any]) -> dict[str, 
             "failedCount": rows.get("failedCount", 0) if rows else 0, "results": results}
 
 
-@get("/executions/{execution_id:str}/results")
-async def execution_results(request: Request, api_key: ApiKeyPrincipal, execution_id: str) -> dict[str, Any]:
+@get("/executions/{execution_id:str}/results", responses=public_responses())
+async def execution_results(request: Request, api_key: ApiKeyPrincipal, execution_id: str) -> Results:
     rid, row = await visible_run(request, api_key, execution_id)
     if row is None:
-        return {"id": str(rid), "status": "pending", "output": None, "error": None, "startedAt": None,
-                "completedAt": None}
+        return Results(id=str(rid), status="pending", output=None, error=None, startedAt=None, completedAt=None)
     output = None
     if row["status"] == "completed":
         output = results_output(msgspec.json.decode(row["outputs"] or "{}"), msgspec.json.decode(row["steps"]))
-    return {"id": str(row["id"]), "status": PUBLIC_STATUS.get(row["status"], row["status"]), "output": output,
-            "error": row["error"], "startedAt": queries.iso(row["started_at"]),
-            "completedAt": queries.iso(row["finished_at"])}
+    return Results(id=str(row["id"]), status=PUBLIC_STATUS.get(row["status"], row["status"]), output=output,
+                   error=row["error"], startedAt=queries.iso(row["started_at"]),
+                   completedAt=queries.iso(row["finished_at"]))
 
 
 route_handlers = [execute_agent, execution_status, execution_results]

@@ -26,7 +26,7 @@ MAX_VERSION = 2**31 - 1  # versions are int4; anything larger means "the latest"
       description="Start a run. 409 while another run of the workflow is active, unless the definition's "
                   "`concurrency` allows more; 409 too when the workflow is not active.")
 async def execute_workflow(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID,
-                           data: ExecuteBody | None = None) -> Response[RunEnvelope]:
+                           data: ExecuteBody = ExecuteBody()) -> Response[RunEnvelope]:
     workflow = await workflows.get(core, principal, workflow_id)
     sent: list[StartRun] = []
     keyed = "idempotency-key" in request.headers
@@ -44,7 +44,7 @@ async def execute_workflow(request: Request, principal: Principal, core: Core, w
         body.version = None
         return 201, RunEnvelope(success=True, run=body)
 
-    return await runs.start(core, request, principal, workflow, (data or ExecuteBody()).inputs, render,
+    return await runs.start(core, request, principal, workflow, data.inputs, render,
                             await request.body(), on_command=sent.append)
 
 

@@ -34,7 +34,7 @@ class PatchWorkflowBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     status: WorkflowStatus | msgspec.UnsetType = UNSET
 
 
-class ExecuteBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class ExecuteBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     inputs: dict[str, Any] = {}
 
 

@@ -14,6 +14,7 @@ from libs.events.schemas.workflow import CreateWorkflow, DeleteWorkflow, UpdateW
 from libs.security.auth import Principal
 from services.gateway.commands import entity_id, now
 from services.gateway.core import Core, workflows
+from services.gateway.core.errors import NotFound
 from services.gateway.errors import V2Error, accepted_response, responses
 from services.gateway.queries import iso
 from services.gateway.v2.shapes import (
@@ -110,10 +111,13 @@ async def get_schema(principal: Principal, core: Core, workflow_id: uuid.UUID) -
 
 
 @get("/commands/{command_id:uuid}", responses=responses(V2Error, 404, 429))
-async def command_status(principal: Principal, core: Core, command_id: uuid.UUID) -> CommandEnvelope:
-    """Where a 202 points: the committed outcome of a command, or that it is still pending."""
+async def command_status(request: Request, principal: Principal, core: Core, command_id: uuid.UUID) -> CommandEnvelope:
+    """Where a 202 points: the committed outcome of a command, or that it is still pending. An id this tenant
+    was never answered 202 for (unknown, or another tenant's) is 404."""
     outcome = await core.store.outcome(principal.tenant_id, command_id)
     if outcome is None:
+        if not await request.app.state.pending_commands.known(principal.tenant_id, command_id):
+            raise NotFound("Command")  # services/gateway/pending.py
         return CommandEnvelope(success=True, command=CommandState(id=str(command_id), state="pending"))
     return CommandEnvelope(success=True, command=CommandState(
         id=str(command_id), state="committed" if outcome.ok else "refused", status=outcome.status,

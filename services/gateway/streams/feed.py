@@ -1,0 +1,181 @@
+"""The feed of one stream: replay from Postgres, then live messages from core NATS, each event once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import structlog
+
+from libs.runtime.probe import ProbeTimeout, subscribe_owned
+from services.gateway.streams.messages import Connected, Reconnect, StreamEvent, run_message
+
+log = structlog.get_logger()
+
+MAX_BUFFER = 10_000  # live messages held for one stream before it is dropped (the client resumes by id)
+REPLAY_PAGE = 500
+NATS_CHECK_S = 1.0  # how often an idle stream checks that its NATS connection has not reconnected
+ROUND_TRIP_S = 5.0  # how long a new stream waits for nats-server to confirm its subscription
+_OTHER_RUNS_CAP = 100_000
+
+
+@dataclass(frozen=True)
+class Scope:
+    tenant_id: str
+    workflow_id: uuid.UUID
+    run_id: uuid.UUID | None = None  # None: every run of the workflow
+
+    @property
+    def subject(self) -> str:
+        # Tenant ids match bus.TENANT_RE (no '.', '*', '>'), so they are safe subject tokens.
+        if self.run_id is not None:
+            return f"weft.evt.{self.tenant_id}.run.{self.run_id}.*"
+        return f"weft.evt.{self.tenant_id}.run.>"
+
+    def hello(self) -> dict[str, Any]:
+        body = {"type": "connected", "workflowId": str(self.workflow_id)}
+        if self.run_id is not None:
+            body["runId"] = str(self.run_id)
+        return body
+
+
+_REPLAY_WORKFLOW = (
+    "SELECT e.global_position, e.type, e.data::text AS data FROM events e"
+    " JOIN runs r ON e.stream_id = 'run-' || r.id::text"
+    " WHERE r.tenant_id = $1 AND r.workflow_id = $2 AND e.tenant_id = $1 AND e.global_position > $3"
+    " ORDER BY e.global_position LIMIT $4"
+)
+_REPLAY_RUN = (
+    "SELECT global_position, type, data::text AS data FROM events"
+    " WHERE tenant_id = $1 AND stream_id = $2 AND global_position > $3"
+    " ORDER BY global_position LIMIT $4"
+)
+class EventFeed:
+    """Connected, then the scope's run events after `after` (replay, then live), in global order, each once.
+
+    The handoff (why there is no gap and no duplicate):
+    1. Subscribe to the core-NATS subject first and make a round trip through nats-server on the same
+       connection (libs/runtime/probe.py, never nc.flush(): a client that goes away cancels this task, and a
+       cancelled flush breaks the shared connection), so the server has registered our interest; from here
+       on every message the relay publishes reaches our buffer (bounded, see MAX_BUFFER).
+    2. Replay from Postgres every event of the scope with global_position > after, in pages, until a short
+       page. Appends are serialised (EventStore.append), so global_position order is commit order: an event
+       that a replay page does not see either has a position above every position that page saw (a later
+       page or the live buffer gets it) or was committed after the last page's snapshot.
+    3. The relay publishes an event only after its commit, in position order. An event committed after the
+       last replay snapshot is therefore published after step 1, and it is in the buffer. Events the replay
+       already sent may also be in the buffer (committed earlier but relayed late, or republished after a
+       relay failover): they are dropped by position (<= last sent). Live positions only increase, so one
+       high-water mark is all the dedup state needed. Gaps between positions are normal (other streams,
+       other tenants, rolled-back identities) and are never treated as loss.
+    What could still lose a live message is core NATS itself (at-most-once): if the gateway's connection
+    reconnects, or our buffer overflows, the feed ends with Reconnect and the client resumes by id; the
+    replay of the next connection fills whatever was missed.
+    """
+
+    def __init__(self, ctx: Any, scope: Scope, after: int, *, max_buffer: int = MAX_BUFFER,
+                 page: int = REPLAY_PAGE) -> None:
+        self.ctx, self.scope, self.after, self.max_buffer, self.page = ctx, scope, after, max_buffer, page
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._overflow = False
+        self._mine: set[str] = set() if scope.run_id is None else {str(scope.run_id)}
+        self._others: set[str] = set()
+
+    async def _on_msg(self, msg: Any) -> None:
+        if self._overflow:
+            return
+        if self._queue.qsize() >= self.max_buffer:
+            self._overflow = True
+            self._queue.put_nowait(None)  # wakes the reader, which ends the feed
+            return
+        self._queue.put_nowait(msg)
+
+    async def _replay_page(self, after: int) -> list[Any]:
+        s = self.scope
+        async with self.ctx.store.tenant_transaction(s.tenant_id) as conn:
+            if s.run_id is None:
+                return await conn.fetch(_REPLAY_WORKFLOW, s.tenant_id, s.workflow_id, after, self.page)
+            return await conn.fetch(_REPLAY_RUN, s.tenant_id, f"run-{s.run_id}", after, self.page)
+
+    async def _belongs(self, run_id: str, event_type: str, data: dict[str, Any]) -> bool:
+        """Is this run one of the scope's workflow's runs? Cached; asks the runs table for an unknown run."""
+        if run_id in self._mine:
+            return True
+        if run_id in self._others or self.scope.run_id is not None:
+            return False
+        if event_type == "RunCreated":
+            workflow_id = data.get("workflow_id")
+        else:
+            try:
+                rid = uuid.UUID(run_id)
+            except ValueError:
+                return False
+            async with self.ctx.store.tenant_transaction(self.scope.tenant_id) as conn:
+                found = await conn.fetchval("SELECT workflow_id FROM runs WHERE tenant_id = $1 AND id = $2",
+                                            self.scope.tenant_id, rid)
+            workflow_id = None if found is None else str(found)
+        if workflow_id == str(self.scope.workflow_id):
+            self._mine.add(run_id)
+            return True
+        if len(self._others) >= _OTHER_RUNS_CAP:
+            self._others.clear()
+        self._others.add(run_id)
+        return False
+
+    async def __aiter__(self) -> AsyncIterator[StreamEvent | Connected | Reconnect]:
+        nc = self.ctx.nc
+        sub = await subscribe_owned(nc, self.scope.subject, self._on_msg)
+        try:
+            try:  # step 1: the server holds our subscription before the replay reads
+                await self.ctx.probe.round_trip(ROUND_TRIP_S)
+            except ProbeTimeout:
+                yield Reconnect("event connection not ready")
+                return
+            reconnects = nc.stats["reconnects"]
+            yield Connected(self.scope.hello())
+            last = self.after
+            while True:  # step 2: replay in pages
+                rows = await self._replay_page(last)
+                for row in rows:
+                    last = row["global_position"]
+                    yield StreamEvent(last, run_message(row["type"], msgspec.json.decode(row["data"])))
+                if len(rows) < self.page:
+                    break
+            while True:  # step 3: live, deduplicated by position
+                if self._overflow:
+                    log.warning("stream_buffer_overflow", tenant=self.scope.tenant_id, subject=self.scope.subject)
+                    yield Reconnect("buffer overflow")
+                    return
+                if nc.stats["reconnects"] != reconnects or nc.is_closed:
+                    yield Reconnect("event connection reset")
+                    return
+                try:
+                    msg = await asyncio.wait_for(self._queue.get(), NATS_CHECK_S)
+                except TimeoutError:
+                    continue
+                if msg is None:
+                    continue  # the overflow marker; handled at the top
+                headers = msg.headers or {}
+                try:
+                    position = int(headers["Weft-Position"])
+                    stream_id, event_type = headers["Weft-Stream"], headers["Weft-Type"]
+                except (KeyError, ValueError):
+                    log.warning("stream_message_without_headers", subject=msg.subject)
+                    continue
+                if position <= last:
+                    continue  # already sent by the replay (or a relay republish)
+                data = msgspec.json.decode(msg.data)
+                run_id = stream_id.partition("-")[2]
+                if not await self._belongs(run_id, event_type, data):
+                    continue
+                last = position
+                yield StreamEvent(position, run_message(event_type, data))
+        finally:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # noqa: BLE001 - a closed connection has no subscription left to remove
+                pass
