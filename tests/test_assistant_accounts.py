@@ -193,3 +193,24 @@ async def test_a_token_near_expiry_is_refreshed_before_use_and_a_failed_refresh_
                 assert r.status_code == 400 and "connect it again" in r.json()["message"], r.text
         finally:
             provider_fake.refuse_refresh = False
+
+
+async def test_execute_refuses_a_plan_needing_an_unconnected_account_with_the_connect_url(
+        stack, gateway, provider_fake, tenant):
+    base, _, _ = gateway
+    command = "Send a summary of my unread emails to john@example.com"
+    async with client(stack, base, tenant, "dora") as dora:
+        r = await dora.post("/api/workflow/execute", json={"command": command})
+        assert r.status_code == 400, r.text
+        body = r.json()
+        assert body["error"] == "Bad Request" and body["field"] == "command"
+        assert "needs your Google account" in body["message"] and "/api/auth/google/connect" in body["message"]
+        assert (await connect(dora)).status_code == 303
+        r = await dora.post("/api/workflow/execute", json={"command": command})
+        assert r.status_code == 200, r.text
+        planned = r.json()
+        assert [s["action"] for s in planned["steps"]] == ["gmail.search", "agent", "email.send"]
+        assert planned["status"] == "awaiting_plan_approval"  # it sends email: the plan waits for approval
+        # A command that needs no account is not asked about one.
+        r = await dora.post("/api/workflow/execute", json={"command": "Record that the nightly build passed"})
+        assert r.status_code == 200

@@ -78,6 +78,17 @@ def authorize_url(p: Provider, *, state: str, verifier: str, redirect_uri: str) 
     return f"{p.authorize_url}?{urlencode(query)}"
 
 
+def _json_or_empty(response) -> dict:
+    """A JSON object body, else {} (Google's revoke answers 200 with an empty body)."""
+    if not response.is_json():
+        return {}
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 async def _form(client: GuardedHttpClient, url: str, fields: dict[str, str]) -> dict:
     try:
         response = await client.request("POST", url, content=urlencode(fields),
@@ -85,11 +96,11 @@ async def _form(client: GuardedHttpClient, url: str, fields: dict[str, str]) -> 
                                                  "Accept": "application/json"})
     except OutboundError as exc:
         raise OAuthError(f"could not reach the provider: {exc}", permanent=False) from None
-    body = response.json() if response.is_json else {}
+    body = _json_or_empty(response)
     if response.status >= 400:
         reason = body.get("error_description") or body.get("error") or f"HTTP {response.status}"
         raise OAuthError(str(reason)[:200], permanent=400 <= response.status < 500)
-    return body if isinstance(body, dict) else {}
+    return body
 
 
 def _tokens(p: Provider, body: dict, now: datetime, previous: TokenSet | None = None) -> TokenSet:
@@ -140,6 +151,6 @@ async def account_email(client: GuardedHttpClient, p: Provider, tokens: TokenSet
                                         headers={"Authorization": f"Bearer {tokens.access_token}"})
     except OutboundError:
         return None
-    body = response.json() if response.status == 200 and response.is_json else {}
+    body = _json_or_empty(response) if response.status == 200 else {}
     email = body.get("email") if isinstance(body, dict) else None
     return email if isinstance(email, str) else None

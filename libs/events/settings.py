@@ -90,7 +90,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     google_token_url: str = "https://oauth2.googleapis.com/token"
     google_revoke_url: str = "https://oauth2.googleapis.com/revoke"
     google_userinfo_url: str = "https://openidconnect.googleapis.com/v1/userinfo"
-    google_api_base_url: str = "https://www.googleapis.com"
+    google_api_base_url: str = "https://gmail.googleapis.com"  # Gmail REST API
+    google_docs_base_url: str = "https://docs.googleapis.com"  # Docs REST API
     google_scopes: str = ("openid email https://www.googleapis.com/auth/gmail.modify"
                           " https://www.googleapis.com/auth/gmail.send https://www.googleapis.com/auth/documents")
     salesforce_client_id: str = ""

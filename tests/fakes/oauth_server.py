@@ -91,6 +91,8 @@ class FakeOAuth:
         self.expires_in = 3600
         self.refuse_refresh = False
         self.revoke_status = 200
+        self.sent: list[bytes] = []
+        self.documents: dict[str, dict[str, str]] = {}
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.op = self
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -110,7 +112,8 @@ class FakeOAuth:
         p = f"WEFT_{provider.upper()}_"
         return {p + "CLIENT_ID": CLIENT_ID, p + "CLIENT_SECRET": CLIENT_SECRET, p + "AUTHORIZE_URL": self.url("/authorize"),
                 p + "TOKEN_URL": self.url("/token"), p + "REVOKE_URL": self.url("/revoke"),
-                p + "USERINFO_URL": self.url("/userinfo"), p + "API_BASE_URL": self.url("")}
+                p + "USERINFO_URL": self.url("/userinfo"), p + "API_BASE_URL": self.url(""),
+                **({p + "DOCS_BASE_URL": self.url("")} if provider == "google" else {})}
 
     def _issue(self, scope: str, refresh: str | None) -> dict[str, Any]:
         access = "at-" + secrets.token_urlsafe(16)
@@ -151,6 +154,50 @@ class FakeOAuth:
         self.access_tokens.clear()  # revoking the grant ends its access tokens too
         return 200, {}
 
+    # ---- the provider's APIs, as far as the steps use them (Gmail v1, Docs v1, Salesforce REST query)
+
+    mailbox: list[dict[str, Any]] = [
+        {"id": "m1", "threadId": "t1", "unread": True, "from": "ann@example.com", "subject": "Invoice 42",
+         "text": "Please pay invoice 42 by Friday."},
+        {"id": "m2", "threadId": "t2", "unread": True, "from": "bob@example.com", "subject": "Lunch?",
+         "text": "Lunch on Thursday?"},
+        {"id": "m3", "threadId": "t3", "unread": False, "from": "cy@example.com", "subject": "Old news",
+         "text": "Already read."},
+    ]
+    opportunities = [{"attributes": {"type": "Opportunity"}, "Id": "006A", "Name": "Acme renewal", "Amount": 12000},
+                     {"attributes": {"type": "Opportunity"}, "Id": "006B", "Name": "Globex pilot", "Amount": 3000}]
+
+    def _message(self, m: dict[str, Any]) -> dict[str, Any]:
+        data = base64.urlsafe_b64encode(m["text"].encode()).decode().rstrip("=")
+        return {"id": m["id"], "threadId": m["threadId"], "snippet": m["text"][:40],
+                "payload": {"mimeType": "multipart/alternative",
+                            "headers": [{"name": "From", "value": m["from"]}, {"name": "Subject", "value": m["subject"]},
+                                        {"name": "To", "value": self.email}, {"name": "Date", "value": "Fri, 4 Dec 2026"}],
+                            "parts": [{"mimeType": "text/plain", "body": {"data": data}}]}}
+
     def api(self, handler: _Handler, path: str, query: dict[str, str], body: Any = None) -> None:
         self.api_requests.append((path, handler.command, body if body is not None else query))
+        gmail = "/gmail/v1/users/me/messages"
+        if handler.command == "GET" and path == gmail:
+            hits = [m for m in self.mailbox if "is:unread" not in query.get("q", "") or m["unread"]]
+            hits = hits[: int(query.get("maxResults", "100"))]
+            return handler._send(200, {"messages": [{"id": m["id"], "threadId": m["threadId"]} for m in hits],
+                                       "resultSizeEstimate": len(hits)})
+        if handler.command == "GET" and path.startswith(gmail + "/"):
+            found = [m for m in self.mailbox if m["id"] == path.rsplit("/", 1)[1]]
+            if found:
+                return handler._send(200, self._message(found[0]))
+        if handler.command == "POST" and path == gmail + "/send":
+            self.sent.append(base64.urlsafe_b64decode(body["raw"] + "=" * (-len(body["raw"]) % 4)))
+            return handler._send(200, {"id": f"sent-{len(self.sent)}", "threadId": "t-sent", "labelIds": ["SENT"]})
+        if handler.command == "POST" and path == "/v1/documents":
+            self.documents[f"doc-{len(self.documents) + 1}"] = {"title": body["title"], "text": ""}
+            return handler._send(200, {"documentId": f"doc-{len(self.documents)}", "title": body["title"]})
+        if handler.command == "POST" and path.startswith("/v1/documents/") and path.endswith(":batchUpdate"):
+            doc = self.documents[path.removeprefix("/v1/documents/").removesuffix(":batchUpdate")]
+            doc["text"] += body["requests"][0]["insertText"]["text"]
+            return handler._send(200, {"replies": [{}]})
+        if handler.command == "GET" and path.endswith("/query") and path.startswith("/services/data/"):
+            return handler._send(200, {"totalSize": len(self.opportunities), "done": True,
+                                       "records": self.opportunities})
         handler._send(404, {"error": {"code": 404, "message": f"no fake for {path}"}})

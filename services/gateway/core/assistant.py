@@ -11,14 +11,14 @@ import msgspec
 import structlog
 from litestar import Request, Response
 
-from libs.domain.catalog import assistant_steps
+from libs.domain.catalog import assistant_steps, connections_needed
 from libs.events.bus import CommandNotAccepted
 from libs.events.db import DB_UNAVAILABLE
 from libs.events.schemas import CommandEnvelope, Outcome
 from libs.events.schemas.plan import CreateWorkflowFromGoal
 from libs.security.auth import Principal
 from services.gateway.commands import entity_id, now
-from services.gateway.core import Core, runs, workflows
+from services.gateway.core import Core, connections, runs, workflows
 from services.gateway.core.errors import ApiError
 
 log = structlog.get_logger()
@@ -77,6 +77,8 @@ async def plan_and_run(core: Core, request: Request, principal: Principal, comma
 
     async def on_planned(outcome: Outcome):
         workflow = await workflows.get(core, principal, runs.run_id_of(outcome))
+        # Which accounts a command needs is known only once it is planned: checked per plan (decision 0073).
+        await connections.require_usable(core, principal, connections_needed(workflow.definition))
         return await render(await _start_if_active(core, principal, outcome, workflow))
 
     return await core.dispatcher.dispatch(request, principal, "planner", make, on_planned, body,

@@ -133,3 +133,26 @@ async def disconnect(core: Core, principal: Principal, name: str) -> None:
     async with core.store.tenant_transaction(principal.tenant_id) as conn:
         await store.delete(conn, principal.tenant_id, principal.user_id, name)
     log.info("account_disconnected", provider=name, tenant=principal.tenant_id, user=principal.user_id)
+
+
+async def require_usable(core: Core, principal: Principal, providers: list[str], field: str = "command") -> None:
+    """Refuse (400, with where to connect) a plan whose steps act as an account the user has not connected or
+    whose token cannot be refreshed: checked once per plan, before its run starts (docs/decisions/0073)."""
+    if not providers:
+        return
+    keyring = Keyring.from_settings(core.settings)
+    async with GuardedHttpClient(core.settings) as client:
+        for name in providers:
+            p = oauth.provider(core.settings, name)
+            url = f"{core.settings.public_base_url.rstrip('/')}{connect_path(name)}"
+            if not p.client_id:
+                raise ApiError(400, f"This command needs a {TITLES[name]} account, and {TITLES[name]} is not "
+                                    "configured on this server", field, code=PROVIDER_NOT_CONNECTED)
+            async with core.store.tenant_transaction(principal.tenant_id) as conn:
+                try:
+                    await store.usable(conn, keyring, client, p, principal.tenant_id, principal.user_id)
+                except store.NotConnected as exc:
+                    raise ApiError(400, f"This command needs your {TITLES[name]} account ({exc.reason}); "
+                                        f"connect it at {url}", field, code=PROVIDER_NOT_CONNECTED) from None
+                except oauth.OAuthError as exc:
+                    raise _refused(name, exc, "the refresh") from None
