@@ -124,3 +124,21 @@ async def test_routing_errors_under_a_paths_use_a_error_shape(stack, tenant):
         assert r.status_code == 404 and r.json()["error"] == "Not Found"
         r = await c.get("/api/workflowsx")  # not A's: the app's default (v2) shape
         assert r.status_code == 404 and "success" in r.json()
+
+
+async def test_execute_and_cancel_contract_shapes_and_refusals(stack, tenant):
+    async with stack.client(tenant) as c, httpx.AsyncClient(base_url=stack.base_url) as anon:
+        r = await c.post("/api/workflow/execute", json={"command": SAFE_COMMAND})
+        body = r.json()
+        assert r.status_code == 200 and set(body) == {"success", "workflowId", "steps", "status", "message", "runId"}
+        assert set(body["steps"][0]) == {"id", "agentName", "action", "description", "status", "order"}
+        for bad, field in (({}, "command"), ({"command": 7}, "command"), ({"command": "short"}, "command"),
+                           ({"command": SAFE_COMMAND, "extra": 1}, "extra")):
+            r = await c.post("/api/workflow/execute", json=bad)
+            assert r.status_code == 400 and r.json()["error"] == "Bad Request" and r.json()["field"] == field, r.text
+        r = await c.post("/api/workflow/execute", content=b"{not json", headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and set(r.json()) >= {"error", "message"}
+        for path, payload in (("/api/workflow/execute", {"command": SAFE_COMMAND}),
+                              ("/api/workflow/cancel", {"workflowId": body["workflowId"]})):
+            r = await anon.post(path, json=payload)
+            assert r.status_code == 401 and set(r.json()) == {"error", "message"}, r.text
