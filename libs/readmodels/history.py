@@ -29,7 +29,19 @@ _COUNT_TAIL = (
     " INSERT INTO history_counts (tenant_id, user_id, status, n)"
     " SELECT tenant_id, user_id, status, sum(d) FROM deltas GROUP BY 1, 2, 3"
     " ON CONFLICT (tenant_id, user_id, status) DO UPDATE SET n = history_counts.n + excluded.n"
+    " RETURNING tenant_id, user_id, status, n"
 )
+
+
+async def _change(conn: asyncpg.Connection, statement: str, *args) -> None:
+    """Run one change and drop the totals it brought to zero, so the table holds the same rows however the
+    events were batched (a rebuild replays them in other batches than the live appends)."""
+    emptied = [r for r in await conn.fetch(statement, *args) if r["n"] == 0]
+    if emptied:
+        await conn.execute(
+            "DELETE FROM history_counts c USING unnest($1::text[], $2::text[], $3::text[]) AS z(t, u, s)"
+            " WHERE c.tenant_id = z.t AND c.user_id = z.u AND c.status = z.s AND c.n = 0",
+            [r["tenant_id"] for r in emptied], [r["user_id"] for r in emptied], [r["status"] for r in emptied])
 _INSERT = (
     "WITH changed AS (INSERT INTO history (id, tenant_id, user_id, workflow_id, command, action_id, status, created_at)"
     " VALUES ($1, $2, $3, $1, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING"
@@ -59,13 +71,13 @@ async def project_workflow(conn: asyncpg.Connection, recorded: Sequence[Recorded
     for rec in recorded:
         match event_of(rec):
             case WorkflowCreated(source=source) as e if source == SOURCE:
-                await conn.execute(
-                    _INSERT, e.workflow_id, rec.tenant_id, e.created_by, e.goal or e.name, e.quick_action_id,
+                await _change(
+                    conn, _INSERT, e.workflow_id, rec.tenant_id, e.created_by, e.goal or e.name, e.quick_action_id,
                     "pending" if e.status == "active" else "awaiting_plan_approval", e.at)
             case PlanApproved(workflow_id=workflow_id):
-                await conn.execute(_APPROVED, rec.tenant_id, workflow_id)
+                await _change(conn, _APPROVED, rec.tenant_id, workflow_id)
             case WorkflowDeleted(workflow_id=workflow_id):
-                await conn.execute(_DELETE, rec.tenant_id, workflow_id)
+                await _change(conn, _DELETE, rec.tenant_id, workflow_id)
 
 
 class _RunChange:
@@ -93,5 +105,5 @@ async def project_runs(conn: asyncpg.Connection, recorded: Sequence[RecordedEven
         else:
             change.status, change.finished_at = _ENDS[kind], event.at
     for (tenant_id, run_id), change in changes.items():
-        await conn.execute(_UPDATE_RUN, tenant_id, change.workflow_id, run_id, change.status, change.executed_at,
-                           change.finished_at)
+        await _change(conn, _UPDATE_RUN, tenant_id, change.workflow_id, run_id, change.status, change.executed_at,
+                      change.finished_at)
