@@ -30,6 +30,7 @@ bench: $(BIN)/weft
 	$(BIN)/python bench/bench_public_api.py
 	$(BIN)/python bench/bench_webhooks.py
 	$(BIN)/python bench/bench_telemetry.py
+	$(BIN)/python bench/bench_history.py
 
 clean-data:
 	rm -rf .weft

@@ -56,6 +56,7 @@ class StepType(msgspec.Struct, frozen=True, kw_only=True):
     llm: bool = False
     est_cost_usd: float = 0.0  # rough cost of one execution (LLM steps only)
     agent_name: str = "WorkflowAgent"  # the assistant surface's word for who runs it
+    connection: str | None = None  # the connected account (OAuth provider) it acts as: "google", "salesforce"
 
     @property
     def plan_schema(self) -> dict[str, Any]:
@@ -143,6 +144,25 @@ CATALOG: dict[str, StepType] = {
                  config={"channel": _key(_STR, required=True, plan=True),
                          "message": _key(_ANY_JSON, required=True, plan=_STR),
                          "webhook_url": _key(_STR)}),
+        # Steps that act as the user's connected account (docs/decisions/0072, 0073).
+        StepType(action="gmail.search", node_type="integration", agent_name="EmailAgent", connection="google",
+                 description="Search the user's Gmail (Gmail search syntax, e.g. is:unread) and return the messages.",
+                 config={"query": _key(_STR, required=True, plan=True),
+                         "max_results": _key({"type": "integer", "minimum": 1, "maximum": 50},
+                                             plan={"type": "integer", "minimum": 1, "maximum": 50})}),
+        StepType(action="gmail.get", node_type="integration", agent_name="EmailAgent", connection="google",
+                 description="Read one Gmail message: headers and plain-text body.",
+                 config={"message_id": _key(_STR, required=True, plan=True)}),
+        StepType(action="gmail.send", node_type="integration", agent_name="EmailAgent", connection="google",
+                 outbound=True, description="Send an email from the user's Gmail account.",
+                 config={"to": _key(_EMAILS, required=True, plan=_STR), "subject": _key(_STR, required=True, plan=True),
+                         "body": _key({}, required=True, plan=_STR)}),
+        StepType(action="docs.create", node_type="integration", agent_name="DocsAgent", connection="google",
+                 outbound=True, description="Create a Google Doc with a title and text.",
+                 config={"title": _key(_STR, required=True, plan=True), "content": _key({}, plan=_STR)}),
+        StepType(action="salesforce.query", node_type="integration", agent_name="CRMAgent", connection="salesforce",
+                 description="Run a SOQL query against the user's Salesforce org and return the records.",
+                 config={"query": _key(_STR, required=True, plan=True)}),
     ]
 }
 # What the LLM planner may use (the rest are for hand-written definitions).
@@ -174,6 +194,17 @@ def dependencies(node: dict[str, Any]) -> list[str]:
         deps.extend(source)
     deps.extend(node.get("depends_on") or [])
     return list(dict.fromkeys(deps))
+
+
+def connections_needed(definition: dict[str, Any]) -> list[str]:
+    """The connected accounts a definition's steps act as (for_each rows included), each once."""
+    needed: list[str] = []
+    for node in definition.get("nodes", []):
+        for candidate in (node, (node.get("config") or {}).get("step")):
+            entry = step_type(candidate) if isinstance(candidate, dict) else None
+            if entry is not None and entry.connection and entry.connection not in needed:
+                needed.append(entry.connection)
+    return needed
 
 
 def assistant_steps(definition: dict[str, Any]) -> list[dict[str, Any]]:

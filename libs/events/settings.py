@@ -80,6 +80,31 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_workers: int = 16  # deliveries the notifier sends at once
     # Live streams: heartbeat interval of SSE/WebSocket connections.
     stream_heartbeat_s: float = 30.0
+    # Connected accounts (docs/decisions/0072): OAuth tokens are sealed with AES-256-GCM under this key (32 bytes,
+    # base64); its id is stored with each token, and the old keys ("id:base64,...") still open tokens sealed
+    # before a rotation. Set both in production.
+    connections_key: str = "d2VmdC1kZXYtY29ubmVjdGlvbnMta2V5LTMyYnl0ZXM="
+    connections_key_id: str = "dev"
+    connections_old_keys: str = ""
+    # OAuth providers: configuration, with the real endpoints as defaults (tests point them at local fakes).
+    google_client_id: str = ""
+    google_client_secret: str = ""
+    google_authorize_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    google_token_url: str = "https://oauth2.googleapis.com/token"
+    google_revoke_url: str = "https://oauth2.googleapis.com/revoke"
+    google_userinfo_url: str = "https://openidconnect.googleapis.com/v1/userinfo"
+    google_api_base_url: str = "https://gmail.googleapis.com"  # Gmail REST API
+    google_docs_base_url: str = "https://docs.googleapis.com"  # Docs REST API
+    google_scopes: str = ("openid email https://www.googleapis.com/auth/gmail.modify"
+                          " https://www.googleapis.com/auth/gmail.send https://www.googleapis.com/auth/documents")
+    salesforce_client_id: str = ""
+    salesforce_client_secret: str = ""
+    salesforce_authorize_url: str = "https://login.salesforce.com/services/oauth2/authorize"
+    salesforce_token_url: str = "https://login.salesforce.com/services/oauth2/token"
+    salesforce_revoke_url: str = "https://login.salesforce.com/services/oauth2/revoke"
+    salesforce_userinfo_url: str = "https://login.salesforce.com/services/oauth2/userinfo"
+    salesforce_api_base_url: str = ""  # empty: the instance_url the token response names
+    salesforce_scopes: str = "api refresh_token openid email"
     # v2 API rate limit per user (spec E: 100 requests per minute), a token bucket shared by every gateway
     # process (docs/decisions/0008); 0 turns it off. API keys carry their own limits (weft api-key).
     v2_rate_limit_per_minute: int = 100

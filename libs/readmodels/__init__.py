@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
-from libs.readmodels import runs, schedules, workflows
+from libs.readmodels import history, runs, schedules, workflows
 from libs.events.store import RecordedEvent, read_all
 
 Handler = Callable[[asyncpg.Connection, Sequence[RecordedEvent]], Awaitable[None]]
@@ -23,7 +23,12 @@ def _each(project_one: Callable[[asyncpg.Connection, RecordedEvent], Awaitable[N
 # Each handler gets the consecutive events of its category (runs merges a batch's step changes).
 _BY_CATEGORY: dict[str, Handler] = {"workflow": _each(workflows.project), "run": runs.project,
                                     "schedule": _each(schedules.project)}
-READ_MODEL_TABLES = ("workflows", "runs", "approval_tokens_used", "schedules", "schedule_occurrences")
+READ_MODEL_TABLES = ("workflows", "runs", "approval_tokens_used", "schedules", "schedule_occurrences", "history",
+                     "history_counts")
+
+
+# Read models fed by events of several categories, after the category's own (history follows workflows and runs).
+_ALSO: dict[str, Handler] = {"workflow": history.project_workflow, "run": history.project_runs}
 
 
 async def project(conn: asyncpg.Connection, recorded: Sequence[RecordedEvent]) -> None:
@@ -36,6 +41,9 @@ async def project(conn: asyncpg.Connection, recorded: Sequence[RecordedEvent]) -
         handler = _BY_CATEGORY.get(category)
         if handler is not None:
             await handler(conn, recorded[start:end])
+        also = _ALSO.get(category)
+        if also is not None:
+            await also(conn, recorded[start:end])
         start = end
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+
 import structlog
 from litestar import Request
 
 from libs.security.auth import InvalidToken, Principal, verify_token
+from libs.security.stream_tokens import verify_stream_token
 from services.gateway.core import Core
 from services.gateway.errors import ApiError
 
@@ -26,3 +29,19 @@ async def authenticate(request: Request, core: Core) -> Principal:
         raise ApiError(401, str(exc).capitalize(), headers={"WWW-Authenticate": "Bearer"}) from exc
     structlog.contextvars.bind_contextvars(tenant_id=principal.tenant_id)  # in this request's log lines
     return principal
+
+
+async def stream_principal(request: Request, core: Core) -> Principal:
+    """A live stream's caller: a bearer token, or `?streamToken=` (POST /api/workflow/stream-token) for a browser
+    EventSource, which cannot set headers. The stream token is bound to the workflow it was issued for."""
+    token = (request.query_params.get("streamToken") or "").strip()
+    if not token:
+        return await authenticate(request, core)
+    try:
+        workflow_id = uuid.UUID((request.query_params.get("workflowId") or "").strip())
+    except ValueError:
+        raise ApiError(400, "workflowId must be a UUID", "workflowId") from None
+    try:
+        return verify_stream_token(core.settings, token, workflow_id)
+    except InvalidToken as exc:
+        raise ApiError(401, str(exc).capitalize(), "streamToken") from exc

@@ -80,7 +80,8 @@ def validation_error(exc: ValidationException) -> ApiError:
     field = first.get("key")
     if field in (None, "data") and message.count("`") >= 2:  # "Object missing required field `name`"
         field = message.split("`")[1]
-    where = "request body" if first.get("source") in (None, "body") else f"{first.get('source')} parameter"
+    source = getattr(first.get("source"), "value", first.get("source"))  # litestar gives a ParamType enum
+    where = "request body" if source in (None, "body") else f"{source} parameter"
     return ApiError(400, f"Invalid {where}: {message}", field if field != "data" else None)
 
 

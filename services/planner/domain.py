@@ -149,6 +149,7 @@ def decide_planned(command: CreateWorkflowFromGoal, plan: PlanGenerated, name: s
             workflow_id=command.workflow_id, name=name, description=plan.description, definition=plan.definition,
             status=status, created_by=command.created_by, at=command.at, goal=command.goal,
             schedule=command.schedule or plan.schedule, source=command.source,
+            quick_action_id=command.quick_action_id,
         ),
         plan,
     ]

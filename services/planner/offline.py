@@ -54,6 +54,14 @@ def offline_plan(goal: str, allowed: set[str] | None) -> dict[str, Any]:
     t = goal.lower()
     emails, urls, channels = _EMAIL.findall(goal), _URL.findall(goal), _CHANNEL.findall(goal)
     wanted: list[tuple[str, str, dict[str, Any]]] = []
+    # Sources that read the user's connected accounts come first; what follows works on their output.
+    if re.search(r"\b(unread|inbox|my\s+(?:\w+\s+)?e-?mails?|my\s+mail)\b", t):
+        query = "is:unread" if "unread" in t else "newer_than:7d"
+        wanted.append(("gmail.search", f"Search Gmail for {query}", {"query": query, "max_results": 10}))
+    if re.search(r"\b(salesforce|crm|opportunit(?:y|ies))\b", t):
+        wanted.append(("salesforce.query", "Query Salesforce opportunities",
+                       {"query": "SELECT Id, Name, Amount, StageName, CloseDate FROM Opportunity"
+                                 " ORDER BY CloseDate DESC LIMIT 50"}))
     if urls:
         method = "POST" if re.search(r"\b(post|send|submit)\b[^.]*\bto\b\s+https?://", t) else "GET"
         wanted.append(("http.request", f"{method} {urls[0]}", {"method": method, "url": urls[0], "body": None}))
@@ -62,6 +70,8 @@ def offline_plan(goal: str, allowed: set[str] | None) -> dict[str, Any]:
     if emails or re.search(r"\b(e-?mail|mail)\b", t):
         wanted.append(("email.send", f"Email {emails[0] if emails else 'the recipient'}",
                        {"to": emails[0] if emails else "${inputs.recipient}", "subject": _title(goal), "body": goal}))
+    if re.search(r"\b(google\s+)?doc(ument)?s?\b", t) and re.search(r"\b(create|write|make|new)\b", t):
+        wanted.append(("docs.create", "Create a Google Doc", {"title": _title(goal), "content": goal}))
     if channels or re.search(r"\b(slack|notify|alert)\b", t):
         channel = f"#{channels[0]}" if channels else "#general"
         wanted.append(("slack.post_message", f"Post to {channel}", {"channel": channel, "message": goal}))
@@ -70,8 +80,9 @@ def offline_plan(goal: str, allowed: set[str] | None) -> dict[str, Any]:
         if allowed is not None and action not in allowed:
             continue
         previous = steps[-1]["id"] if steps else None
-        if previous and action in ("email.send", "slack.post_message"):
-            config = {**config, **({"body": "${input}"} if action == "email.send" else {"message": "${input}"})}
+        if previous and action in ("email.send", "slack.post_message", "docs.create"):
+            key = {"email.send": "body", "slack.post_message": "message", "docs.create": "content"}[action]
+            config = {**config, key: "${input}"}
         if previous and action == "agent":
             config = {"prompt": goal + "\n\nInput: ${input}"}
         steps.append({"id": f"step_{len(steps) + 1}", "action": action, "description": description,

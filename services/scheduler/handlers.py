@@ -5,7 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import msgspec
+
 from libs.events.schemas import CommandEnvelope, Outcome
+from services.scheduler.assistant_runs import start_approved_run
 from services.scheduler.ticks import Ticker
 
 
@@ -24,5 +27,9 @@ async def on_workflow_event(ticker: Ticker, subject: str, headers: dict[str, Any
     _, _, tenant_id, _, workflow_key, event_type = subject.split(".")
     if event_type == "WorkflowDeleted":
         await ticker.workflow_deleted(tenant_id, uuid.UUID(workflow_key))
-    else:
-        await ticker.attach_console_schedule(tenant_id, uuid.UUID(workflow_key))
+        return
+    await ticker.attach_console_schedule(tenant_id, uuid.UUID(workflow_key))
+    if event_type == "PlanApproved":
+        plan_version = msgspec.json.decode(data).get("plan_version", 1)
+        await start_approved_run(ticker.store, tenant_id, uuid.UUID(workflow_key), plan_version,
+                                 now=ticker.clock(), wake=ticker.on_timers)

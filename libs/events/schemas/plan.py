@@ -107,6 +107,7 @@ class CreateWorkflowFromGoal(Command, frozen=True, kw_only=True):
     created_by: str
     at: datetime
     requester_email: str | None = None
+    quick_action_id: str | None = None  # the assistant's quick action this command came from (usage counts)
 
 
 class ReviseWorkflowPlan(Command, frozen=True, kw_only=True):

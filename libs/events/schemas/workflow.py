@@ -35,6 +35,7 @@ class WorkflowCreated(Event, frozen=True, kw_only=True):
     goal: str | None = None
     schedule: str | None = None
     source: str = "api"
+    quick_action_id: str | None = None  # the assistant quick action the command was started from
 
 
 class WorkflowUpdated(Event, frozen=True, kw_only=True):

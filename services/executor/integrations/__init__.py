@@ -8,12 +8,13 @@ from openai import AsyncOpenAI
 
 from libs.adapters.outbound import GuardedHttpClient, Resolver
 from libs.events.settings import Settings
-from services.executor.integrations import agent, approval, condition, delay, email, for_each, http_request, slack
+from services.executor.integrations import (agent, approval, condition, delay, email, for_each, google, http_request,
+                                            salesforce, slack)
 from services.executor.integrations.agent import register_agent
 from services.executor.steps import StepDeps
 
-__all__ = ["agent", "approval", "build_deps", "close_deps", "condition", "delay", "email", "for_each", "http_request",
-           "register_agent", "slack"]
+__all__ = ["agent", "approval", "build_deps", "close_deps", "condition", "delay", "email", "for_each", "google",
+           "http_request", "register_agent", "salesforce", "slack"]
 
 
 def build_deps(settings: Settings, store: Any = None, *, resolver: Resolver | None = None) -> StepDeps:

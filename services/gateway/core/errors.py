@@ -20,3 +20,4 @@ class NotFound(ApiError):
 
 WORKFLOW_NOT_ACTIVE = "workflow_not_active"
 RUN_FINISHED = "run_finished"
+NOT_OWNER = "not_owner"

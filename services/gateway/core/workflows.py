@@ -12,7 +12,7 @@ from libs.domain.definition import validate_definition
 from libs.events.errors import DomainError
 from libs.security.auth import Principal
 from services.gateway.core import Core
-from services.gateway.core.errors import WORKFLOW_NOT_ACTIVE, ApiError, NotFound
+from services.gateway.core.errors import NOT_OWNER, WORKFLOW_NOT_ACTIVE, ApiError, NotFound
 
 STATUSES = ("draft", "active", "archived")
 SETTABLE_STATUSES = ("active", "archived")  # what a client may PATCH; draft -> active is a plan approval
@@ -107,3 +107,14 @@ async def search(core: Core, principal: Principal, q: str, *, status: str | None
             " (name ILIKE $3 OR coalesce(goal, '') ILIKE $3 OR coalesce(description, '') ILIKE $3)"
             " ORDER BY created_at DESC, id LIMIT $4", principal.tenant_id, status, pattern, limit)
     return [_workflow(r) for r in rows]
+
+
+async def owned(core: Core, principal: Principal, workflow_id: uuid.UUID, field: str | None = None) -> Workflow:
+    """The caller's own workflow: another tenant's is unknown (404), another user's of the tenant is 403.
+
+    Every assistant use case that reads or changes one workflow (cancel, stream, history, rerun, feedback)
+    asks this, so "only its owner sees a workflow's events" is one rule."""
+    workflow = await get(core, principal, workflow_id, field)
+    if workflow.created_by != principal.user_id:
+        raise ApiError(403, "This workflow belongs to another user", field, code=NOT_OWNER)
+    return workflow

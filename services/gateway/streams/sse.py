@@ -14,7 +14,7 @@ from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from libs.security.auth import Principal
-from services.gateway.auth import authenticate
+from services.gateway.auth import authenticate, stream_principal
 from services.gateway.core import Core, runs, workflows
 from services.gateway.core.errors import NotFound
 from services.gateway.errors import EXCEPTION_HANDLERS_V2, PLAIN_EXCEPTION_HANDLERS, ApiError, PlainError, V2Error, responses
@@ -64,11 +64,14 @@ ResumeFrom = Annotated[str | None, Parameter(query="lastEventId", description=(
     "resume after this event id (the Last-Event-ID header wins when both are sent)"))]
 
 
-@get("/stream", responses=_stream_responses(PlainError))
+@get("/stream", responses=_stream_responses(PlainError), dependencies={"principal": Provide(stream_principal)})
 async def workflow_stream(request: Request, principal: Principal, core: Core,
                           workflowId: Annotated[str | None, Parameter(max_length=100)] = None,  # noqa: N803
-                          lastEventId: ResumeFrom = None) -> ServerSentEvent:  # noqa: N803
-    """Contract A: every run event of one workflow, as SSE."""
+                          lastEventId: ResumeFrom = None,  # noqa: N803
+                          streamToken: Annotated[str | None, Parameter(max_length=2000, description=(  # noqa: N803
+                              "for a browser EventSource: a token from POST /api/workflow/stream-token"))] = None,
+                          ) -> ServerSentEvent:
+    """Contract A: every run event of one workflow, as SSE, to its owner only (bearer or ?streamToken=)."""
     if workflowId is None or not workflowId.strip():
         raise ApiError(400, "workflowId is required", "workflowId")
     try:
@@ -76,7 +79,7 @@ async def workflow_stream(request: Request, principal: Principal, core: Core,
     except ValueError:
         raise ApiError(400, "workflowId must be a UUID", "workflowId") from None
     after = last_event_id(request.headers, request.query_params)
-    workflow = await workflows.get(core, principal, workflow_id)
+    workflow = await workflows.owned(core, principal, workflow_id)
     return _sse_response(request, Scope(principal.tenant_id, workflow.id), after)
 
 

@@ -1,10 +1,11 @@
-"""The assistant contract (spec A): one natural-language command -> plan -> run."""
+"""The assistant contract (spec A), /api/workflow: one natural-language command -> plan -> run; cancel; stream tokens."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import msgspec
@@ -12,15 +13,12 @@ import structlog
 from litestar import Request, Response, Router, post
 from litestar.di import Provide
 
-from libs.domain.catalog import assistant_steps
-from libs.events.bus import CommandNotAccepted
-from libs.events.db import DB_UNAVAILABLE
 from libs.events.schemas import CommandEnvelope, Outcome
-from libs.events.schemas.plan import CreateWorkflowFromGoal
 from libs.security.auth import Principal
+from libs.security.stream_tokens import STREAM_TTL_S, issue_stream_token
 from services.gateway.auth import authenticate
-from services.gateway.commands import entity_id, now
-from services.gateway.core import Core, runs, workflows
+from services.gateway.commands import now
+from services.gateway.core import Core, assistant, quick_actions, runs, workflows
 from services.gateway.core.errors import ApiError
 from services.gateway.core.ids import parse_id
 from services.gateway.errors import PlainError, accepted_response, handlers, plain_error_body, responses
@@ -31,6 +29,8 @@ CANCEL_TARGET_MS = 200  # the contract's response-time target for cancel
 
 class CommandBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     command: Annotated[str, msgspec.Meta(max_length=10000)]
+    # Beyond A: the quick action the command was filled in from (GET /api/quick-actions), for its usageCount.
+    actionId: Annotated[str, msgspec.Meta(max_length=100)] | None = None  # noqa: N815
 
 
 class CancelBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -55,53 +55,47 @@ class Executed(msgspec.Struct, kw_only=True, omit_defaults=True):
     runId: str | None = None  # noqa: N815
 
 
+class StreamTokenBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    workflowId: Annotated[str, msgspec.Meta(max_length=100)]  # noqa: N815
+
+
+class StreamToken(msgspec.Struct, kw_only=True):
+    streamToken: str  # noqa: N815
+    expiresIn: int  # noqa: N815 - seconds
+    streamUrl: str  # noqa: N815 - what to hand to `new EventSource(...)`
+
+
 class CancelResult(msgspec.Struct, kw_only=True):
     success: bool
     message: str
     responseTime: int  # noqa: N815
 
 
+def render_planned(message: str) -> Callable[[assistant.Planned], Awaitable[tuple[int, Executed]]]:
+    """Contract A's answer for a planned command (execute and rerun share it)."""
+
+    async def render(planned: assistant.Planned) -> tuple[int, Executed]:
+        steps = [PlannedStep(id=s["id"], agentName=s["agentName"], action=s["action"], description=s["description"],
+                             status="pending", order=i) for i, s in enumerate(planned.steps)]
+        text = message
+        if planned.status == assistant.AWAITING_PLAN_APPROVAL:
+            text += "; it sends data outside Weft, so it waits for plan approval before it runs"
+        return 200, Executed(success=True, workflowId=str(planned.workflow.id), steps=steps, status=planned.status,
+                             message=text, runId=None if planned.run_id is None else str(planned.run_id))
+
+    return render
+
+
 @post("/execute", status_code=200, responses={**responses(PlainError, 404, 409, 422), **accepted_response()})
 async def execute_command(request: Request, principal: Principal, core: Core, data: CommandBody
                           ) -> Response[Executed]:
-    command = data.command.strip()
-    if len(command) < 10:
-        raise ApiError(400, "command must be at least 10 characters", "command")
-
-    def make(command_id: uuid.UUID) -> CreateWorkflowFromGoal:
-        return CreateWorkflowFromGoal(workflow_id=entity_id(command_id), goal=command, activate_if_safe=True,
-                                      source="assistant", created_by=principal.user_id, at=now(),
-                                      requester_email=principal.email)
-
-    async def render(outcome: Outcome):
-        workflow = await workflows.get(core, principal, runs.run_id_of(outcome))
-        steps = [PlannedStep(id=s["id"], agentName=s["agentName"], action=s["action"], description=s["description"],
-                             status="pending", order=i) for i, s in enumerate(assistant_steps(workflow.definition))]
-        if workflow.status != "active":
-            return 200, Executed(success=True, workflowId=str(workflow.id), steps=steps,
-                                 status="awaiting_plan_approval",
-                                 message="Workflow created and planned successfully; it sends data outside Weft, "
-                                         "so it waits for plan approval before it runs")
-        # The run's command id derives from the planning command's, so a retried request starts one run.
-        run_command_id = uuid.uuid5(outcome.command_id, "run")
-        envelope = CommandEnvelope(
-            command_id=run_command_id, tenant_id=principal.tenant_id, actor=principal.user_id,
-            correlation_id=str(outcome.command_id),
-            command=runs.prepare_start(workflow, {}, principal.user_id)(run_command_id), issued_at=now())
-        try:
-            started = await core.bus.send("executor", envelope) or await core.store.outcome(
-                principal.tenant_id, run_command_id)
-        except (CommandNotAccepted, *DB_UNAVAILABLE) as exc:
-            # The workflow is committed; only the run's start is unknown. Saying "starting" (with the run id a
-            # retry of this request would reuse) is true; a 503 would invite a retry that plans again.
-            log.warning("assistant_run_start_unknown", error=f"{type(exc).__name__}: {exc}")
-            started = None
-        return 200, Executed(success=True, workflowId=str(workflow.id), steps=steps,
-                             runId=str(entity_id(run_command_id)), status="running" if started is not None else "starting",
-                             message="Workflow created and planned successfully")
-
-    return await core.dispatcher.dispatch(request, principal, "planner", make, render, await request.body(),
-                                          timeout_s=core.settings.planning_timeout_s, shape=plain_error_body)
+    command = assistant.check_command(data.command)
+    if data.actionId is not None:
+        await quick_actions.require_known(core, principal.tenant_id, data.actionId)
+    return await assistant.plan_and_run(core, request, principal, command,
+                                        render_planned("Workflow created and planned successfully"),
+                                        body=await request.body(), quick_action_id=data.actionId,
+                                        shape=plain_error_body)
 
 
 @post("/cancel", status_code=200, responses={**responses(PlainError, 403, 404), **accepted_response()})
@@ -113,9 +107,7 @@ async def cancel_workflow(request: Request, principal: Principal, core: Core, da
     "No active run to cancel". Another user's workflow is 403 (the contract verifies ownership).
     """
     started = time.perf_counter()
-    workflow = await workflows.get(core, principal, parse_id(data.workflowId, "Workflow", "workflowId"), "workflowId")
-    if workflow.created_by != principal.user_id:
-        raise ApiError(403, "This workflow belongs to another user", "workflowId")
+    workflow = await workflows.owned(core, principal, parse_id(data.workflowId, "Workflow", "workflowId"), "workflowId")
     active = await runs.active(core, principal.tenant_id, workflow.id)
 
     async def cancel(run: runs.Run) -> Outcome | None:
@@ -141,9 +133,20 @@ async def cancel_workflow(request: Request, principal: Principal, core: Core, da
     return Response(CancelResult(success=True, message=message, responseTime=elapsed), status_code=status)
 
 
+@post("/stream-token", status_code=200, responses=responses(PlainError, 403, 404))
+async def stream_token(principal: Principal, core: Core, data: StreamTokenBody) -> StreamToken:
+    """A few minutes' token for one workflow's stream, for a browser EventSource (it cannot send headers);
+    the long-lived bearer token never goes into a URL."""
+    workflow = await workflows.owned(core, principal, parse_id(data.workflowId, "Workflow", "workflowId"),
+                                     "workflowId")
+    token = issue_stream_token(core.settings, principal, workflow.id)
+    return StreamToken(streamToken=token, expiresIn=STREAM_TTL_S,
+                       streamUrl=f"/api/workflow/stream?workflowId={workflow.id}&streamToken={token}")
+
+
 router = Router(
     path="/api/workflow",
-    route_handlers=[execute_command, cancel_workflow],
+    route_handlers=[execute_command, cancel_workflow, stream_token],
     dependencies={"principal": Provide(authenticate)},
     exception_handlers=handlers(plain_error_body),
     tags=["assistant"],
