@@ -28,7 +28,7 @@ def provider_fake():
 
 @pytest.fixture(scope="module")
 def gateway(infra, stack, provider_fake):
-    env = {**provider_fake.env("google"), **provider_fake.env("salesforce"), "WEFT_OUTBOUND_ALLOW_HOSTS": "127.0.0.1"}
+    env = {**provider_fake.env("google"), **provider_fake.env("salesforce"), "WEFT_OUTBOUND_ALLOW_HOSTS": "127.0.0.1:*"}
     procs, ports = start_processes(infra, ["gateway"], infra.root / "logs-accounts", env)
     try:
         yield f"http://127.0.0.1:{ports['gateway']}", procs["gateway"], env

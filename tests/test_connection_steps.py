@@ -38,7 +38,7 @@ def fakes():
 @pytest.fixture
 def step_settings(fakes, tmp_path: Path):
     provider, llm = fakes
-    env = {**provider.env("google"), **provider.env("salesforce"), "WEFT_OUTBOUND_ALLOW_HOSTS": "127.0.0.1",
+    env = {**provider.env("google"), **provider.env("salesforce"), "WEFT_OUTBOUND_ALLOW_HOSTS": "127.0.0.1:*",
            "WEFT_LLM_BASE_URL": llm.base_url, "WEFT_MAIL_SINK_DIR": str(tmp_path / "mail")}
     return load_settings(env)
 
