@@ -2,7 +2,7 @@
 
 A JWT signed with the user-token key but with its own audience and `typ`, so it is never accepted as an API
 bearer token, and an API token is never accepted as a sign-in link. Single use: the gateway records its `jti`
-(approval_tokens_used, kind "dashboard-signin") in the transaction that signs the person in.
+(signin_links_used, migration 030) in the transaction that signs the person in.
 """
 
 from __future__ import annotations

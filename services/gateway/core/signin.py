@@ -18,9 +18,9 @@ async def redeem_link(core: Core, token: str) -> Principal:
         raise ApiError(400, str(exc).capitalize(), "token") from None
     async with core.store.tenant_transaction(principal.tenant_id) as conn:
         spent = await conn.fetchval(
-            "INSERT INTO approval_tokens_used (id, tenant_id, kind, stream_id, used_at) VALUES ($1, $2,"
-            " 'dashboard-signin', $3, $4) ON CONFLICT (id) DO NOTHING RETURNING true",
-            token_id, principal.tenant_id, f"user-{principal.user_id}", datetime.now(UTC))
+            "INSERT INTO signin_links_used (id, tenant_id, user_id, used_at) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (id) DO NOTHING RETURNING true",
+            token_id, principal.tenant_id, principal.user_id, datetime.now(UTC))
     if not spent:
         raise ApiError(400, "This sign-in link was already used; ask for a new one", "token")
     return principal
