@@ -9,18 +9,21 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 import nats
+import nats.js.errors
 import structlog
 from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, NatsBroker, NatsMessage, PullSub
 from faststream.nats.schemas import JStream
+from nats.js import JetStreamContext
 
-from libs.events.bus import COMMANDS_STREAM, EVENTS_STREAM, reply_subject
+from libs.events.bus import COMMANDS_STREAM, EVENTS_STREAM, REPLY_HEADER, ensure_streams, is_inbox, reply_subject
 from libs.events.db import DB_UNAVAILABLE
 from libs.events.faults import crash_point
 from libs.events.schemas import CommandEnvelope, CommandRejected, Metadata, Outcome
@@ -28,6 +31,8 @@ from libs.events.settings import Settings
 from libs.events.store import CommandAlreadyProcessed, EventStore
 
 log = structlog.get_logger()
+# (stream, durable) of every subscriber registered through this module, per broker: see keep_consumers.
+_DURABLES: weakref.WeakKeyDictionary[NatsBroker, list[tuple[str, str]]] = weakref.WeakKeyDictionary()
 
 
 async def _whole_message(msg: NatsMessage) -> NatsMessage:
@@ -108,6 +113,7 @@ def subscribe_commands(
     one aggregate stay safe through expected-version checks.
     """
     decoder = msgspec.json.Decoder(CommandEnvelope[command_type])  # type: ignore[index]
+    _DURABLES.setdefault(broker, []).append((COMMANDS_STREAM, f"{service}-commands"))
 
     @broker.subscriber(
         f"weft.cmd.{service}.>",
@@ -135,6 +141,10 @@ def subscribe_commands(
             await msg.reject()
             log.error("command_undecodable", error=str(exc))
             return
+        # The outcome goes to the publisher's inbox (libs/events/bus.ReplyInbox) when it named one.
+        reply_to = (raw.headers or {}).get(REPLY_HEADER)
+        if not is_inbox(reply_to):
+            reply_to = reply_subject(tenant_id, envelope.command_id)
         structlog.contextvars.bind_contextvars(
             command_id=str(envelope.command_id), correlation_id=envelope.correlation_id,
             causation_id=str(envelope.command_id),
@@ -151,7 +161,7 @@ def subscribe_commands(
                 )
                 await msg.reject()
                 log.error("command_rejected", error=str(exc))
-                await nc.publish(reply_subject(tenant_id, envelope.command_id), msgspec.json.encode(outcome))
+                await nc.publish(reply_to, msgspec.json.encode(outcome))
                 return
             delay = backoff(settings, deliveries)
             await msg.nack(delay=delay)
@@ -162,7 +172,7 @@ def subscribe_commands(
         # Ack only after the outcome is committed; then announce it to whoever waits.
         crash_point("before_ack")
         await msg.ack()
-        await nc.publish(reply_subject(tenant_id, envelope.command_id), msgspec.json.encode(outcome))
+        await nc.publish(reply_to, msgspec.json.encode(outcome))
         log.info("command_handled", status=outcome.status, handled_ms=round((time.perf_counter() - started) * 1000, 2))
 
 
@@ -175,6 +185,7 @@ def subscribe_events(
     handle: Callable[[str, dict[str, Any], bytes], Awaitable[None]],
 ) -> None:
     """Register a durable event subscriber on WEFT_EVENTS; handle(subject, headers, data) must be idempotent."""
+    _DURABLES.setdefault(broker, []).append((EVENTS_STREAM, durable))
 
     @broker.subscriber(
         subject,
@@ -198,3 +209,32 @@ def subscribe_events(
             return
         crash_point("before_ack")
         await msg.ack()
+
+
+async def keep_consumers(broker: NatsBroker, nc: nats.NATS, js: JetStreamContext, settings: Settings,
+                         every_s: float = 1.0) -> None:
+    """Recreate the streams and this process's durable consumers when nats-server comes back without them.
+
+    JetStream is a transport, not a store (DESIGN section 3): a server that lost its store knows no stream and
+    no consumer, and the subscribers' fetches would find nothing forever. Each consumer's config is taken once
+    the broker has created it, and declared again, unchanged, after every reconnect that finds it missing.
+    The relay refills WEFT_EVENTS and publishes again the logged commands with no outcome."""
+    configs: dict[tuple[str, str], Any] = {}
+    for stream, durable in _DURABLES.get(broker, ()):
+        configs[(stream, durable)] = (await js.consumer_info(stream, durable)).config
+    reconnects = nc.stats["reconnects"]
+    while True:
+        await asyncio.sleep(every_s)
+        if nc.stats["reconnects"] == reconnects or not nc.is_connected:
+            continue
+        try:
+            await ensure_streams(js, settings)
+            for (stream, durable), config in configs.items():
+                try:
+                    await js.consumer_info(stream, durable)
+                except nats.js.errors.NotFoundError:
+                    await js.add_consumer(stream, config)
+                    log.warning("consumer_recreated", stream=stream, durable=durable)
+            reconnects = nc.stats["reconnects"]
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            log.warning("consumers_check_failed", error=f"{type(exc).__name__}: {exc}")

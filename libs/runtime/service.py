@@ -18,6 +18,7 @@ from litestar.response import Response
 from nats.js import JetStreamContext
 
 from libs.events.bus import ensure_streams
+from libs.events.consumer import keep_consumers
 from libs.events.db import create_pool
 from libs.events.logging import configure_logging
 from libs.readmodels import project
@@ -66,6 +67,7 @@ async def service_resources(settings: Settings, name: str, setup: Setup | None) 
         if setup is not None:
             await setup(ctx)
         await broker.start()
+        ctx.tasks.append(asyncio.create_task(keep_consumers(broker, nc, js, settings)))
         log.info("service_started", port=settings.port)
         yield ctx
     finally:

@@ -2,6 +2,9 @@
 
 Nats-Msg-Id is the event id, so republishing after a crash (events sent, checkpoint not yet saved) is
 dropped by the stream's duplicate window. One relay leads at a time (a session advisory lock); others wait.
+It resumes from the lower of its checkpoint and the last Weft-Position in WEFT_EVENTS, so a stream that lost
+its tail (or its whole store) is refilled; and it publishes again logged commands that got no outcome
+(services/relay/commands.py).
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ import time
 import asyncpg
 import nats.errors
 import structlog
+import nats.js.errors
 from nats.js import JetStreamContext
 
-from libs.events.bus import EVENTS_STREAM, event_subject
+from libs.events.bus import EVENTS_MAX_AGE_S, EVENTS_STREAM, ensure_streams, event_subject
+from libs.events.settings import Settings, load_settings
 from libs.events.store import NOTIFY_CHANNEL, RecordedEvent, read_all
+from services.relay.commands import CommandRepublisher
 
 log = structlog.get_logger()
 RELAY_LOCK_KEY = 0x5745_4654_0000_0003
@@ -37,9 +43,31 @@ def headers_for(rec: RecordedEvent) -> dict[str, str]:
     return headers
 
 
+async def stream_position(js: JetStreamContext) -> int:
+    """The Weft-Position of the last message in WEFT_EVENTS; 0 when the stream is empty."""
+    info = await js.stream_info(EVENTS_STREAM)
+    if not info.state.messages:
+        return 0
+    try:
+        msg = await js.get_msg(EVENTS_STREAM, seq=info.state.last_seq)
+    except nats.js.errors.NotFoundError:  # the last message was removed meanwhile: ask for the last one left
+        msg = await js.get_last_msg(EVENTS_STREAM, "weft.evt.>")
+    return int((msg.headers or {}).get("Weft-Position", 0))
+
+
+# A refill need not go further back than the stream keeps messages (WEFT_EVENTS' max_age): older events would
+# only be stored again for another max_age.
+_REFILL_FLOOR = (
+    "SELECT coalesce(max(global_position), 0) FROM events WHERE recorded_at < clock_timestamp() - make_interval(secs => $1)"
+)
+
+
 class Relay:
-    def __init__(self, dsn: str, js: JetStreamContext, *, poll_s: float = 0.5, batch: int = 256):
+    def __init__(self, dsn: str, js: JetStreamContext, *, poll_s: float = 0.5, batch: int = 256,
+                 settings: Settings | None = None):
         self.dsn, self.js, self.poll_s, self.batch = dsn, js, poll_s, batch
+        self.settings = settings or load_settings()
+        self.commands = CommandRepublisher(js, delay_s=self.settings.command_republish_s)
         self._wake = asyncio.Event()
 
     async def run(self) -> None:
@@ -63,10 +91,18 @@ class Relay:
                 await asyncio.sleep(1.0)
             log.info("relay_leading")
             await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
-            position = await conn.fetchval("SELECT position FROM checkpoints WHERE name = $1", CHECKPOINT) or 0
+            position = await self._resume_position(conn)
             saved, saved_at = position, time.monotonic()
+            reconnects, swept_at = self._reconnects(), 0.0
             while True:
                 self._wake.clear()
+                if self._reconnects() != reconnects:
+                    # NATS came back, maybe without its store: look at the stream again before going on.
+                    await self._save(conn, position)
+                    return
+                if time.monotonic() - swept_at >= self.settings.command_republish_s / 2:
+                    await self.commands.sweep(conn)
+                    swept_at = time.monotonic()
                 chunk = await read_all(conn, position, self.batch)
                 if chunk:
                     await self.publish(chunk)
@@ -87,6 +123,23 @@ class Relay:
                     pass
         finally:
             await conn.close(timeout=2)
+
+    def _reconnects(self) -> int:
+        return self.js._nc.stats["reconnects"]
+
+    async def _resume_position(self, conn: asyncpg.Connection) -> int:
+        """The lower of the checkpoint and the last position the stream holds: what the stream lost (an unsynced
+        tail, or its whole store) is published again. The streams are (re)declared first: after losing its
+        store, nats-server knows none."""
+        await ensure_streams(self.js, self.settings)
+        checkpoint = await conn.fetchval("SELECT position FROM checkpoints WHERE name = $1", CHECKPOINT) or 0
+        stored = await stream_position(self.js)
+        if stored >= checkpoint:
+            return checkpoint
+        floor = await conn.fetchval(_REFILL_FLOOR, EVENTS_MAX_AGE_S)
+        position = max(stored, min(floor, checkpoint))
+        log.warning("relay_refilling", checkpoint=checkpoint, stream_position=stored, resume_from=position)
+        return position
 
     @staticmethod
     async def _save(conn: asyncpg.Connection, position: int) -> None:
@@ -120,11 +173,11 @@ class Relay:
 def create_app(settings=None):
     """The relay as a process: health routes plus the relay loop as a background task."""
     from libs.runtime.service import create_service_app
-    from libs.events.settings import load_settings
 
     settings = settings or load_settings(service="relay")
 
     async def setup(ctx) -> None:
-        ctx.tasks.append(asyncio.create_task(Relay(settings.database_url, ctx.js, poll_s=settings.relay_poll_s).run()))
+        relay = Relay(settings.database_url, ctx.js, poll_s=settings.relay_poll_s, settings=settings)
+        ctx.tasks.append(asyncio.create_task(relay.run()))
 
     return create_service_app(settings, name="relay", setup=setup)
