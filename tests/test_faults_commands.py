@@ -41,9 +41,14 @@ from tests.test_relay import stored_messages
 NATS_DOWN_S = float(os.environ.get("WEFT_FAULT_OUTAGE_S", "6"))
 
 
-async def workflow(cluster: Cluster, name: str) -> str:
+async def workflow(cluster: Cluster, name: str, *, delay_s: float = 0.0) -> str:
+    """post -> shape; with delay_s, a durable delay between them (its wake-up is a timer's command)."""
+    nodes = [http_node("post", cluster)]
+    if delay_s:
+        nodes.append({"id": "wait", "type": "delay", "depends_on": ["post"], "config": {"seconds": delay_s}})
+    nodes.append({**shape_node("post"), **({"depends_on": ["wait"]} if delay_s else {})})
     async with cluster.client() as c:
-        return await create_workflow(c, name, [http_node("post", cluster), shape_node("post")])
+        return await create_workflow(c, name, nodes)
 
 
 async def runs_created_for(cluster: Cluster, workflow_id: str) -> list[str]:
@@ -142,7 +147,8 @@ async def wipe_nats_store(cluster: Cluster) -> tuple[float, float]:
 
 
 async def store_loss_under_load(cluster: Cluster, *, wipes: int, load_s: float) -> None:
-    workflow_id = await workflow(cluster, f"store-loss-{wipes}")
+    # The delay puts runs across the outage with their wake-up commands fired by the scheduler's timers.
+    workflow_id = await workflow(cluster, f"store-loss-{wipes}", delay_s=1.0)
     sse = SseClient(cluster, workflow_id)
     sse.start()
     results: list[Submitted] = []
@@ -180,7 +186,7 @@ async def store_loss_under_load(cluster: Cluster, *, wipes: int, load_s: float) 
     assert set(statuses) <= {201, 202}, [r for r in results if r.status not in (201, 202)][:3]
     accepted = results
     events = await wait_runs_finished(cluster, [r.run_id for r in accepted], 120)
-    assert_completed_once(events, ("post", "shape"))
+    assert_completed_once(events, ("post", "wait", "shape"))
     assert_effects_once(cluster.receiver, {r.run_id: r.marker for r in accepted}, 1)
     # Exactly one run per accepted request: nothing lost, nothing run twice.
     assert await runs_created_for(cluster, workflow_id) == sorted(f"run-{r.run_id}" for r in accepted)
