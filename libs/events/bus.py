@@ -14,7 +14,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
-from libs.events.db import DB_UNAVAILABLE
+from libs.events.db import DB_UNAVAILABLE, SAFE_NAME
 from libs.events.schemas import CommandEnvelope, Outcome
 from libs.events.settings import Settings
 
@@ -178,10 +178,25 @@ class CommandBus:
             self.inbox.forget(command_id, future)
 
     async def _record(self, envelope: CommandEnvelope, subject: str, payload: bytes, reply_to: str) -> None:
-        """Commit the command's row: from here on it is accepted. Postgres unreachable: not accepted (503)."""
+        """Commit the command's row: from here on it is accepted. Postgres unreachable: not accepted (503).
+
+        One round trip: a simple-query string of two statements runs as one implicit transaction (so the
+        transaction-local role and tenant apply to the insert, and a failure rolls both back). The values are
+        literals, which is safe only because each is checked: ids are UUIDs, the tenant and role match
+        db.SAFE_NAME, the subject and inbox are built here from those, and the payload is hex."""
+        tenant_id = envelope.tenant_id
+        if not SAFE_NAME.match(tenant_id) or not SAFE_NAME.match(self.store.app_role) or not _SAFE_SUBJECT.match(
+                subject) or not _SAFE_SUBJECT.match(reply_to):
+            raise ValueError(f"unsafe command-log values: {tenant_id!r}, {subject!r}, {reply_to!r}")
+        sql = (
+            f"SELECT set_config('role', '{self.store.app_role}', true), set_config('weft.tenant_id', '{tenant_id}', true);"
+            " INSERT INTO command_log (command_id, tenant_id, subject, payload, reply_to)"
+            f" VALUES ('{uuid.UUID(str(envelope.command_id))}', '{tenant_id}', '{subject}', '\\x{payload.hex()}'::bytea,"
+            f" '{reply_to}') ON CONFLICT (command_id) DO NOTHING"
+        )
         try:
-            async with self.store.tenant_transaction(envelope.tenant_id) as conn:
-                await conn.execute(_LOG_COMMAND, envelope.command_id, envelope.tenant_id, subject, payload, reply_to)
+            async with self.store.pool.acquire() as conn:
+                await conn.execute(sql)
         except (*DB_UNAVAILABLE, OSError, asyncio.TimeoutError) as exc:
             raise CommandNotAccepted(f"command log unavailable: {type(exc).__name__}: {exc}") from exc
 
@@ -221,9 +236,5 @@ class CommandBus:
 
 
 REPLY_HEADER = "Weft-Reply"
-# The gateway's row in the command log; the relay publishes it again unless its outcome is recorded within
-# WEFT_COMMAND_REPUBLISH_S. A retry with the same Idempotency-Key finds the row there already.
-_LOG_COMMAND = (
-    "INSERT INTO command_log (command_id, tenant_id, subject, payload, reply_to) VALUES ($1, $2, $3, $4, $5)"
-    " ON CONFLICT (command_id) DO NOTHING"
-)
+# Subjects and inboxes as built by this module: tokens of letters, digits, '_' and '-'.
+_SAFE_SUBJECT = re.compile(r"^[A-Za-z0-9_.-]{1,300}$")
