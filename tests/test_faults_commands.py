@@ -37,8 +37,8 @@ from tests.test_faults import (  # noqa: F401 - `cluster` is the module's fixtur
 from tests.test_relay import stored_messages
 
 # nats-server stays down longer than the gateway waits for an outcome, and longer than the relay's first
-# republish delay (WEFT_COMMAND_REPUBLISH_S, 2 s): the relay's publishes fail meanwhile and must be retried.
-NATS_DOWN_S = float(os.environ.get("WEFT_FAULT_OUTAGE_S", "6"))
+# republish delay (WEFT_COMMAND_REPUBLISH_S, 5 s): the relay's publishes fail meanwhile and must be retried.
+NATS_DOWN_S = float(os.environ.get("WEFT_FAULT_OUTAGE_S", "7"))
 
 
 async def workflow(cluster: Cluster, name: str, *, delay_s: float = 0.0) -> str:
@@ -64,6 +64,7 @@ async def test_execute_while_nats_is_down_is_accepted_and_runs_after_it_returns(
         async with cluster.client() as c:
             submitted = await asyncio.gather(*(execute(c, workflow_id, f"down-{i}-{uuid.uuid4().hex[:6]}")
                                                for i in range(6)))
+        await asyncio.sleep(NATS_DOWN_S)  # the relay's first republishes fail too
     finally:
         await asyncio.to_thread(cluster.nats.start)
     assert [s.status for s in submitted] == [202] * len(submitted), [s.body for s in submitted]
@@ -87,8 +88,8 @@ async def test_execute_while_postgres_is_down_answers_503_and_never_runs(cluster
         await asyncio.to_thread(cluster.pg.start)
     assert [s.status for s in submitted] == [503] * len(submitted), [s.body for s in submitted]
     assert all(s.retry_after for s in submitted)
-    # Long enough for the relay to have published anything it held (its delay is 2 s) and the executor to run it.
-    await asyncio.sleep(8)
+    # Long enough for the relay to have published anything it held (its delay is 5 s) and the executor to run it.
+    await asyncio.sleep(10)
     async with cluster.client() as c:  # the platform is up again: a request now runs
         after = await execute(c, workflow_id, f"pgup-{uuid.uuid4().hex[:6]}")
     assert after.status in (201, 202), after
