@@ -221,7 +221,12 @@ async def keep_consumers(broker: NatsBroker, nc: nats.NATS, js: JetStreamContext
     The relay refills WEFT_EVENTS and publishes again the logged commands with no outcome."""
     configs: dict[tuple[str, str], Any] = {}
     for stream, durable in _DURABLES.get(broker, ()):
-        configs[(stream, durable)] = (await js.consumer_info(stream, durable)).config
+        while (stream, durable) not in configs:
+            try:
+                configs[(stream, durable)] = (await js.consumer_info(stream, durable)).config
+            except (nats.errors.Error, asyncio.TimeoutError) as exc:  # NATS not there right now: wait for it
+                log.warning("consumer_config_unread", durable=durable, error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(every_s)
     reconnects = nc.stats["reconnects"]
     while True:
         await asyncio.sleep(every_s)
