@@ -130,8 +130,6 @@ class ReplyInbox:
                 future.set_result(outcome)
 
 
-
-
 class CommandBus:
     """Records a command in the Postgres command log (accepted = row committed), publishes it with
     Nats-Msg-Id = command id, and waits, bounded, for the committed outcome (DESIGN section 3).
