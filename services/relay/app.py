@@ -124,8 +124,12 @@ class Relay:
                     if position - saved >= 1000 or time.monotonic() - saved_at >= 1.0:
                         await self._save(conn, position)
                         saved, saved_at = position, time.monotonic()
-                    continue
-                if position != saved:  # idle: everything published so far is acknowledged; record it
+                    if len(chunk) == self.batch:
+                        continue  # more may be waiting
+                    # A short chunk was everything committed when it was read. Whatever committed since has
+                    # notified, and the wake was cleared before the read: waiting returns at once, and an
+                    # empty read per chunk is saved.
+                elif position != saved:  # idle: everything published so far is acknowledged; record it
                     await self._save(conn, position)
                     saved, saved_at = position, time.monotonic()
                 # NOTIFY only wakes us early; the poll is what guarantees progress.
