@@ -4,8 +4,8 @@
 
 Everything runs in this one process tree, on whatever cores the machine has (the goal is stated for 2):
 
-1. Postgres (fsync on) and nats-server (JetStream, sync always) from the wheels, in a temporary directory,
-   migrated. Before any service starts, the raw append ceiling on the same events table:
+1. Postgres (fsync on) and nats-server (JetStream, sync_interval from WEFT_NATS_SYNC_INTERVAL) from the
+   wheels, in a temporary directory, migrated. Before any service starts, the raw append ceiling on the same events table:
      store  single-event EventStore.append calls (tenant transaction, advisory append lock, no projector)
      raw    single-row autocommit asyncpg INSERTs of equivalent rows, as the superuser
    each with 1 and with 8 concurrent writers (streams "ceil-<uuid>", which no service subscribes to).
@@ -26,6 +26,8 @@ Everything runs in this one process tree, on whatever cores the machine has (the
    the gateway, executor and relay for --profile-s seconds (--nonblocking); top frames are summarised
    and the raw profiles are kept in a directory printed at the end. Then --statement-runs runs at 1 in
    flight with log_statement=all: every statement Postgres receives per run, counted by text.
+4. First of all, unless --no-peer: the peer, DBOS Transact running the same workflow on its own Postgres
+   (bench/bench_dbos.py, the optional `bench` extra), then Weft/DBOS ratios after the summary.
 Everything started here is stopped in `finally`.
 """
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import shutil
@@ -133,7 +136,7 @@ async def measure_ceiling(dsn: str, n: int) -> dict[str, float]:
 
 
 async def measure_jetstream(nats_url: str, nats_pid: int, count: int, depths: tuple[int, ...] = (9, 144)) -> dict[str, float]:
-    """The relay's publishing alone on this nats-server (sync always): messages shaped like events (headers with
+    """The relay's publishing alone on this nats-server (its sync_interval): messages shaped like events (headers with
     Nats-Msg-Id, a few hundred bytes) into a stream of their own, pipelined `depth` at a time with every PubAck
     awaited: 9 is one run's events, 144 sixteen runs' (the relay publishes a whole chunk at once under load, and
     nats-server then syncs several messages per fsync). Gives stored messages/s and nats-server CPU per message."""
@@ -803,6 +806,52 @@ def summary(rates: dict[str, float], results: list[LevelResult], cores: int) -> 
               f"{verdict(low_p50 < GOAL_P50_MS)}")
 
 
+def run_peer(args) -> list[dict] | None:
+    """DBOS on its own Postgres, in a subprocess (bench/bench_dbos.py); None when `dbos` is not installed."""
+    if importlib.util.find_spec("dbos") is None:
+        print("\n(DBOS peer skipped: `pip install -e .[bench]` installs dbos)")
+        return None
+    levels = ",".join(["1", *[x for x in args.levels.split(",") if x]])
+    print(f"\n== peer: DBOS Transact, same 3-step no-op workflow, own Postgres (fsync on), levels {levels}")
+    out = subprocess.run([sys.executable, "-m", "bench.bench_dbos", "--json", "--runs", str(args.runs),
+                          "--idle-runs", str(max(args.idle_runs, 20)), "--levels", levels],
+                         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        print(f"  DBOS peer failed: {out.stderr[-800:]}")
+        return None
+    peer = json.loads(out.stdout.strip().splitlines()[-1])
+    for r in peer:
+        cpu = ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_ms_per_run"].items())
+        print(f"  DBOS {r['in_flight']:>4} in flight: {r['runs_per_s']:7.1f} runs/s  p50 {r['p50_ms']:6.2f} ms  "
+              f"p99 {r['p99_ms']:6.2f} ms  max {r['max_ms']:6.1f} ms  CPU per run (ms): {cpu}")
+    return peer
+
+
+def compare_with_peer(peer: list[dict], results: list[LevelResult]) -> None:
+    """Weft/DBOS ratios from this one run: throughput at saturation, latency at 1 in flight, CPU per run."""
+    levels = [r for r in results[:-1] if r.inflight > 1]
+    idle = [r for r in results[:-1] if r.inflight == 1]
+    best = max(levels, key=lambda r: r.runs_per_s)
+    peer_best = max((r for r in peer if r["in_flight"] > 1), key=lambda r: r["runs_per_s"])
+    peer_idle = next((r for r in peer if r["in_flight"] == 1), None)
+    n = max(len(best.completed), 1)
+    weft_cpu = sum(v for k, v in best.cpu.items() if not k.startswith("bench")) / n * 1000
+    peer_cpu = sum(peer_best["cpu_ms_per_run"].values())
+    print("\n== Weft / DBOS (same run, same machine)")
+    print(f"  {'':34} {'Weft':>10} {'DBOS':>10} {'Weft/DBOS':>10}  aim")
+    print(f"  {'runs/s, saturated':34} {best.runs_per_s:10.1f} {peer_best['runs_per_s']:10.1f} "
+          f"{best.runs_per_s / peer_best['runs_per_s']:10.2f}  >= 2 (Weft at {best.inflight}, DBOS at "
+          f"{peer_best['in_flight']} in flight)")
+    if idle and peer_idle:
+        e2e = [(x.t_done - x.t_submit) * 1000 for x in idle[0].completed]
+        for label, mine, theirs, aim in (("p50 submit->completed, 1 in flight", pct(e2e, 50), peer_idle["p50_ms"], "<= 0.5, <= 5 ms"),
+                                         ("p99, 1 in flight", pct(e2e, 99), peer_idle["p99_ms"], "<= 15 ms"),
+                                         ("max, 1 in flight", max(e2e), peer_idle["max_ms"], "")):
+            print(f"  {label:34} {mine:10.2f} {theirs:10.2f} {mine / theirs:10.2f}  {aim}")
+    print(f"  {'CPU ms per run, all processes':34} {weft_cpu:10.2f} {peer_cpu:10.2f} {weft_cpu / peer_cpu:10.2f}  "
+          f"<= 6 ms (at the saturated levels)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=400, help="runs per level (default 400)")
@@ -819,6 +868,7 @@ def main() -> int:
     parser.add_argument("--statement-runs", type=int, default=20,
                         help="runs whose Postgres statements are counted (log_statement=all); 0 skips (default 20)")
     parser.add_argument("--log-level", default="info", help="WEFT_LOG_LEVEL of the services (default info, as deployed)")
+    parser.add_argument("--no-peer", action="store_true", help="skip the DBOS peer (bench/bench_dbos.py)")
     args = parser.parse_args()
 
     cores = psutil.cpu_count() or 1
@@ -838,6 +888,7 @@ def main() -> int:
     idle_busy = psutil.cpu_percent(interval=1.0)
     print(f"machine busy before starting: {idle_busy:.0f}% of {cores} cores"
           + ("  (WARNING: other load on the machine will skew every number below)" if idle_busy > 10 else ""))
+    peer = None if args.no_peer else run_peer(args)  # first, while nothing of Weft's runs
     try:
         t0 = time.perf_counter()
         pg.start()
@@ -849,7 +900,7 @@ def main() -> int:
 
         print(f"\n== raw append ceiling on the events table (fsync on, each append its own commit, n={args.ceiling_n})")
         rates = asyncio.run(measure_ceiling(dsn, args.ceiling_n))
-        print(f"\n== JetStream ceiling on the same nats-server (sync_interval: always, file storage, n={args.ceiling_n * 3})")
+        print(f"\n== JetStream ceiling on the same nats-server (sync_interval {nats_srv.sync_interval}, file storage, n={args.ceiling_n * 3})")
         rates.update(asyncio.run(measure_jetstream(nats_srv.url, nats_srv.proc.pid, args.ceiling_n * 3)))
 
         t0 = time.perf_counter()
@@ -861,6 +912,8 @@ def main() -> int:
 
         results = asyncio.run(bench_http(args, ports, dsn, procs, pg, nats_srv, profile_dir))
         summary(rates, results, cores)
+        if peer:
+            compare_with_peer(peer, results)
         runs_total = max(results[-1].db["runs_total"], 1)
         print(f"\nservice log lines (WEFT_LOG_LEVEL={args.log_level}) per completed run ({runs_total} runs): " + ", ".join(
             f"{log.stem} {sum(1 for _ in log.open(errors='replace')) / runs_total:.1f}"

@@ -183,8 +183,9 @@ async def _died(proc: ServiceProcess) -> None:
 async def test_schedulers_killed_mid_firing_lose_and_duplicate_nothing(cluster, store, tenant, tmp_path):
     """Two crashes in a row, each os._exit (what kill -9 leaves) the first time a scheduler reaches a named
     point: replica A right after its decision commits, before the timer loop publishes the StartRuns
-    (schedule_fired); then replica B, taking over, after publishing StartRuns but before marking their timers
-    fired (timer_published). A restarted A finishes the job: every occurrence fired once, one run each."""
+    (schedule_fired); then replica B, taking over, after committing the StartRuns to the command log and marking
+    their timers fired, before publishing them (timer_logged): the relay publishes them. A restarted A finishes
+    the job: every occurrence fired once, one run each."""
     _kill(cluster, "scheduler-a", "scheduler-b")
     first, second = tmp_path / "fault-a", tmp_path / "fault-b"
     # (A doomed process is not waited for: it may reach its point before it reports ready.)
@@ -197,10 +198,10 @@ async def test_schedulers_killed_mid_firing_lose_and_duplicate_nothing(cluster, 
     async with store.pool.acquire() as conn:  # (the decision may be for an earlier test's schedule)
         unpublished = await conn.fetchval("SELECT count(*) FROM timers WHERE status = 'pending'")
     assert unpublished > 0, "A should have committed a decision (with its StartRun timers) before dying"
-    taker = cluster.start("scheduler-b", wait=False, WEFT_FAULT_POINT="timer_published",
+    taker = cluster.start("scheduler-b", wait=False, WEFT_FAULT_POINT="timer_logged",
                           WEFT_FAULT_ONCE_FILE=str(second))
     await _died(taker)
-    assert second.read_text() == "timer_published" and taker.proc.returncode == 137
+    assert second.read_text() == "timer_logged" and taker.proc.returncode == 137
     cluster.start("scheduler-a")
     ledger = await poll(lambda: _ledger(store), lambda led: _all_done(led, sids, 2), timeout=60, every=0.3)
     assert_exactly_once(ledger)

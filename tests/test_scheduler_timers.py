@@ -86,7 +86,7 @@ async def _received(js, tenant: str, expect: int, timeout: float = 5.0) -> list:
     while len(got) < expect and asyncio.get_running_loop().time() < deadline:
         try:
             batch = await sub.fetch(100, timeout=0.5)
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, asyncio.TimeoutError):  # nats-py raises either when nothing came
             continue
         for msg in batch:
             await msg.ack()

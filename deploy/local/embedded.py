@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -17,6 +18,7 @@ import importlib.util
 import warnings
 
 from deploy.local.lifetime import popen_tied
+from libs.events.settings import load_settings
 
 
 def free_port() -> int:
@@ -220,7 +222,7 @@ listen: 127.0.0.1:{port}
 http: 127.0.0.1:{monitor_port}
 jetstream {{
   store_dir: "{store_dir}"
-  sync_interval: always
+  sync_interval: {sync_interval}
 }}
 """
 
@@ -235,11 +237,18 @@ def nats_server_binary() -> str:
     return found
 
 
-class EmbeddedNats:
-    """nats-server with JetStream on file storage, fsync on every write (sync_interval: always)."""
+_SYNC_INTERVAL = re.compile(r"^(always|[0-9]+(ms|s|m|h))$")
 
-    def __init__(self, data_dir: Path, port: int, monitor_port: int | None = None):
+
+class EmbeddedNats:
+    """nats-server with JetStream on file storage, fsyncing its store every WEFT_NATS_SYNC_INTERVAL (or on every
+    write with `always`); docs/decisions/0031 says why the default is not `always`."""
+
+    def __init__(self, data_dir: Path, port: int, monitor_port: int | None = None, sync_interval: str | None = None):
         self.data_dir, self.port = Path(data_dir), port
+        self.sync_interval = sync_interval or load_settings().nats_sync_interval
+        if not _SYNC_INTERVAL.match(self.sync_interval):
+            raise ValueError(f"WEFT_NATS_SYNC_INTERVAL: expected 'always' or a duration like 2m, got {self.sync_interval!r}")
         self.monitor_port = monitor_port or free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -251,7 +260,8 @@ class EmbeddedNats:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "nats.conf"
         config.write_text(
-            NATS_CONFIG.format(port=self.port, monitor_port=self.monitor_port, store_dir=self.data_dir / "js")
+            NATS_CONFIG.format(port=self.port, monitor_port=self.monitor_port, store_dir=self.data_dir / "js",
+                              sync_interval=self.sync_interval)
         )
         with open(self.data_dir / "nats.log", "ab") as log:
             self.proc = popen_tied([nats_server_binary(), "-c", str(config)], stdout=log, stderr=log,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -17,13 +18,14 @@ import asyncpg
 import msgspec
 import nats
 import nats.errors
+import nats.js.errors
 import structlog
 from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, NatsBroker, NatsMessage, PullSub
 from faststream.nats.schemas import JStream
-from nats.js.client import JetStreamContext
+from nats.js import JetStreamContext
 
-from libs.events.bus import COMMANDS_STREAM, EVENTS_STREAM, reply_subject
+from libs.events.bus import COMMANDS_STREAM, EVENTS_STREAM, REPLY_HEADER, ensure_streams, is_inbox, reply_subject
 from libs.events.db import DB_UNAVAILABLE
 from libs.events.faults import crash_point
 from libs.events.schemas import CommandEnvelope, CommandRejected, Metadata, Outcome
@@ -33,6 +35,8 @@ from libs.telemetry import metrics
 from libs.telemetry.tracing import SpanKind, context_from, mark_error, traced
 
 log = structlog.get_logger()
+# (stream, durable) of every subscriber registered through this module, per broker: see keep_consumers.
+_DURABLES: weakref.WeakKeyDictionary[NatsBroker, list[tuple[str, str]]] = weakref.WeakKeyDictionary()
 
 
 async def _whole_message(msg: NatsMessage) -> NatsMessage:
@@ -140,6 +144,7 @@ def subscribe_commands(
     """
     _fetch_times_out_as_documented()
     decoder = msgspec.json.Decoder(CommandEnvelope[command_type])  # type: ignore[index]
+    _DURABLES.setdefault(broker, []).append((COMMANDS_STREAM, f"{service}-commands"))
 
     @broker.subscriber(
         f"weft.cmd.{service}.>",
@@ -168,6 +173,10 @@ def subscribe_commands(
             log.error("command_undecodable", error=str(exc))
             metrics.COMMANDS.labels("undecodable", "rejected").inc()
             return
+        # The outcome goes to the publisher's inbox (libs/events/bus.ReplyInbox) when it named one.
+        reply_to = (raw.headers or {}).get(REPLY_HEADER)
+        if not is_inbox(reply_to):
+            reply_to = reply_subject(tenant_id, envelope.command_id)
         structlog.contextvars.bind_contextvars(
             command_id=str(envelope.command_id), correlation_id=envelope.correlation_id,
             causation_id=str(envelope.command_id),
@@ -176,12 +185,12 @@ def subscribe_commands(
         # The span continues the sender's trace (traceparent header); events this command appends carry it on.
         with traced(f"command {command_type}", context=context_from(raw.headers),
                                           kind=SpanKind.CONSUMER) as span:
-            outcome_label = await _handle_and_ack(msg, envelope, deliveries, tenant_id)
+            outcome_label = await _handle_and_ack(msg, envelope, deliveries, tenant_id, reply_to)
             metrics.labelled(metrics.COMMANDS, command_type, outcome_label).inc()
             if outcome_label in ("nacked", "rejected"):
                 mark_error(span, outcome_label)
 
-    async def _handle_and_ack(msg, envelope: CommandEnvelope, deliveries: int, tenant_id: str) -> str:
+    async def _handle_and_ack(msg, envelope: CommandEnvelope, deliveries: int, tenant_id: str, reply_to: str) -> str:
         """Handle, record, ack and announce one decoded command; returns the metric's outcome label."""
         raw = msg.raw_message
         command_type = type(envelope.command).__name__
@@ -201,7 +210,7 @@ def subscribe_commands(
                 )
                 await msg.reject()
                 log.error("command_rejected", error=str(exc))
-                await nc.publish(reply_subject(tenant_id, envelope.command_id), msgspec.json.encode(outcome))
+                await nc.publish(reply_to, msgspec.json.encode(outcome))
                 return "rejected"
             delay = backoff(settings, deliveries)
             await msg.nack(delay=delay)
@@ -212,7 +221,7 @@ def subscribe_commands(
         # Ack only after the outcome is committed; then announce it to whoever waits.
         crash_point("before_ack")
         await msg.ack()
-        await nc.publish(reply_subject(tenant_id, envelope.command_id), msgspec.json.encode(outcome))
+        await nc.publish(reply_to, msgspec.json.encode(outcome))
         elapsed = time.perf_counter() - started
         metrics.labelled(metrics.COMMAND_LATENCY, command_type).observe(elapsed)
         log.info("command_handled", status=outcome.status, handled_ms=round(elapsed * 1000, 2))
@@ -229,6 +238,7 @@ def subscribe_events(
 ) -> None:
     """Register a durable event subscriber on WEFT_EVENTS; handle(subject, headers, data) must be idempotent."""
     _fetch_times_out_as_documented()
+    _DURABLES.setdefault(broker, []).append((EVENTS_STREAM, durable))
 
     @broker.subscriber(
         subject,
@@ -256,3 +266,37 @@ def subscribe_events(
                 return
         crash_point("before_ack")
         await msg.ack()
+
+
+async def keep_consumers(broker: NatsBroker, nc: nats.NATS, js: JetStreamContext, settings: Settings,
+                         every_s: float = 1.0) -> None:
+    """Recreate the streams and this process's durable consumers when nats-server comes back without them.
+
+    JetStream is a transport, not a store (DESIGN section 3): a server that lost its store knows no stream and
+    no consumer, and the subscribers' fetches would find nothing forever. Each consumer's config is taken once
+    the broker has created it, and declared again, unchanged, after every reconnect that finds it missing.
+    The relay refills WEFT_EVENTS and publishes again the logged commands with no outcome."""
+    configs: dict[tuple[str, str], Any] = {}
+    for stream, durable in _DURABLES.get(broker, ()):
+        while (stream, durable) not in configs:
+            try:
+                configs[(stream, durable)] = (await js.consumer_info(stream, durable)).config
+            except (nats.errors.Error, asyncio.TimeoutError) as exc:  # NATS not there right now: wait for it
+                log.warning("consumer_config_unread", durable=durable, error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(every_s)
+    reconnects = nc.stats["reconnects"]
+    while True:
+        await asyncio.sleep(every_s)
+        if nc.stats["reconnects"] == reconnects or not nc.is_connected:
+            continue
+        try:
+            await ensure_streams(js, settings)
+            for (stream, durable), config in configs.items():
+                try:
+                    await js.consumer_info(stream, durable)
+                except nats.js.errors.NotFoundError:
+                    await js.add_consumer(stream, config)
+                    log.warning("consumer_recreated", stream=stream, durable=durable)
+            reconnects = nc.stats["reconnects"]
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            log.warning("consumers_check_failed", error=f"{type(exc).__name__}: {exc}")

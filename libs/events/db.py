@@ -19,7 +19,7 @@ DB_UNAVAILABLE = (ConnectionError, asyncpg.InterfaceError, asyncpg.InternalClien
 
 # Both values are inlined into SQL below, so they must be plain identifiers (tenant ids already are:
 # they come from verified tokens or subjects and match bus.TENANT_RE).
-_SAFE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SAFE_NAME = _SAFE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 async def _reset(conn: asyncpg.Connection) -> None:

@@ -28,6 +28,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     nak_delay_s: float = 0.5
     events_duplicate_window_s: float = 120.0
     relay_poll_s: float = 0.5
+    # The relay publishes a logged command again when its outcome is not recorded this long after it was
+    # accepted (then backing off to 30 s): the slow path that runs commands accepted while NATS was down. As
+    # long as the gateway waits (command_timeout_s): sooner, a saturated executor's queue would be published
+    # twice over (JetStream drops the copies, but each costs a publish and an UPDATE).
+    command_republish_s: float = 5.0
+    # nats-server's JetStream sync_interval for the embedded server ("always", or a duration like "2m"):
+    # how often it fsyncs its store. Not a correctness condition (DESIGN section 3, docs/decisions/0031).
+    nats_sync_interval: str = "2m"
     # Scheduler (docs/decisions/0007): the longest it sleeps without a due time or a NOTIFY; how late an
     # occurrence may be handled and still count as on time (later = missed, the schedule's policy applies).
     scheduler_poll_s: float = 30.0

@@ -133,6 +133,16 @@ class EventStore:
             return done.outcome
         return outcome
 
+    async def command_state(self, tenant_id: str, command_id: uuid.UUID) -> tuple[Outcome | None, bool]:
+        """(the recorded outcome, whether the command was ever accepted), in one snapshot. The relay deletes a
+        command-log row only after its outcome commits, so a snapshot that misses the row sees the outcome."""
+        async with self.tenant_transaction(tenant_id) as conn:
+            row = await conn.fetchrow(
+                "SELECT (SELECT outcome::text FROM processed_commands WHERE command_id = $1) AS outcome,"
+                " EXISTS (SELECT 1 FROM command_log WHERE command_id = $1) AS logged", command_id)
+        outcome = None if row["outcome"] is None else _outcome_decoder.decode(row["outcome"])
+        return outcome, outcome is not None or row["logged"]
+
     async def outcome(self, tenant_id: str, command_id: uuid.UUID) -> Outcome | None:
         async with self.tenant_transaction(tenant_id) as conn:
             raw = await conn.fetchval(

@@ -19,6 +19,7 @@ from litestar.response import Response
 from nats.js import JetStreamContext
 
 from libs.events.bus import COMMANDS_STREAM, EVENTS_STREAM, ensure_streams
+from libs.events.consumer import keep_consumers
 from libs.events.db import create_pool
 from libs.events.logging import configure_logging, faststream_logger
 from libs.readmodels import project
@@ -76,6 +77,7 @@ async def service_resources(settings: Settings, name: str, setup: Setup | None) 
             await setup(ctx)
         metrics.add_sampler(partial(sample_consumers, js, name))
         await broker.start()
+        ctx.tasks.append(asyncio.create_task(keep_consumers(broker, nc, js, settings)))
         log.info("service_started", port=settings.port)
         yield ctx
     finally:

@@ -43,7 +43,7 @@ WEBHOOK_DELIVERIES = Counter("weft_webhook_attempts", "Webhook attempts, by what
                              "dead_lettered, cancelled)", ["outcome"])
 WEBHOOK_DEAD_LETTERS = Gauge("weft_webhook_dead_letters", "Dead-lettered webhook deliveries not replayed")
 RELAY_LAG = Gauge("weft_relay_lag_events", "Events committed to the store but not yet published by the relay")
-COMMAND_BACKLOG = Gauge("weft_command_backlog", "Commands accepted and not yet handled (messages in WEFT_COMMANDS)")
+COMMAND_BACKLOG = Gauge("weft_command_backlog", "Commands accepted (in the command log) whose outcome is not recorded yet")
 CONSUMER_PENDING = Gauge("weft_consumer_pending", "Messages a durable consumer has not acknowledged yet "
                          "(pending plus in flight), by consumer", ["consumer"])
 RATE_LIMITED = Counter("weft_rate_limit_rejections", "Requests refused with 429, by surface (v2, public)",

@@ -8,6 +8,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 
+from libs.events.bus import CommandBus
 from libs.security.ratelimit import SharedBuckets
 from libs.runtime.service import ServiceContext, create_service_app
 from libs.events.settings import Settings, load_settings
@@ -17,7 +18,6 @@ from services.gateway import api_keys, catalogue, dashboard, public
 from services.gateway import webhooks as webhooks_admin
 from services.gateway.commands import Dispatcher
 from services.gateway.core import Core
-from services.gateway.pending import PendingCommands, TrackingCommandBus
 from services.gateway.errors import EXCEPTION_HANDLERS
 from services.gateway.openapi import openapi_config
 from services.gateway.ratelimit import v2_rate_limit_middleware
@@ -35,10 +35,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     async def setup(ctx: ServiceContext) -> None:
         app.state.settings = settings
-        app.state.pending_commands = PendingCommands(ctx.js)
-        await app.state.pending_commands.open()
-        app.state.bus = TrackingCommandBus(ctx.nc, ctx.js, settings.command_timeout_s,
-                                           pending=app.state.pending_commands)
+        # Commands are accepted into the Postgres command log, then published (docs/decisions/0030).
+        app.state.bus = CommandBus(ctx.nc, ctx.js, settings.command_timeout_s, store=ctx.store)
         app.state.dispatcher = Dispatcher(app.state.bus, ctx.store)
         app.state.core = Core(store=ctx.store, dispatcher=app.state.dispatcher, bus=app.state.bus, settings=settings)
         app.state.buckets = SharedBuckets(ctx.pool)  # rate limits shared by every gateway process

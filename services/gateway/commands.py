@@ -41,6 +41,10 @@ def now() -> datetime:
 class Dispatcher:
     def __init__(self, bus: CommandBus, store: EventStore):
         self.bus, self.store = bus, store
+        # Commands sent through this gateway's bus are accepted when their command-log row commits
+        # (DESIGN section 3, docs/decisions/0030); the bus needs the store for that.
+        if bus.store is None:
+            bus.store = store
 
     async def dispatch(
         self,
@@ -122,7 +126,7 @@ class Dispatcher:
             if outcome is not None and outcome.ok:
                 rendered = await render(outcome)
         except DB_UNAVAILABLE as exc:
-            # JetStream has the command (PubAck): it will run once Postgres is back. Not readable now is a
+            # The command log has the command: it will run once Postgres is back. Not readable now is a
             # 202 with the lookup location, never a 503, which would invite a retry and so a second run.
             log.warning("outcome_unreadable", command_id=str(command_id), error=f"{type(exc).__name__}: {exc}")
             outcome = None

@@ -94,13 +94,14 @@ class WebhookIntake:
 
 async def handle_command(sender: WebhookSender, envelope: CommandEnvelope) -> Outcome:
     """Orders from durable timers. Both are idempotent by the state they check, so a re-published or
-    redelivered command does nothing twice."""
+    redelivered command does nothing twice. The outcome is recorded like every other command's: a timer's
+    command stays in the command log (and is published again) until it is (docs/decisions/0030)."""
     match envelope.command:
         case AttemptWebhookDelivery(delivery_id=delivery, attempt=number):
             await sender.attempt(envelope.tenant_id, delivery, number)
         case NotifyWebhookEndpointDisabled(endpoint_id=endpoint_id, disabled_at=disabled_at):
             await sender.notify_disabled(envelope.tenant_id, endpoint_id, disabled_at)
-    return Outcome(command_id=envelope.command_id, status=200)
+    return await sender.store.record_outcome(envelope.tenant_id, Outcome(command_id=envelope.command_id, status=200))
 
 
 def setup_webhooks(ctx: ServiceContext, settings: Settings) -> WebhookSender:

@@ -2,6 +2,9 @@
 
 Nats-Msg-Id is the event id, so republishing after a crash (events sent, checkpoint not yet saved) is
 dropped by the stream's duplicate window. One relay leads at a time (a session advisory lock); others wait.
+It resumes from the lower of its checkpoint and the last Weft-Position in WEFT_EVENTS, so a stream that lost
+its tail (or its whole store) is refilled; and it publishes again logged commands that got no outcome
+(services/relay/commands.py).
 """
 
 from __future__ import annotations
@@ -13,37 +16,74 @@ from functools import partial
 import asyncpg
 import nats.errors
 import structlog
+import nats.js.errors
 from nats.js import JetStreamContext
 
-from libs.events.bus import COMMANDS_STREAM, EVENTS_STREAM, event_subject
-from libs.events.store import NOTIFY_CHANNEL, RecordedEvent, read_all
+from libs.events.bus import EVENTS_MAX_AGE_S, EVENTS_STREAM, ensure_streams, event_subject
+from libs.events.settings import Settings, load_settings
+from libs.events.store import NOTIFY_CHANNEL
 from libs.telemetry import metrics
+from services.relay.commands import CommandRepublisher
 
 log = structlog.get_logger()
 RELAY_LOCK_KEY = 0x5745_4654_0000_0003
 CHECKPOINT = "relay"
 
 
-def headers_for(rec: RecordedEvent) -> dict[str, str]:
+# What the relay publishes, and nothing more: ids and data as text, the metadata fields that become headers
+# read out by Postgres (no JSON decoding of metadata, no uuid or timestamp objects per event).
+_READ = (
+    "SELECT global_position, event_id::text, stream_id, version, type, data::text, tenant_id,"
+    " metadata->>'correlation_id', metadata->>'causation_id', metadata->>'traceparent'"
+    " FROM events WHERE global_position > $1 ORDER BY global_position LIMIT $2"
+)
+
+
+def headers_for(row) -> dict[str, str]:
+    """The message headers of one event row (_READ's columns, in order)."""
+    position, event_id, stream_id, version, event_type, _, tenant_id, correlation_id, causation_id, parent = row
     headers = {
-        "Nats-Msg-Id": str(rec.event_id),
-        "Weft-Tenant": rec.tenant_id,
-        "Weft-Stream": rec.stream_id,
-        "Weft-Version": str(rec.version),
-        "Weft-Position": str(rec.global_position),
-        "Weft-Type": rec.type,
+        "Nats-Msg-Id": event_id,
+        "Weft-Tenant": tenant_id,
+        "Weft-Stream": stream_id,
+        "Weft-Version": str(version),
+        "Weft-Position": str(position),
+        "Weft-Type": event_type,
     }
-    for key in ("correlation_id", "causation_id"):
-        if rec.metadata.get(key):
-            headers[f"Weft-{key.replace('_', '-').title()}"] = str(rec.metadata[key])
-    if rec.metadata.get("traceparent"):  # W3C trace context: subscribers continue the appender's trace
-        headers["traceparent"] = rec.metadata["traceparent"]
+    if correlation_id:
+        headers["Weft-Correlation-Id"] = correlation_id
+    if causation_id:
+        headers["Weft-Causation-Id"] = causation_id
+    if parent:  # W3C trace context: subscribers continue the appender's trace
+        headers["traceparent"] = parent
     return headers
 
 
+async def stream_position(js: JetStreamContext) -> int:
+    """The Weft-Position of the last message in WEFT_EVENTS; 0 when the stream is empty."""
+    info = await js.stream_info(EVENTS_STREAM)
+    if not info.state.messages:
+        return 0
+    try:
+        msg = await js.get_msg(EVENTS_STREAM, seq=info.state.last_seq)
+    except nats.js.errors.NotFoundError:  # the last message was removed meanwhile: ask for the last one left
+        msg = await js.get_last_msg(EVENTS_STREAM, "weft.evt.>")
+    return int((msg.headers or {}).get("Weft-Position", 0))
+
+
+# A refill need not go further back than the stream keeps messages (WEFT_EVENTS' max_age): older events would
+# only be stored again for another max_age.
+_REFILL_FLOOR = (
+    "SELECT coalesce(max(global_position), 0) FROM events WHERE recorded_at < clock_timestamp() - make_interval(secs => $1)"
+)
+
+
 class Relay:
-    def __init__(self, dsn: str, js: JetStreamContext, *, poll_s: float = 0.5, batch: int = 256):
+    def __init__(self, dsn: str, js: JetStreamContext, *, poll_s: float = 0.5, batch: int = 256,
+                 settings: Settings | None = None):
         self.dsn, self.js, self.poll_s, self.batch = dsn, js, poll_s, batch
+        self.settings = settings or load_settings()
+        self.commands = CommandRepublisher(js, delay_s=self.settings.command_republish_s)
         self._wake = asyncio.Event()
         self.position: int | None = None  # the last global position published (None: not leading)
 
@@ -68,22 +108,33 @@ class Relay:
                 await asyncio.sleep(1.0)
             log.info("relay_leading")
             await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
-            position = await conn.fetchval("SELECT position FROM checkpoints WHERE name = $1", CHECKPOINT) or 0
+            position = self.position = await self._resume_position(conn)
             saved, saved_at = position, time.monotonic()
+            reconnects, swept_at = self._reconnects(), 0.0
             while True:
                 self._wake.clear()
-                chunk = await read_all(conn, position, self.batch)
-                self.position = position
+                if self._reconnects() != reconnects:
+                    # NATS came back, maybe without its store: look at the stream again before going on.
+                    await self._save(conn, position)
+                    return
+                if time.monotonic() - swept_at >= self.settings.command_republish_s / 2:
+                    await self.commands.sweep(conn)
+                    swept_at = time.monotonic()
+                chunk = await conn.fetch(_READ, position, self.batch)
                 if chunk:
                     await self.publish(chunk)
-                    position = self.position = chunk[-1].global_position
+                    position = self.position = chunk[-1][0]
                     # Under load the checkpoint is saved at most once a second (or per 1000 events), not per
                     # chunk: a crash only republishes more, and the dedupe window drops those duplicates.
                     if position - saved >= 1000 or time.monotonic() - saved_at >= 1.0:
                         await self._save(conn, position)
                         saved, saved_at = position, time.monotonic()
-                    continue
-                if position != saved:  # idle: everything published so far is acknowledged; record it
+                    if len(chunk) == self.batch:
+                        continue  # more may be waiting
+                    # A short chunk was everything committed when it was read. Whatever committed since has
+                    # notified, and the wake was cleared before the read: waiting returns at once, and an
+                    # empty read per chunk is saved.
+                elif position != saved:  # idle: everything published so far is acknowledged; record it
                     await self._save(conn, position)
                     saved, saved_at = position, time.monotonic()
                 # NOTIFY only wakes us early; the poll is what guarantees progress.
@@ -95,6 +146,23 @@ class Relay:
             self.position = None
             await conn.close(timeout=2)
 
+    def _reconnects(self) -> int:
+        return self.js._nc.stats["reconnects"]
+
+    async def _resume_position(self, conn: asyncpg.Connection) -> int:
+        """The lower of the checkpoint and the last position the stream holds: what the stream lost (an unsynced
+        tail, or its whole store) is published again. The streams are (re)declared first: after losing its
+        store, nats-server knows none."""
+        await ensure_streams(self.js, self.settings)
+        checkpoint = await conn.fetchval("SELECT position FROM checkpoints WHERE name = $1", CHECKPOINT) or 0
+        stored = await stream_position(self.js)
+        if stored >= checkpoint:
+            return checkpoint
+        floor = await conn.fetchval(_REFILL_FLOOR, EVENTS_MAX_AGE_S)
+        position = max(stored, min(floor, checkpoint))
+        log.warning("relay_refilling", checkpoint=checkpoint, stream_position=stored, resume_from=position)
+        return position
+
     @staticmethod
     async def _save(conn: asyncpg.Connection, position: int) -> None:
         await conn.execute(
@@ -104,18 +172,14 @@ class Relay:
             position,
         )
 
-    async def publish(self, chunk: list[RecordedEvent]) -> None:
+    async def publish(self, chunk: list) -> None:
         # Pipelined on one connection: the server stores them in send order. Every PubAck is awaited before
         # the checkpoint moves; a missing or refused one raises, and the chunk is published again.
+        publish = self.js.publish_async
         acks = [
-            await self.js.publish_async(
-                event_subject(rec.tenant_id, rec.stream_id, rec.type),
-                rec.data,
-                stream=EVENTS_STREAM,
-                headers=headers_for(rec),
-                wait_stall=10.0,
-            )
-            for rec in chunk
+            await publish(event_subject(row[6], row[2], row[4]), row[5].encode(),
+                          stream=EVENTS_STREAM, headers=headers_for(row), wait_stall=10.0)
+            for row in chunk
         ]
         try:
             await asyncio.wait_for(asyncio.gather(*acks), 10.0)
@@ -125,10 +189,9 @@ class Relay:
             raise
 
     async def sample(self, pool: asyncpg.Pool) -> None:
-        """weft_relay_lag_events (committed, not yet published) and weft_command_backlog (commands in
-        WEFT_COMMANDS, a work queue: each stays until its consumer acks it after the outcome commits)."""
-        stream = await self.js.stream_info(COMMANDS_STREAM)
-        metrics.COMMAND_BACKLOG.set(stream.state.messages)
+        """weft_relay_lag_events (committed, not yet published) and weft_command_backlog (accepted commands whose
+        outcome is not recorded yet: the command log's rows, docs/decisions/0030)."""
+        metrics.COMMAND_BACKLOG.set(await pool.fetchval("SELECT count(*) FROM command_log"))
         if self.position is not None:  # only the leading relay knows how far it is
             newest = await pool.fetchval("SELECT coalesce(max(global_position), 0) FROM events")
             metrics.RELAY_LAG.set(max(0, newest - self.position))
@@ -137,12 +200,11 @@ class Relay:
 def create_app(settings=None):
     """The relay as a process: health routes plus the relay loop as a background task."""
     from libs.runtime.service import create_service_app
-    from libs.events.settings import load_settings
 
     settings = settings or load_settings(service="relay")
 
     async def setup(ctx) -> None:
-        relay = Relay(settings.database_url, ctx.js, poll_s=settings.relay_poll_s)
+        relay = Relay(settings.database_url, ctx.js, poll_s=settings.relay_poll_s, settings=settings)
         metrics.add_sampler(partial(relay.sample, ctx.pool))
         ctx.tasks.append(asyncio.create_task(relay.run()))
 

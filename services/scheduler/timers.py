@@ -1,10 +1,11 @@
-"""The timer firing loop: sleep until the earliest pending timer is due (NOTIFY wakes it earlier), publish
-every due timer's command, mark it fired.
+"""The timer firing loop: sleep until the earliest pending timer is due (NOTIFY wakes it earlier), hand every
+due timer's command to the command log, mark it fired, then publish it.
 
 Every replica runs it. A due timer is claimed with FOR UPDATE SKIP LOCKED inside the transaction that marks
-it fired, so two replicas never publish the same timer concurrently; a crash after the publish and before
-the commit leaves it pending, and the re-publish carries the same Nats-Msg-Id (dropped by JetStream's
-duplicate window) and command id (a no-op for the receiving handler, which records processed commands).
+it fired and writes its command into `command_log` (docs/decisions/0030). So a fired timer's command is done
+only when its outcome is recorded, not when it was published: if the publish is lost (a crash after the
+commit, NATS down, JetStream's store lost), the relay publishes it again, with the same Nats-Msg-Id and command
+id (a no-op for the receiving handler, which records processed commands).
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ from libs.events.timers import NOTIFY_CHANNEL
 from libs.telemetry import metrics
 
 log = structlog.get_logger()
+
+
+# The claimed timers' commands into the command log, in the transaction that marks them fired.
+_LOG_COMMANDS = (
+    "INSERT INTO command_log (command_id, tenant_id, subject, payload)"
+    " SELECT command_id, tenant_id, 'weft.cmd.' || service || '.' || tenant_id || '.' || command_type,"
+    " convert_to(envelope::text, 'UTF8') FROM timers WHERE timer_id = ANY($1::uuid[])"
+    " ON CONFLICT (command_id) DO NOTHING"
+)
 
 
 def utcnow() -> datetime:
@@ -77,7 +87,7 @@ class TimerFirer:
             await conn.close(timeout=2)
 
     async def fire_due(self, conn: asyncpg.Connection) -> int:
-        """Publish every pending timer due by now (one batch) and mark them fired; returns how many."""
+        """Log and mark fired every pending timer due by now (one batch), then publish them; returns how many."""
         async with conn.transaction():
             # SKIP LOCKED: a timer another replica is publishing right now is its business, not ours. The row
             # lock also orders a concurrent cancel_timer: it waits, then finds the timer fired.
@@ -89,6 +99,14 @@ class TimerFirer:
             )
             if not rows:
                 return 0
+            await conn.execute(_LOG_COMMANDS, [r["timer_id"] for r in rows])
+            await conn.execute(
+                "UPDATE timers SET status = 'fired', fired_at = clock_timestamp() WHERE timer_id = ANY($1::uuid[])",
+                [r["timer_id"] for r in rows],
+            )
+        crash_point("timer_logged")
+        # The fast path; the relay's republish is the slow one, so a failed publish here only costs a delay.
+        try:
             await asyncio.gather(*(
                 self.js.publish(
                     command_subject(r["service"], r["tenant_id"], r["command_type"]),
@@ -99,11 +117,8 @@ class TimerFirer:
                 )
                 for r in rows
             ))
-            crash_point("timer_published")
-            await conn.execute(
-                "UPDATE timers SET status = 'fired', fired_at = clock_timestamp() WHERE timer_id = ANY($1::uuid[])",
-                [r["timer_id"] for r in rows],
-            )
+        except (nats.errors.Error, TimeoutError) as exc:
+            log.warning("timer_publish_deferred", count=len(rows), error=f"{type(exc).__name__}: {exc}")
         self.fired += len(rows)
         now = self.clock()
         for r in rows:

@@ -111,13 +111,13 @@ async def get_schema(principal: Principal, core: Core, workflow_id: uuid.UUID) -
 
 
 @get("/commands/{command_id:uuid}", responses=responses(V2Error, 404, 429))
-async def command_status(request: Request, principal: Principal, core: Core, command_id: uuid.UUID) -> CommandEnvelope:
+async def command_status(principal: Principal, core: Core, command_id: uuid.UUID) -> CommandEnvelope:
     """Where a 202 points: the committed outcome of a command, or that it is still pending. An id this tenant
     was never answered 202 for (unknown, or another tenant's) is 404."""
-    outcome = await core.store.outcome(principal.tenant_id, command_id)
+    outcome, accepted = await core.store.command_state(principal.tenant_id, command_id)
+    if not accepted:
+        raise NotFound("Command")  # never accepted for this tenant (the command log, decision 0030)
     if outcome is None:
-        if not await request.app.state.pending_commands.known(principal.tenant_id, command_id):
-            raise NotFound("Command")  # services/gateway/pending.py
         return CommandEnvelope(success=True, command=CommandState(id=str(command_id), state="pending"))
     return CommandEnvelope(success=True, command=CommandState(
         id=str(command_id), state="committed" if outcome.ok else "refused", status=outcome.status,

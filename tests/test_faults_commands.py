@@ -1,0 +1,223 @@
+"""The command log (DESIGN section 3, docs/decisions/0030) under faults, with real processes: a command is
+accepted when its row commits in Postgres, so nats-server down (or its whole store deleted) loses nothing
+accepted, and Postgres down answers 503 for requests that then never run.
+
+The module runs its own cluster (tests/test_faults.py's fixture) and ends only its own processes. The `soak`
+variant of the store-loss test wipes the store several times under a longer load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import time
+import uuid
+
+import httpx
+import nats
+import pytest
+
+from tests.test_faults import (  # noqa: F401 - `cluster` is the module's fixture
+    TENANT,
+    Cluster,
+    Submitted,
+    assert_completed_once,
+    assert_effects_once,
+    cluster,
+    create_workflow,
+    db_fetch,
+    execute,
+    http_node,
+    shape_node,
+    until,
+    wait_runs_finished,
+)
+from tests.test_relay import stored_messages
+
+# nats-server stays down longer than the gateway waits for an outcome, and longer than the relay's first
+# republish delay (WEFT_COMMAND_REPUBLISH_S, 5 s): the relay's publishes fail meanwhile and must be retried.
+NATS_DOWN_S = float(os.environ.get("WEFT_FAULT_OUTAGE_S", "7"))
+
+
+async def workflow(cluster: Cluster, name: str, *, delay_s: float = 0.0) -> str:
+    """post -> shape; with delay_s, a durable delay between them (its wake-up is a timer's command)."""
+    nodes = [http_node("post", cluster)]
+    if delay_s:
+        nodes.append({"id": "wait", "type": "delay", "depends_on": ["post"], "config": {"seconds": delay_s}})
+    nodes.append({**shape_node("post"), **({"depends_on": ["wait"]} if delay_s else {})})
+    async with cluster.client() as c:
+        return await create_workflow(c, name, nodes)
+
+
+async def runs_created_for(cluster: Cluster, workflow_id: str) -> list[str]:
+    rows = await db_fetch(cluster, "SELECT stream_id FROM events WHERE type = 'RunCreated' AND data->>'workflow_id' = $1",
+                          workflow_id)
+    return sorted(r["stream_id"] for r in rows)
+
+
+async def test_execute_while_nats_is_down_is_accepted_and_runs_after_it_returns(cluster: Cluster):
+    workflow_id = await workflow(cluster, "nats-down")
+    await asyncio.to_thread(cluster.nats.stop, signal.SIGKILL)
+    try:
+        async with cluster.client() as c:
+            submitted = await asyncio.gather(*(execute(c, workflow_id, f"down-{i}-{uuid.uuid4().hex[:6]}")
+                                               for i in range(6)))
+        await asyncio.sleep(NATS_DOWN_S)  # the relay's first republishes fail too
+    finally:
+        await asyncio.to_thread(cluster.nats.start)
+    assert [s.status for s in submitted] == [202] * len(submitted), [s.body for s in submitted]
+    events = await wait_runs_finished(cluster, [s.run_id for s in submitted], 60)
+    assert_completed_once(events, ("post", "shape"))
+    assert_effects_once(cluster.receiver, {s.run_id: s.marker for s in submitted}, 1)
+    assert await runs_created_for(cluster, workflow_id) == sorted(f"run-{s.run_id}" for s in submitted)
+    # Every logged command got its outcome, and the relay then cleared it from the log.
+    await until(lambda: db_fetch(cluster, "SELECT count(*) AS n FROM command_log"), lambda r: r[0]["n"] == 0, 30,
+                what="command log drained")
+
+
+async def test_execute_while_postgres_is_down_answers_503_and_never_runs(cluster: Cluster):
+    workflow_id = await workflow(cluster, "pg-down")
+    await asyncio.to_thread(cluster.pg.stop, signal.SIGINT)
+    try:
+        async with cluster.client() as c:
+            submitted = await asyncio.gather(*(execute(c, workflow_id, f"pgdown-{i}-{uuid.uuid4().hex[:6]}")
+                                               for i in range(6)))
+    finally:
+        await asyncio.to_thread(cluster.pg.start)
+    assert [s.status for s in submitted] == [503] * len(submitted), [s.body for s in submitted]
+    assert all(s.retry_after for s in submitted)
+    # Long enough for the relay to have published anything it held (its delay is 5 s) and the executor to run it.
+    await asyncio.sleep(10)
+    async with cluster.client() as c:  # the platform is up again: a request now runs
+        after = await execute(c, workflow_id, f"pgup-{uuid.uuid4().hex[:6]}")
+    assert after.status in (201, 202), after
+    await wait_runs_finished(cluster, [after.run_id], 60)
+    assert await runs_created_for(cluster, workflow_id) == [f"run-{after.run_id}"]
+    by_marker = "SELECT count(*) AS n FROM events WHERE data->'inputs'->>'n' = ANY($1::text[])"
+    assert (await db_fetch(cluster, by_marker, [after.marker]))[0]["n"] == 1  # the query does find a run's inputs
+    assert (await db_fetch(cluster, by_marker, [s.marker for s in submitted]))[0]["n"] == 0
+
+
+class SseClient:
+    """Follows every run of a workflow on contract A's stream; when the server drops the stream (NATS
+    reconnected) or the connection breaks, reconnects with Last-Event-ID, as EventSource does."""
+
+    def __init__(self, cluster: Cluster, workflow_id: str) -> None:
+        self.cluster, self.workflow_id = cluster, workflow_id
+        self.ids: list[int] = []
+        self.resumes = 0
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._follow())
+
+    async def stop(self) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def last(self) -> int:
+        return self.ids[-1] if self.ids else 0
+
+    async def _follow(self) -> None:
+        async with self.cluster.client() as c:
+            while True:
+                headers = {"Last-Event-ID": str(self.ids[-1])} if self.ids else {}
+                try:
+                    async with c.stream("GET", "/api/workflow/stream", params={"workflowId": self.workflow_id},
+                                        headers=headers, timeout=httpx.Timeout(30, read=60)) as resp:
+                        async for line in resp.aiter_lines():
+                            if line.startswith("id:"):
+                                self.ids.append(int(line[3:].strip()))
+                except httpx.HTTPError:
+                    pass
+                self.resumes += 1
+                await asyncio.sleep(0.2)
+
+
+async def wipe_nats_store(cluster: Cluster) -> tuple[float, float]:
+    """kill -9 nats-server, delete its whole store directory, start it again on the same port."""
+    await asyncio.to_thread(cluster.nats.stop, signal.SIGKILL)
+    down = time.monotonic()
+    shutil.rmtree(cluster.nats.data_dir / "js")
+    await asyncio.sleep(1.0)
+    await asyncio.to_thread(cluster.nats.start)
+    return down, time.monotonic()
+
+
+async def store_loss_under_load(cluster: Cluster, *, wipes: int, load_s: float) -> None:
+    # The delay puts runs across the outage with their wake-up commands fired by the scheduler's timers.
+    workflow_id = await workflow(cluster, f"store-loss-{wipes}", delay_s=1.0)
+    sse = SseClient(cluster, workflow_id)
+    sse.start()
+    results: list[Submitted] = []
+    stop = asyncio.Event()
+
+    async def client_loop(w: int) -> None:
+        async with cluster.client() as c:
+            i = 0
+            while not stop.is_set():
+                marker = f"wipe-{w}-{i}-{uuid.uuid4().hex[:6]}"
+                try:
+                    results.append(await execute(c, workflow_id, marker))  # no Idempotency-Key: no retries either
+                except httpx.TransportError as exc:
+                    results.append(Submitted(-1, marker, None, None, repr(exc)))
+                i += 1
+                await asyncio.sleep(0.02)
+
+    clients = [asyncio.create_task(client_loop(w)) for w in range(4)]
+    outages = []
+    try:
+        for _ in range(wipes):
+            await asyncio.sleep(load_s / (wipes + 1))
+            outages.append(await wipe_nats_store(cluster))
+        await asyncio.sleep(load_s / (wipes + 1))
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*clients), 60)
+    statuses: dict[int, int] = {}
+    for r in results:
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+    during = [r for r in results for down, up in outages if r.began < up and r.ended > down]
+    print(f"{len(results)} requests, {len(during)} met an outage; by status {statuses}")
+    assert during, "no request met an outage; the test proved nothing"
+    # Postgres stayed up: every request was accepted (201 or 202), none refused or lost.
+    assert set(statuses) <= {201, 202}, [r for r in results if r.status not in (201, 202)][:3]
+    accepted = results
+    events = await wait_runs_finished(cluster, [r.run_id for r in accepted], 120)
+    assert_completed_once(events, ("post", "wait", "shape"))
+    assert_effects_once(cluster.receiver, {r.run_id: r.marker for r in accepted}, 1)
+    # Exactly one run per accepted request: nothing lost, nothing run twice.
+    assert await runs_created_for(cluster, workflow_id) == sorted(f"run-{r.run_id}" for r in accepted)
+    # The SSE client, resuming by Last-Event-ID across the outages, saw every event of every run once, in order.
+    rows = await db_fetch(cluster, "SELECT global_position FROM events WHERE stream_id = ANY($1::text[])"
+                          " ORDER BY global_position", [f"run-{r.run_id}" for r in accepted])
+    expected = [r["global_position"] for r in rows]
+    try:
+        await until(sse.last, lambda last: last >= expected[-1], 60, what="the SSE client reached the last event")
+    finally:
+        await sse.stop()
+    assert sse.ids == sorted(set(sse.ids)), "the SSE client saw an event twice or out of order"
+    missing = sorted(set(expected) - set(sse.ids))
+    assert not missing, f"the SSE client missed {len(missing)} events, e.g. {missing[:5]}"
+    print(f"SSE client: {len(sse.ids)} events, {sse.resumes} resumes")
+    # The relay refilled WEFT_EVENTS from the event store: every event of these runs is in the new stream.
+    nc = await nats.connect(cluster.nats.url)
+    try:
+        stored = {int(m.headers["Weft-Position"]) for m in await stored_messages(nc.jetstream(), TENANT)}
+    finally:
+        await nc.close()
+    missing = sorted(set(expected) - stored)
+    assert not missing, f"WEFT_EVENTS lacks {len(missing)} events after the store loss, e.g. {missing[:5]}"
+    assert sse.resumes >= wipes, "the stream was never dropped and resumed; the test proved less than it says"
+
+
+async def test_nats_store_deleted_under_load_loses_and_duplicates_nothing(cluster: Cluster):
+    await store_loss_under_load(cluster, wipes=1, load_s=6.0)
+
+
+@pytest.mark.soak
+async def test_nats_store_deleted_repeatedly_under_longer_load(cluster: Cluster):
+    await store_loss_under_load(cluster, wipes=4, load_s=60.0)
