@@ -23,6 +23,7 @@ test-soak: $(BIN)/weft
 	$(BIN)/python -m pytest -m soak
 
 bench: $(BIN)/weft
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'  # the DBOS peer bench_runs.py compares against
 	$(BIN)/python bench/bench_append.py
 	$(BIN)/python bench/bench_planner.py
 	$(BIN)/python bench/bench_runs.py
