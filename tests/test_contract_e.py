@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.conftest import Infra, Stack, poll, start_processes
@@ -116,3 +117,25 @@ async def test_weekly_sales_report_is_refused_at_create_until_salesforce_is_cata
     else:
         assert r.status_code == 400, r.text
         assert r.json()["success"] is False and "salesforce.query" in r.json()["error"]
+
+
+DELAYED = {"nodes": [{"id": "wait", "type": "delay", "config": {"seconds": 30}}]}
+
+
+async def test_execute_answers_409_while_a_run_is_active_unless_concurrency_is_unlimited(stack, tenant):
+    async with stack.client(tenant) as c:
+        for definition, second in ((DELAYED, 409), ({**DELAYED, "concurrency": "unlimited"}, 201)):
+            r = await c.post("/api/v2/workflows", json={"name": f"overlap-{second}", "definition": definition})
+            wid = r.json()["workflow"]["id"]
+            first = await c.post(f"/api/v2/workflows/{wid}/execute", json={"inputs": {}})
+            assert first.status_code == 201, first.text
+            r = await c.post(f"/api/v2/workflows/{wid}/execute", json={"inputs": {}})
+            assert r.status_code == second, r.text
+            if second == 409:
+                assert r.json()["success"] is False and '"concurrency": "unlimited"' in r.json()["error"]
+            for run in (await c.get(f"/api/v2/workflows/{wid}/runs")).json()["runs"]:
+                assert (await c.delete(f"/api/v2/workflows/{wid}/runs/{run['id']}")).status_code == 200
+    operation = httpx.get(stack.base_url + "/schema/openapi.json", timeout=20).json()[
+        "paths"]["/api/v2/workflows/{workflow_id}/execute"]["post"]
+    assert "concurrency" in operation["description"] and "409" in operation["responses"]
+    assert "concurrency" in operation["responses"]["409"]["description"]
