@@ -34,6 +34,7 @@ def v2_rate_limit_for_shared_processes() -> Iterator[None]:
     os.environ) get a generous v2 limit unless one is set. tests/test_ratelimit_store.py starts gateways
     with the real default (100 per minute) and tests it there."""
     os.environ.setdefault("WEFT_V2_RATE_LIMIT_PER_MINUTE", "100000")
+    os.environ.setdefault("WEFT_PUBLIC_ANONYMOUS_RATE_PER_MINUTE", "100000")  # many 401 tests, one address
     yield
 
 

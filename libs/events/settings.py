@@ -80,6 +80,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # v2 API rate limit per user (spec E: 100 requests per minute), a token bucket shared by every gateway
     # process (docs/decisions/0008); 0 turns it off. API keys carry their own limits (weft api-key).
     v2_rate_limit_per_minute: int = 100
+    # Public API callers without a valid key: a bucket per client address, refilled at this rate, burst a
+    # tenth of a minute's worth (10 at the default, D's key default); their 401s carry the headers too.
+    public_anonymous_rate_per_minute: int = 60
 
 
 def _coerce(field_type: Any, raw: str) -> Any:

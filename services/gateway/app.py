@@ -57,4 +57,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         before_request=refuse_nul,
     )
     app.state.settings = settings
+    # The public API's key check and rate limit wrap the whole app, outside routing: Litestar runs middleware
+    # only for a matched route, and D's headers belong on its routing errors (404, 405) too.
+    app.asgi_handler = public.middleware(app.asgi_handler)
     return app
