@@ -83,6 +83,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Public API callers without a valid key: a bucket per client address, refilled at this rate, burst a
     # tenth of a minute's worth (10 at the default, D's key default); their 401s carry the headers too.
     public_anonymous_rate_per_minute: int = 60
+    # Secrets at rest (agent auth secrets; libs/security/secrets.py): `id:base64(32 bytes)` pairs, and the id
+    # new secrets use (default the first). The dev key below is public: production sets its own.
+    secrets_keys: str = "dev:d2VmdC1kZXYtc2VjcmV0cy1rZXktY2hhbmdlLW1lISE="
+    secrets_key_id: str = ""
 
 
 def _coerce(field_type: Any, raw: str) -> Any:

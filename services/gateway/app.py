@@ -14,6 +14,7 @@ from libs.events.settings import Settings, load_settings
 from services.gateway import approvals, assistant, console, executions, streams, v2
 from services.gateway import api_keys, dashboard, public
 from services.gateway import webhooks as webhooks_admin
+from services.gateway.v2 import agents as v2_agents
 from services.gateway.commands import Dispatcher
 from services.gateway.core import Core
 from services.gateway.pending import PendingCommands, TrackingCommandBus
@@ -48,7 +49,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         name=SERVICE,
         setup=setup,
         route_handlers=[v2.router, console.router, assistant.router, executions.router, *streams.routers,
-                        public.router, api_keys.router, approvals.router, webhooks_admin.router, *dashboard.routers],
+                        public.router, api_keys.router, v2_agents.router, approvals.router, webhooks_admin.router, *dashboard.routers],
         exception_handlers=public.with_public_routing_errors(EXCEPTION_HANDLERS),
         middleware=[v2_rate_limit_middleware],
         request_max_body_size=settings.max_body_bytes,
