@@ -88,3 +88,20 @@ async def test_results_and_the_completion_webhook_describe_rows_alike(stack, sto
     body = msgspec.json.decode(payload("execution.completed", event_of(upto[-1]), fold_run(upto)))
     assert body["data"]["output"] == results
     assert body["executionId"] == eid and datetime.fromisoformat(body["timestamp"]) <= datetime.now(UTC)
+
+
+async def test_require_comment_holds_on_approve_as_on_reject(stack, store, tenant):
+    gate = {"nodes": [{"id": "gate", "type": "approval", "config": {
+        "title": "Review", "rows": "${inputs.csvData}", "approvers": ["a@example.com"], "require_comment": True}}]}
+    wid = await _workflow(stack, tenant, gate)
+    key, _ = await _key(store, tenant, [wid], burst=100)
+    async with _public(stack, key) as c:
+        eid = (await c.post(f"/agents/{wid}/execute", json={"input": {"csvData": CUSTOMERS}})).json()["executionId"]
+        await poll(lambda: c.get(f"/executions/{eid}/status"), lambda r: r.json()["status"] == "pending_approval")
+        meta = (await c.get(f"/executions/{eid}/pending-approval")).json()["approvalData"]["metadata"]
+        assert meta["requireComment"] is True
+        for verb in ("approve", "reject"):
+            r = await c.post(f"/executions/{eid}/{verb}", json={})
+            assert (r.status_code, r.json()["message"]) == (400, f"A comment is required to {verb} this step")
+        r = await c.post(f"/executions/{eid}/approve", json={"comment": "Content approved, looks good"})
+        assert r.status_code == 200 and r.json()["status"] == "approved", r.text

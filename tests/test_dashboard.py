@@ -325,10 +325,12 @@ async def test_a_step_approved_from_its_emailed_link_lands_on_the_workflow_showi
                 if "action=approve" in u and run_id in _run_of(u)]
 
     (link,) = await poll(links, lambda found: len(found) == 1, timeout=20)
-    await page.goto(link)  # GET /api/workflows/resume?token=...&action=approve: 303 to the workflow's page
+    await page.goto(link)  # GET /api/workflows/resume?token=...&action=approve: the step requires a comment,
+    await page.locator('textarea[name="note"]').fill("Amounts checked")  # so the link asks for it first
+    await page.get_by_role("button", name="Approve").click()
     await page.wait_for_url(f"**/dashboard/workflows/{workflow_id}")
     decided = await page.locator("#step-decisions").inner_text()
-    assert "step review: approved by ann@example.com via email" in decided
+    assert "step review: approved by ann@example.com via confirm-page" in decided
     await ann.shot("workflow-step-decided")
 
 
