@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     from cli.user import add_parsers as add_user_parsers
 
     add_user_parsers(sub, parser)  # weft workflows|run|runs|approvals|schedules|parse|completion (over weft_client)
+    from cli.agents import add_parser as add_agents_parser
+
+    add_agents_parser(sub)  # weft agents create|list|show|update|delete (over the v2 API)
     args = parser.parse_args(argv)
     try:
         return args.fn(args)

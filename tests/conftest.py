@@ -37,6 +37,7 @@ def v2_rate_limit_for_shared_processes() -> Iterator[None]:
     # Likewise for failed authentications per address (every test client is 127.0.0.1); tests/test_auth_limit.py
     # starts gateways with a small limit and tests it there.
     os.environ.setdefault("WEFT_AUTH_FAILURES_PER_MINUTE", "100000")
+    os.environ.setdefault("WEFT_PUBLIC_ANONYMOUS_RATE_PER_MINUTE", "100000")  # many 401 tests, one address
     yield
 
 

@@ -270,8 +270,8 @@ async def test_console_run_needs_an_active_workflow(stack, tenant):
         assert (await c.patch(f"/api/v2/workflows/{wid}", json={"status": "archived"})).status_code == 200
         r = await c.post(f"/api/workflows/{wid}/run")
         assert r.status_code == 422 and set(r.json()) >= {"error", "message"} and "archived" in r.json()["message"]
-        r = await c.post(f"/api/workflows/execute/{wid}")  # the executions API says so in its own shape
-        assert r.status_code == 409 and r.json()["success"] is False and "archived" in r.json()["error"]
+        r = await c.post(f"/api/workflows/execute/{wid}")  # the executions API says so in its own shape and status
+        assert r.status_code == 400 and r.json()["success"] is False and "archived" in r.json()["error"]
         assert (await c.post(f"/api/workflows/{uuid.uuid4()}/run")).status_code == 404
 
 

@@ -64,6 +64,8 @@ async def test_refusals_in_the_v2_shape(stack, tenant):
         wid, rid = await _paused_run(c, {"require_comment": True})
         r = await c.post(f"{API}/{wid}/runs/{rid}/reject", json={})
         assert r.status_code == 400 and r.json()["error"] == "A comment is required to reject this step"
+        r = await c.post(f"{API}/{wid}/runs/{rid}/approve", json={"comment": "  "})  # requireComment: approve too
+        assert r.status_code == 400 and r.json()["error"] == "A comment is required to approve this step"
         r = await c.post(f"{API}/{wid}/runs/{rid}/approve", json={"step_id": "after"})
         assert r.status_code == 409 and r.json() == {"success": False, "error": "Step after is not awaiting approval",
                                                      "field": "step_id"}

@@ -15,7 +15,7 @@ from libs.adapters import oauth
 from libs.adapters.outbound import GuardedHttpClient
 from libs.events.settings import load_settings
 from libs.security.auth import issue_token
-from libs.security.sealing import Keyring
+from libs.security.secrets import SecretBox
 from tests.conftest import start_processes
 from tests.fakes.oauth_server import FakeOAuth
 
@@ -85,7 +85,7 @@ async def test_connect_status_refresh_and_disconnect(stack, gateway, provider_fa
         issued = [t for t in provider_fake.refresh_tokens] + list(provider_fake.access_tokens)
         raw = b"".join(v for v in dict(row).values() if isinstance(v, bytes))
         assert row["key_id"] == "dev" and not any(t.encode() in raw for t in issued)
-        keyring = Keyring.from_settings(load_settings({}))
+        keyring = SecretBox.from_settings(load_settings({}))
         tokens = await _load(stack, pool, keyring, tenant)
         assert tokens.access_token in provider_fake.access_tokens
 
@@ -170,7 +170,7 @@ async def test_a_token_near_expiry_is_refreshed_before_use_and_a_failed_refresh_
     async with client(stack, base, tenant) as alice:
         assert (await connect(alice)).status_code == 303
     settings = load_settings(env)
-    keyring, p = Keyring.from_settings(settings), oauth.provider(settings, "google")
+    keyring, p = SecretBox.from_settings(settings), oauth.provider(settings, "google")
     async with GuardedHttpClient(settings) as http:
         async with store.tenant_transaction(tenant) as conn:
             first = await stored.usable(conn, keyring, http, p, tenant, "alice")

@@ -19,7 +19,7 @@ from libs.adapters.outbound import GuardedHttpClient
 from libs.events.schemas import CommandEnvelope
 from libs.events.schemas.run import StartRun
 from libs.events.settings import load_settings
-from libs.security.sealing import Keyring
+from libs.security.secrets import SecretBox
 from services.executor import integrations
 from services.executor.engine import Engine
 from services.executor.handlers import handle_run_command
@@ -59,7 +59,7 @@ async def connect(store, step_settings, provider: FakeOAuth, tenant: str, user: 
     async with GuardedHttpClient(step_settings) as client:
         tokens = await oauth.exchange(client, p, code=code, verifier=verifier, redirect_uri="http://127.0.0.1/cb")
     async with store.tenant_transaction(tenant) as conn:
-        await connections.save(conn, Keyring.from_settings(step_settings), tenant, user, name, tokens)
+        await connections.save(conn, SecretBox.from_settings(step_settings), tenant, user, name, tokens)
 
 
 async def run(store, engine, tenant: str, nodes: list[dict], user: str = "alice"):

@@ -3,7 +3,8 @@
 Sign in with a one-time link, plan a workflow and approve it from the emailed link (the mail sink folder),
 watch a run's timeline reach completed live, decide a paused step in the inbox, preview a schedule's next
 occurrences, replay a dead-lettered webhook delivery, keys shown once, and a second tenant seeing none of it.
-Forms refuse bad input next to the field; cookie flags and CSRF are checked. Screenshots go to docs/screenshots/.
+Forms refuse bad input next to the field; cookie flags and CSRF are checked. Every page is screenshotted; with
+WEFT_SCREENSHOTS=docs/screenshots the pictures the README shows are refreshed, else they go to a temporary folder.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -34,7 +36,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update", "--disable-sync", "--no-first-run"]
 # A person's browser: headless Chromium's own user agent is (rightly) treated as a link scanner by approval links.
 AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+SHOTS = Path(os.environ.get("WEFT_SCREENSHOTS") or tempfile.mkdtemp(prefix="weft-screenshots-"))
 LINK = re.compile(r"https?://\S+")
 
 async_api = pytest.importorskip("playwright.async_api", reason="BROWSER TESTS SKIPPED: the playwright package "
@@ -333,10 +335,12 @@ async def test_a_step_approved_from_its_emailed_link_lands_on_the_workflow_showi
                 if "action=approve" in u and run_id in _run_of(u)]
 
     (link,) = await poll(links, lambda found: len(found) == 1, timeout=20)
-    await page.goto(link)  # GET /api/workflows/resume?token=...&action=approve: 303 to the workflow's page
+    await page.goto(link)  # GET /api/workflows/resume?token=...&action=approve: the step requires a comment,
+    await page.locator('textarea[name="note"]').fill("Amounts checked")  # so the link asks for it first
+    await page.get_by_role("button", name="Approve").click()
     await page.wait_for_url(f"**/dashboard/workflows/{workflow_id}")
     decided = await page.locator("#step-decisions").inner_text()
-    assert "step review: approved by ann@example.com via email" in decided
+    assert "step review: approved by ann@example.com via confirm-page" in decided
     await ann.shot("workflow-step-decided")
 
 

@@ -129,7 +129,7 @@ async def test_good_plan_result_and_request(fake: FakeOpenAI, planner: Planner) 
     fmt = request["response_format"]
     assert fmt["type"] == "json_schema"
     assert fmt["json_schema"]["strict"] is True
-    assert actions_in_schema(request) == set(TOOLS)
+    assert actions_in_schema(request) == allowed_tools(TOOLS)  # the tools named, and the built-in steps
     assert "http.request" not in json.dumps(fmt)
     assert [m["role"] for m in request["messages"]] == ["system", "user"]
     assert GOAL in user_message(request)
@@ -159,14 +159,15 @@ async def test_no_allow_list_offers_the_whole_catalogue(fake: FakeOpenAI, planne
 
 def test_allowed_tools_ignores_unknown_names() -> None:
     assert allowed_tools(None) is None
-    assert allowed_tools(["agent", "shell.exec", "email.send", "AGENT"]) == {"agent", "email.send"}
-    assert allowed_tools([]) == set()
+    built_in = {"transform", "echo", "condition", "delay", "approval", "agent"}  # always allowed (decision 0102)
+    assert allowed_tools(["agent", "shell.exec", "email.send", "AGENT"]) == built_in | {"email.send"}
+    assert allowed_tools([]) == built_in
 
 
 async def test_unknown_tool_names_do_not_reach_the_schema(fake: FakeOpenAI, planner: Planner) -> None:
     fake.script(json.dumps(CLEAN))
     await planner.plan(TENANT, GOAL, ["agent", "email.send", "shell.exec", "http.request "])
-    assert actions_in_schema(fake.requests[0]) == {"agent", "email.send"}
+    assert actions_in_schema(fake.requests[0]) == allowed_tools([]) | {"email.send"}
 
 
 # -- repair round trip --------------------------------------------------------------------------------------
@@ -206,7 +207,7 @@ async def test_disallowed_step_twice_fails_naming_step_and_tool(fake: FakeOpenAI
     assert len(fake.requests) == 2
     [defect] = error.defects
     assert "steps/1" in defect and "'http.request'" in defect and "not an allowed tool" in defect
-    assert "allowed: agent, email.send" in defect
+    assert "allowed: agent, approval, condition, delay, echo, email.send, transform" in defect
     assert "'http.request'" in fake.requests[1]["messages"][-1]["content"]  # the repair names it too
 
 
@@ -387,7 +388,7 @@ async def test_injection_corpus_compromised_model_is_always_refused(fake: FakeOp
             leaked += disallowed(result.definition, set(TOOLS))
             through.append(goal)
         for request in fake.requests:
-            assert actions_in_schema(request) == set(TOOLS)  # the schema never offers http.request
+            assert actions_in_schema(request) == allowed_tools(TOOLS)  # the schema never offers http.request
             assert goal in user_message(request)
     assert leaked == 0, f"{leaked} disallowed steps/URLs got through for {len(through)} goals, e.g. {through[:1]}"
     assert refused == len(INJECTION_GOALS)
@@ -437,14 +438,15 @@ async def test_offline_planner_respects_the_allow_list() -> None:
     assert result.outbound_steps == []
 
 
-async def test_offline_planner_without_allowed_steps_fails_422() -> None:
-    error = await failed(Planner(None, None), goal="Do something nice", tools=["email.send"])
-    assert error.status == 422
+async def test_offline_planner_without_the_tool_a_goal_needs_plans_no_integration() -> None:
+    result = await Planner(None, None).plan(TENANT, "Post the build status to #builds", ["email.send"])
+    assert [n["action"] for n in result.definition["nodes"]] == ["transform"] and result.outbound_steps == []
+    assert result.confidence == 0.1  # nothing of the goal was planned: the floor, not the ceiling
 
 
 @pytest.mark.parametrize("tools", [TOOLS, ["agent"], ["transform"], ["slack.post_message", "agent"]])
 async def test_offline_planner_injection_goals_stay_in_the_allow_list(tools: list[str]) -> None:
-    planner, allowed, outside = Planner(None, None), set(tools), 0
+    planner, allowed, outside = Planner(None, None), allowed_tools(tools), 0
     for goal in INJECTION_GOALS:
         try:
             result = await planner.plan(TENANT, goal, tools)

@@ -139,10 +139,10 @@ async def test_workflow_errors_and_bad_requests_in_ds_shape(stack, store, tenant
     wid, other = await _workflow(stack, tenant), await _workflow(stack, tenant)
     key, _ = await _key(store, tenant, [wid], burst=100)
     async with _public(stack, key) as c:
-        r = await c.post(f"/agents/{other}/execute", json={})
-        assert (r.status_code, r.json()["error"]) == (403, "Forbidden"), r.text
+        r = await c.post(f"/agents/{other}/execute", json={})  # the tenant's, but not listed by the key (0100)
+        assert (r.status_code, r.json()) == (404, _d(404, "Workflow not found", "Not Found")), r.text
         r = await c.post(f"/agents/{uuid.uuid4()}/execute", json={})
-        assert r.status_code == 403  # not one of the key's workflows, whatever it is
+        assert (r.status_code, r.json()) == (404, _d(404, "Workflow not found", "Not Found")), r.text
         r = await c.post("/agents/not-a-uuid/execute", json={})
         assert (r.status_code, r.json()) == (404, _d(404, "Workflow not found", "Not Found"))
         r = await c.post(f"/agents/{wid}/execute", content=b"{not json")

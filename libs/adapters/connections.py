@@ -17,7 +17,7 @@ REFRESH_BEFORE = timedelta(seconds=120)  # an access token this close to expiry 
 
 
 class Keyring(Protocol):
-    """What seals tokens at rest (libs/security/sealing.py's Keyring; adapters do not import security)."""
+    """What seals tokens at rest (libs/security/secrets.py's SecretBox; adapters do not import security)."""
 
     def seal(self, plaintext: str, context: str) -> tuple[str, bytes]: ...
 

@@ -79,7 +79,7 @@ _APPROVAL = {
     "display_fields": _key({"type": "array", "items": _STR}),
     "displayFields": _key({"type": "array", "items": _STR}),  # the public API's spelling
     "allow_bulk_approval": _key(_BOOL),
-    "require_comment": _key(_BOOL),  # to reject
+    "require_comment": _key(_BOOL),  # to approve or reject
     "approvers": _key(_EMAILS),  # default: the deployment's WEFT_APPROVAL_EMAIL
     "required_approvals": _key({"type": "integer", "minimum": 1}),
     "timeout_s": _key(_POSITIVE),

@@ -115,7 +115,8 @@ def evolve(view: RunView, event: Event) -> RunView:
         case RunCreated() as e:
             nodes = {node["id"]: NodeState() for node in e.definition.get("nodes", []) if isinstance(node, dict)}
             return RunView(exists=True, run_id=e.run_id, workflow_id=e.workflow_id, created_by=e.created_by,
-                           status="pending", inputs=e.inputs, node_states=nodes, started_at=e.at)
+                           status="pending", inputs=e.inputs, variables=e.variables, node_states=nodes,
+                           started_at=e.at)
         case RunStarted():
             return msgspec.structs.replace(view, status="running") if view.status == "pending" else view
         case StepStarted(step_id=sid, attempt=n, at=at):

@@ -88,12 +88,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_workers: int = 16  # deliveries the notifier sends at once
     # Live streams: heartbeat interval of SSE/WebSocket connections.
     stream_heartbeat_s: float = 30.0
-    # Connected accounts (docs/decisions/0072): OAuth tokens are sealed with AES-256-GCM under this key (32 bytes,
-    # base64); its id is stored with each token, and the old keys ("id:base64,...") still open tokens sealed
-    # before a rotation. Set both in production.
-    connections_key: str = "d2VmdC1kZXYtY29ubmVjdGlvbnMta2V5LTMyYnl0ZXM="
-    connections_key_id: str = "dev"
-    connections_old_keys: str = ""
+    # Connected accounts (docs/decisions/0072): OAuth tokens are sealed at rest like every secret (secrets_keys).
     # OAuth providers: configuration, with the real endpoints as defaults (tests point them at local fakes).
     google_client_id: str = ""
     google_client_secret: str = ""
@@ -125,6 +120,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     metrics_enabled: bool = True
     otel_endpoint: str = ""
     trace_sample_ratio: float = 1.0
+    # Public API callers without a valid key: a bucket per client address, refilled at this rate, burst a
+    # tenth of a minute's worth (10 at the default, D's key default); their 401s carry the headers too.
+    public_anonymous_rate_per_minute: int = 60
+    # Secrets at rest (agent auth secrets; libs/security/secrets.py): `id:base64(32 bytes)` pairs, and the id
+    # new secrets use (default the first). The dev key below is public: production sets its own.
+    secrets_keys: str = "dev:d2VmdC1kZXYtc2VjcmV0cy1rZXktY2hhbmdlLW1lISE="
+    secrets_key_id: str = ""
 
 
 def _coerce(field_type: Any, raw: str) -> Any:

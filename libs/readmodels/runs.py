@@ -144,7 +144,8 @@ async def project(conn: asyncpg.Connection, recorded: Sequence[RecordedEvent]) -
         if exc.constraint_name != "runs_one_active_per_workflow":
             raise
         # Raising aborts the append: the StartRun is refused, nothing is recorded but the refusal.
-        raise DomainError(409, "A run of this workflow is already active; wait for it or stop it") from exc
+        raise DomainError(409, "A run of this workflow is already active; wait for it or stop it (a definition"
+                          " with \"concurrency\": \"unlimited\" lets runs overlap)") from exc
 
 
 def _patch_step(patch: _StepPatch, rec: RecordedEvent, event) -> bool:

@@ -1,4 +1,4 @@
-"""Approval steps, pure: what a pause shows and how it is decided (N of M approvers, a comment to reject,
+"""Approval steps, pure: what a pause shows and how it is decided (N of M approvers, a comment when required,
 deadline -> reject | approve | escalate, reminders). No I/O, clock or uuid4: `now` and ids come in.
 
 The `approval` step (services/executor/integrations/approval.py) returns `pause(...)`, which the decider
@@ -194,8 +194,6 @@ def _decide_link(c: DecideApproval, run: Any, finished: bool) -> list[Event]:
         raise DomainError(400, "This approval link was issued for a different plan of this run", "token")
     if c.decision not in DECISIONS:
         raise DomainError(400, "action must be approve or reject", "action")
-    if c.decision == "reject" and state.policy.require_comment and not c.comment.strip():
-        raise DomainError(400, "A comment is required to reject this step", "comment")
     who = c.decided_by.lower()
     approvers = [a.lower() for a in state.policy.approvers]
     if not c.final:
@@ -203,6 +201,8 @@ def _decide_link(c: DecideApproval, run: Any, finished: bool) -> list[Event]:
             raise DomainError(403, f"{c.decided_by} is not an approver of step {sid}")
         if who in state.approved_by or who in state.rejected_by:
             raise DomainError(409, f"{c.decided_by} already decided step {sid}")
+    if state.policy.require_comment and not c.comment.strip():  # as its name says: approve and reject alike
+        raise DomainError(400, f"A comment is required to {c.decision} this step", "comment")
     events: list[Event] = [ApprovalDecisionRecorded(
         run_id=c.run_id, step_id=sid, decision=c.decision, decided_by=c.decided_by, comment=c.comment,
         token_id=c.token_id, client_ip=c.client_ip, user_agent=c.user_agent, via=c.via, at=c.at)]

@@ -185,9 +185,11 @@ def events_for(run: Run, run_id: uuid.UUID, actions: list[Action], at: datetime)
 
 def step_context(run: Run, node: dict[str, Any]) -> dict[str, Any]:
     """What `${...}` can see: inputs, variables, every finished step's output by id (also under `steps`),
-    and `input`, the output of the step(s) named by input_from."""
+    and `input`, the output of the step(s) named by input_from. Variables are also top-level names, as C's
+    `${user.name}` shows; a step id or a reserved name wins over a variable of the same name."""
     outputs = {sid: s.output for sid, s in run.steps.items() if s.status == "completed"}
-    context: dict[str, Any] = {**outputs, "steps": outputs, "inputs": run.inputs, "variables": run.variables}
+    context: dict[str, Any] = {**run.variables, **outputs, "steps": outputs, "inputs": run.inputs,
+                               "variables": run.variables}
     source = node.get("input_from")
     if isinstance(source, str):
         context["input"] = outputs.get(source)

@@ -67,7 +67,8 @@ def _step(state: Run, step_id: str, **fields: Any) -> Run:
 def evolve(state: Run, event: Event) -> Run:
     match event:
         case RunCreated() as e:
-            return Run(exists=True, status="pending", definition=e.definition, inputs=e.inputs, created_at=e.at)
+            return Run(exists=True, status="pending", definition=e.definition, inputs=e.inputs,
+                       variables=e.variables, created_at=e.at)
         case RunStarted():
             return msgspec.structs.replace(state, status="running")
         case StepStarted(step_id=sid, attempt=attempt):

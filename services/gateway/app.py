@@ -16,6 +16,7 @@ from services.gateway.auth_limit import failed_auth_limit_middleware
 from services.gateway import approvals, assistant, console, executions, streams, v2
 from services.gateway import api_keys, catalogue, dashboard, public
 from services.gateway import webhooks as webhooks_admin
+from services.gateway.v2 import agents as v2_agents
 from services.gateway.commands import Dispatcher
 from services.gateway.core import Core
 from services.gateway.errors import EXCEPTION_HANDLERS
@@ -47,8 +48,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         name=SERVICE,
         setup=setup,
         route_handlers=[v2.router, console.router, *assistant.routers, executions.router, *streams.routers,
-                        public.router, api_keys.router, approvals.router, webhooks_admin.router, *dashboard.routers,
-                        catalogue.asyncapi],
+                        public.router, api_keys.router, v2_agents.router, approvals.router, webhooks_admin.router,
+                        *dashboard.routers, catalogue.asyncapi],
         exception_handlers=assistant.with_assistant_routing_errors(public.with_public_routing_errors(EXCEPTION_HANDLERS)),
         middleware=[failed_auth_limit_middleware, v2_rate_limit_middleware],
         request_max_body_size=settings.max_body_bytes,
@@ -58,4 +59,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         access_log=True,  # one JSON line per request (libs/runtime/http_telemetry.py)
     )
     app.state.settings = settings
+    # The public API's key check and rate limit wrap the whole app, outside routing: Litestar runs middleware
+    # only for a matched route, and D's headers belong on its routing errors (404, 405) too.
+    app.asgi_handler = public.middleware(app.asgi_handler)
     return app

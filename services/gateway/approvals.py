@@ -262,15 +262,15 @@ async def _resume(request: Request, fields: dict[str, str | None]) -> Response:
         return _error(request, 400, f"This link can only {claims.action}: the action was changed", "action")
     if len(note) > MAX_NOTE:
         return _error(request, 400, f"note must be at most {MAX_NOTE} characters", "note")
-    # A reject link of a step that needs a comment asks for it (a page, no side effect) instead of failing.
-    needs_note = request.method == "GET" and action == "reject" and not note.strip() and await _comment_required(
+    # A link of a step that needs a comment asks for it (a page, no side effect) instead of failing.
+    needs_note = request.method == "GET" and not note.strip() and await _comment_required(
         request.app.state.ctx.store, claims.tenant_id, claims.run_id, claims.step_id)
     if request.method == "GET" and (settings.approval_links_confirm or needs_note):
         verb = "Approve" if action == "approve" else "Reject"
         return _page("approval_confirm.html", title=f"{verb} step {claims.step_id}",
                      prompt=f"{verb} step {claims.step_id} of this run?", action_url="/api/workflows/resume",
                      token=fields["token"], action=action, with_note=True, note=note,
-                     note_required=action == "reject", button=verb)
+                     note_required=action == "reject" or needs_note, button=verb)
     command = DecideApproval(run_id=claims.run_id, step_id=claims.step_id, decision=action,
                              decided_by=claims.approver, comment=note.strip(), token_id=claims.token_id,
                              plan_hash=claims.plan_hash, client_ip=client_ip(request), user_agent=user_agent(request),

@@ -20,12 +20,21 @@ from libs.security.auth import Principal
 from services.gateway.shapes import Message, envelope
 from services.gateway.auth import authenticate
 from services.gateway.core import Core, runs, status, workflows
-from services.gateway.core.errors import ApiError, NotFound
+from services.gateway.core.errors import WORKFLOW_NOT_ACTIVE, ApiError, NotFound
 from services.gateway.errors import V2Error, accepted_response, handlers, responses, v2_shape
 from services.gateway.queries import iso
-from services.gateway.v2.shapes import ExecuteBody
 
 COMMAND = {**responses(V2Error, 403, 404, 409, 422), **accepted_response()}
+# C lists 400, 401, 403, 404 and 500 only: a workflow that may not run is a bad request here. 409 stays for a
+# run already active (DESIGN's one-active-run rule, lifted by the workflow's `concurrency`).
+STATUS_FOR = {WORKFLOW_NOT_ACTIVE: 400}
+
+
+class ExecuteBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """C's execute body: the run's inputs and the execution context's starting `variables`."""
+
+    inputs: dict[str, Any] = {}
+    variables: dict[str, Any] = {}
 
 
 class Started(msgspec.Struct, kw_only=True):
@@ -104,7 +113,7 @@ async def execute_workflow(request: Request, principal: Principal, core: Core, w
             workflowId=str(workflow.id), executionId=str(runs.run_id_of(outcome))))
 
     return await runs.start(core, request, principal, workflow, data.inputs, render,
-                            await request.body())
+                            await request.body(), variables=data.variables)
 
 
 @get("/{execution_id:uuid}", responses=responses(V2Error, 403, 404))
@@ -128,7 +137,7 @@ router = Router(
     path="/api/workflows/execute",
     route_handlers=[execute_workflow, get_execution, cancel_execution],
     dependencies={"principal": Provide(authenticate)},
-    exception_handlers=handlers(v2_shape),
+    exception_handlers=handlers(v2_shape, STATUS_FOR),
     tags=["executions"],
     security=[{"bearerAuth": []}],
 )

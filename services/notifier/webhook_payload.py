@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from libs.domain.run_view import _iso as iso
+from libs.domain.row_results import per_row_source, row_results
 from libs.domain.run_view import RunView
 from libs.events.schemas import Event
 from libs.events.schemas.run import RunCompleted, RunFailed, RunStarted, StepAwaitingApproval
@@ -32,6 +33,15 @@ def api_key_of(actor: str | None) -> uuid.UUID | None:
         return None
 
 
+def output_of(outputs: dict[str, Any] | None, view: RunView) -> Any:
+    """The completed run's output; when a step worked row by row, with its rows as GET /results describes
+    them (one function for both). Otherwise the outputs as they are, as D's webhook example shows them."""
+    done = sorted((n for n in view.node_states.values() if n.state == "COMPLETED" and n.completed_at),
+                  key=lambda n: n.completed_at)
+    completed = [n.output for n in done]
+    return row_results(outputs, completed) if per_row_source(outputs, completed) is not None else outputs
+
+
 def payload(event_name: str, event: Event, view: RunView) -> bytes:
     """Spec D's body: {event, executionId, workflowId, timestamp, data}; `data` speaks D's status words."""
     data: dict[str, Any] = {"startedAt": iso(view.started_at) if view.started_at else None}
@@ -39,7 +49,7 @@ def payload(event_name: str, event: Event, view: RunView) -> bytes:
         case RunStarted():
             data = {"status": "running", **data}
         case RunCompleted(outputs=outputs, at=at):
-            data = {"status": "completed", **data, "completedAt": iso(at), "output": outputs}
+            data = {"status": "completed", **data, "completedAt": iso(at), "output": output_of(outputs, view)}
         case RunFailed(error=error, at=at):
             data = {"status": "failed", **data, "completedAt": iso(at), "error": error}
         case StepAwaitingApproval(step_id=step_id):

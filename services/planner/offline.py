@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from libs.domain.catalog import CATALOG
+
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _URL = re.compile(r"https?://[^\s\"'<>]+")
 _CHANNEL = re.compile(r"(?<![\w&])#([a-z0-9_-]{1,80})", re.I)
@@ -55,13 +57,10 @@ def offline_plan(goal: str, allowed: set[str] | None) -> dict[str, Any]:
     emails, urls, channels = _EMAIL.findall(goal), _URL.findall(goal), _CHANNEL.findall(goal)
     wanted: list[tuple[str, str, dict[str, Any]]] = []
     # Sources that read the user's connected accounts come first; what follows works on their output.
-    if re.search(r"\b(unread|inbox|my\s+(?:\w+\s+)?e-?mails?|my\s+mail)\b", t):
+    if _MAILBOX.search(t):
         query = "is:unread" if "unread" in t else "newer_than:7d"
         wanted.append(("gmail.search", f"Search Gmail for {query}", {"query": query, "max_results": 10}))
-    if re.search(r"\b(salesforce|crm|opportunit(?:y|ies))\b", t):
-        wanted.append(("salesforce.query", "Query Salesforce opportunities",
-                       {"query": "SELECT Id, Name, Amount, StageName, CloseDate FROM Opportunity"
-                                 " ORDER BY CloseDate DESC LIMIT 50"}))
+    wanted += data_source_steps(goal)
     if urls:
         method = "POST" if re.search(r"\b(post|send|submit)\b[^.]*\bto\b\s+https?://", t) else "GET"
         wanted.append(("http.request", f"{method} {urls[0]}", {"method": method, "url": urls[0], "body": None}))
@@ -93,7 +92,56 @@ def offline_plan(goal: str, allowed: set[str] | None) -> dict[str, Any]:
     return {
         "name": _title(goal),
         "description": goal[:2000],
-        "confidence": OFFLINE_CONFIDENCE,
+        "confidence": offline_confidence(goal, steps),
         "schedule": schedule_from_text(goal),
         "steps": steps,
     }
+
+
+# -- data sources and confidence (issue 18; kept apart from the step keywords above to ease merges) ------------
+
+_SALES_SOURCE = re.compile(r"\b(pull|fetch|get|query|load|read)\b[^,.;]*\b(sales|opportunit\w*|salesforce|crm|deals?)\b")
+_SALES_QUERY = "SELECT Id, Amount, StageName, CloseDate FROM Opportunity WHERE CloseDate = LAST_WEEK"
+_CLAUSE_SPLIT = re.compile(r"[.;,:!?]+(?=\s|$)|\b(?:and|then)\b", re.I)  # not the dots of an address
+_AGENT_WORDS = re.compile(r"summar|report|draft|write|classif|analy[sz]|translate|extract|generate")
+
+
+_MAILBOX = re.compile(r"\b(unread|inbox|my\s+(?:\w+\s+)?e-?mails?|my\s+mail)\b")
+
+
+def data_source_steps(goal: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """A first step that reads the data the goal names, when the catalogue has a tool for it (E's "pull the
+    latest sales data" is `salesforce.query` once the connections work adds it; until then, nothing)."""
+    if "salesforce.query" in CATALOG and _SALES_SOURCE.search(goal.lower()):
+        return [("salesforce.query", "Query last week's opportunities", {"query": _SALES_QUERY})]
+    return []
+
+
+def _clause_actions(clause: str) -> set[str]:
+    """The actions a clause of a goal asks for, by the same keywords offline_plan uses."""
+    t = clause.lower()
+    actions = set()
+    if _MAILBOX.search(t):
+        actions.add("gmail.search")
+    if _SALES_SOURCE.search(t):
+        actions.add("salesforce.query")
+    if _URL.search(clause):
+        actions.add("http.request")
+    if _AGENT_WORDS.search(t):
+        actions.add("agent")
+    if _EMAIL.search(clause) or re.search(r"\b(e-?mail|mail)\b", t):
+        actions.add("email.send")
+    if _CHANNEL.search(clause) or re.search(r"\b(slack|notify|alert)\b", t):
+        actions.add("slack.post_message")
+    return actions
+
+
+def offline_confidence(goal: str, steps: list[dict[str, Any]]) -> float:
+    """How much of the goal the plan covers: the share of its clauses that became a step (or the schedule),
+    scaled to the offline planner's ceiling, so a plan that dropped half the goal says so."""
+    clauses = [c.strip() for c in _CLAUSE_SPLIT.split(goal) if c and len(c.strip()) >= 3]
+    if not clauses:
+        return round(OFFLINE_CONFIDENCE / 4, 2)
+    planned = {step["action"] for step in steps}
+    covered = sum(1 for c in clauses if _clause_actions(c) & planned or schedule_from_text(c) is not None)
+    return round(max(OFFLINE_CONFIDENCE * covered / len(clauses), OFFLINE_CONFIDENCE / 4), 2)

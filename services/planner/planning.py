@@ -33,9 +33,16 @@ class PlanningFailed(Exception):
             model, prompt_tokens, completion_tokens, latency_ms)
 
 
+BUILT_IN = frozenset(a for a in PLAN_ACTIONS if CATALOG[a].node_type != "integration")
+
+
 def allowed_tools(available: list[str] | None) -> set[str] | None:
-    """The tenant's allow-list: the catalogue entries it names (unknown names are ignored); None = all."""
-    return None if available is None else {tool for tool in available if tool in PLAN_ACTIONS}
+    """The tenant's allow-list: the integrations it names (unknown names are ignored), with every built-in
+    step type (agent, transform, condition, ...), which reaches no outside system: E's own parse example lists
+    `["salesforce.query", "email.send"]` and plans an agent step between them (decision 0102). None = all."""
+    if available is None:
+        return None
+    return {tool for tool in available if tool in PLAN_ACTIONS} | BUILT_IN
 
 
 def system_prompt(allowed: set[str] | None) -> str:

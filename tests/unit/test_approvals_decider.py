@@ -154,7 +154,8 @@ def test_refusals_name_what_is_wrong():
     run, _ = paused_run(approvers=["a@x.io"], require_comment=True)
     token = uuid.uuid4()
     cases = [
-        (link("a@x.io", "reject"), 400, "comment"),
+        (link("a@x.io", "reject"), 400, "comment is required to reject"),
+        (link("a@x.io"), 400, "comment is required to approve"),  # requireComment: approve as well
         (link("mallory@x.io"), 403, "not an approver"),
         (link("a@x.io", plan_hash="sha256:other"), 400, "different plan"),
         (link("a@x.io", "maybe"), 400, "approve or reject"),
@@ -165,7 +166,7 @@ def test_refusals_name_what_is_wrong():
         with pytest.raises(DomainError, match=words) as refused:
             decide(run, command)
         assert refused.value.status == status
-    done = fold_on(run, decide(run, link("a@x.io", token=token)))
+    done = fold_on(run, decide(run, link("a@x.io", token=token, comment="Checked")))
     with pytest.raises(DomainError, match="already used") as reused:
         decide(done, link("a@x.io", token=token))
     assert reused.value.status == 400

@@ -22,6 +22,7 @@ class RunCreated(Event, frozen=True, kw_only=True):
     created_by: str
     at: datetime
     description: str = ""  # the caller's note for this run (public API "description")
+    variables: dict[str, Any] = {}  # the execution context's starting variables (contract C's execute body)
 
 
 class RunStarted(Event, frozen=True, kw_only=True):
@@ -217,12 +218,13 @@ class StartRun(Command, frozen=True, kw_only=True):
     created_by: str
     at: datetime
     description: str = ""
+    variables: dict[str, Any] = {}
 
     def created(self) -> RunCreated:
         """The run this command creates: the event it is recorded as when accepted."""
         return RunCreated(run_id=self.run_id, workflow_id=self.workflow_id, workflow_version=self.workflow_version,
                           definition=self.definition, inputs=self.inputs, created_by=self.created_by, at=self.at,
-                          description=self.description)
+                          description=self.description, variables=self.variables)
 
 
 class CancelRun(Command, frozen=True, kw_only=True):

@@ -9,7 +9,9 @@ from typing import Any
 import httpx
 import openai
 
+from libs.security.secrets import SecretBox, SecretsError
 from services.executor.integrations.support import check_status, send
+from services.executor.interpolation import MissingPath, interpolate
 from services.executor.steps import StepCall, StepDeps, StepError, StepResult, config_of, step
 from libs.telemetry.tracing import SpanKind, traced
 
@@ -28,31 +30,49 @@ async def register_agent(store: Any, tenant_id: str, name: str, endpoint: str,
     return agent_id
 
 
-async def load_agent(store: Any, tenant_id: str, agent_id: Any) -> dict[str, Any]:
-    """The tenant's agent row; another tenant's id is "not found" like a missing one."""
+async def load_agent(store: Any, tenant_id: str, agent_id: Any, settings: Any = None) -> dict[str, Any]:
+    """The tenant's agent row, its auth secret decrypted into an Authorization header (decision 0101);
+    another tenant's id is "not found" like a missing one."""
     try:
         key = uuid.UUID(str(agent_id))
     except ValueError:
         raise StepError(f"agent: config.agent_id must be a UUID, got {agent_id!r}") from None
     async with store.tenant_transaction(tenant_id) as conn:
         row = await conn.fetchrow(
-            "SELECT name, endpoint, headers::text AS headers FROM agents WHERE tenant_id = $1 AND id = $2",
+            "SELECT name, endpoint, headers::text AS headers, timeout_s, prompt_template, secret_key_id,"
+            " secret_ciphertext FROM agents WHERE tenant_id = $1 AND id = $2",
             tenant_id, key,
         )
     if row is None:
         raise StepError(f"agent: agent {key} not found")
     headers = {str(k): str(v) for k, v in json.loads(row["headers"]).items()}
-    return {"name": row["name"], "endpoint": row["endpoint"], "headers": headers}
+    if row["secret_key_id"] is not None:
+        try:
+            secret = SecretBox.from_settings(settings).open(row["secret_key_id"], row["secret_ciphertext"],
+                                                               f"agent:{tenant_id}:{key}".encode())
+        except (SecretsError, AttributeError) as exc:  # a deployment without the key: not the run's data
+            raise StepError(f"agent: cannot decrypt the auth secret of agent {key}: {exc}") from None
+        headers["Authorization"] = f"Bearer {secret}"
+    return {"name": row["name"], "endpoint": row["endpoint"], "headers": headers, "timeout_s": row["timeout_s"],
+            "prompt_template": row["prompt_template"]}
 
 
-async def _call_endpoint(agent_id: Any, prompt: str, call: StepCall, deps: StepDeps) -> StepResult:
+async def _call_endpoint(agent_id: Any, prompt: str, call: StepCall, deps: StepDeps,
+                         context: dict[str, Any]) -> StepResult:
     store = deps.extra.get("store")
     if store is None:
         raise StepError("agent: agent_id needs the executor's store, and none is configured")
-    agent = await load_agent(store, call.tenant_id, agent_id)
+    agent = await load_agent(store, call.tenant_id, agent_id, deps.settings)
+    if agent["prompt_template"]:  # the agent's template wraps the step's prompt: `${prompt}` is the step's
+        try:
+            wrapped = interpolate(agent["prompt_template"], {**context, "prompt": prompt})
+        except MissingPath as exc:
+            raise StepError(f"agent: the prompt template of agent {agent['name']}: {exc}") from None
+        prompt = wrapped if isinstance(wrapped, str) else json.dumps(wrapped)
     what = f"agent {agent['name']}"
     response = await send(deps, call, "POST", agent["endpoint"], what=what, headers=agent["headers"],
-                          json={"prompt": prompt, "runId": str(call.run_id), "stepId": call.step_id})
+                          json={"prompt": prompt, "runId": str(call.run_id), "stepId": call.step_id},
+                          timeout=agent.get("timeout_s"))
     check_status(response, what)
     try:
         result = response.json()
@@ -97,7 +117,7 @@ async def agent(node: dict[str, Any], context: dict[str, Any], call: StepCall, d
     if not prompt:
         raise StepError("agent: config.prompt must be a non-empty string")
     if config.get("agent_id"):
-        return await _call_endpoint(config["agent_id"], prompt, call, deps)
+        return await _call_endpoint(config["agent_id"], prompt, call, deps, context)
     if deps.llm is None:
         raise StepError("no LLM configured: set WEFT_LLM_BASE_URL, or give the agent step a config.agent_id")
     model = config.get("model") or deps.settings.llm_model

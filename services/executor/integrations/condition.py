@@ -23,7 +23,8 @@ def _get(context: Any, path: str) -> Any:
 
 def resolve_field(field: Any, context: dict[str, Any]) -> Any:
     """The field's value, or _MISSING. `${path}` reads the context; `$.path` (or a bare dotted path) reads
-    the step's input first, then the context; `$` alone is the input."""
+    the step's input document first, then the context; `$` alone is the input document. A step without
+    input_from (E's root condition `$.deployment.status`) has the run's inputs as its input document."""
     if not isinstance(field, str) or not field.strip():
         raise StepError(f"condition: config.field must be a path such as $.status or ${{inputs.status}}, got {field!r}")
     text = field.strip()
@@ -31,11 +32,12 @@ def resolve_field(field: Any, context: dict[str, Any]) -> Any:
         return _get(context, whole.group(1))
     if "${" in text:
         return interpolate(text, context)  # a composed string; a missing part is a clear error
+    document = context["input"] if "input" in context else context.get("inputs", _MISSING)
     if text in ("$", "$."):
-        return context.get("input", _MISSING)
+        return document
     path = text.removeprefix("$.")
-    if isinstance(context.get("input"), (dict, list)):
-        value = _get(context["input"], path)
+    if isinstance(document, (dict, list)):
+        value = _get(document, path)
         if value is not _MISSING:
             return value
     return _get(context, path)

@@ -5,7 +5,7 @@ non-retryable step error naming the provider and where to connect it."""
 from __future__ import annotations
 
 from libs.adapters import connections, oauth
-from libs.security.sealing import Keyring
+from libs.security.secrets import SecretBox
 from services.executor.steps import StepCall, StepDeps, StepError
 
 TITLES = {"google": "Google", "salesforce": "Salesforce"}
@@ -24,7 +24,7 @@ async def tokens_for(deps: StepDeps, call: StepCall, provider_name: str, step: s
         user = await conn.fetchval("SELECT created_by FROM runs WHERE tenant_id = $1 AND id = $2",
                                    call.tenant_id, call.run_id)
         try:
-            return await connections.usable(conn, Keyring.from_settings(deps.settings), deps.http, p,
+            return await connections.usable(conn, SecretBox.from_settings(deps.settings), deps.http, p,
                                             call.tenant_id, user or "")
         except connections.NotConnected as exc:
             raise StepError(f"{step}: {exc} for user {user!r}; connect it at /api/auth/{provider_name}/connect"

@@ -22,8 +22,8 @@ def is_retryable_status(status: int) -> bool:
 
 
 async def send(deps: StepDeps, call: StepCall, method: str, url: str, *, what: str,
-               headers: dict[str, str] | None = None, json: Any = None, content: bytes | str | None = None
-               ) -> OutboundResponse:
+               headers: dict[str, str] | None = None, json: Any = None, content: bytes | str | None = None,
+               timeout: float | None = None) -> OutboundResponse:
     """One request through the guarded client, carrying the call's Idempotency-Key."""
     if deps.http is None:
         raise StepError(f"{what}: no outbound HTTP client configured")
@@ -31,7 +31,7 @@ async def send(deps: StepDeps, call: StepCall, method: str, url: str, *, what: s
     sent = {k: v for k, v in (headers or {}).items() if k.lower() != "idempotency-key"}
     sent["Idempotency-Key"] = call.idempotency_key
     try:
-        return await deps.http.request(method, url, headers=sent, json=json, content=content)
+        return await deps.http.request(method, url, headers=sent, json=json, content=content, timeout=timeout)
     except OutboundError as exc:
         raise StepError(f"{what}: {exc}", retryable=exc.retryable) from exc
 

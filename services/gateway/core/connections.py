@@ -14,7 +14,7 @@ from libs.adapters import oauth
 from libs.adapters.outbound import GuardedHttpClient
 from libs.events.bus import TENANT_RE
 from libs.security.auth import Principal
-from libs.security.sealing import Keyring
+from libs.security.secrets import SecretBox
 from services.gateway.core import Core
 from services.gateway.core.errors import ApiError, NotFound
 
@@ -45,7 +45,7 @@ def _redirect_uri(core: Core, name: str) -> str:
 async def start(core: Core, principal: Principal, name: str) -> str:
     """Begin connecting: remember a single-use state and a PKCE verifier; the URL to send the browser to."""
     p = provider(core, name)
-    keyring = Keyring.from_settings(core.settings)
+    keyring = SecretBox.from_settings(core.settings)
     verifier = oauth.new_verifier()
     state = f"{principal.tenant_id}.{secrets.token_urlsafe(32)}"  # the callback has no bearer: the tenant rides here
     key_id, sealed = keyring.seal(verifier, f"state/{state}")
@@ -80,7 +80,7 @@ async def finish(core: Core, name: str, state: str | None, code: str | None, err
         raise ApiError(400, f"{TITLES[name]} did not grant access: {error[:100]}", "error")
     if not code:
         raise ApiError(400, "Missing code", "code")
-    keyring = Keyring.from_settings(core.settings)
+    keyring = SecretBox.from_settings(core.settings)
     verifier = keyring.open(row["key_id"], row["verifier_enc"], f"state/{state}")
     async with GuardedHttpClient(core.settings) as client:
         try:
@@ -102,7 +102,7 @@ async def status(core: Core, principal: Principal) -> dict[str, store.Connection
 async def refresh(core: Core, principal: Principal, name: str) -> store.Connection:
     """Refresh the access token now (the refresh token stays on the server)."""
     p = provider(core, name)
-    keyring = Keyring.from_settings(core.settings)
+    keyring = SecretBox.from_settings(core.settings)
     async with GuardedHttpClient(core.settings) as client:
         async with core.store.tenant_transaction(principal.tenant_id) as conn:
             try:
@@ -120,7 +120,7 @@ async def disconnect(core: Core, principal: Principal, name: str) -> None:
     """Revoke at the provider, then delete. If the provider cannot be reached the connection is kept (502): a
     deleted row whose token still works at the provider is what revoking exists to prevent."""
     p = provider(core, name)
-    keyring = Keyring.from_settings(core.settings)
+    keyring = SecretBox.from_settings(core.settings)
     async with core.store.tenant_transaction(principal.tenant_id) as conn:
         tokens = await store.load(conn, keyring, principal.tenant_id, principal.user_id, name)
     if tokens is None:
@@ -140,7 +140,7 @@ async def require_usable(core: Core, principal: Principal, providers: list[str],
     whose token cannot be refreshed: checked once per plan, before its run starts (docs/decisions/0073)."""
     if not providers:
         return
-    keyring = Keyring.from_settings(core.settings)
+    keyring = SecretBox.from_settings(core.settings)
     async with GuardedHttpClient(core.settings) as client:
         for name in providers:
             p = oauth.provider(core.settings, name)

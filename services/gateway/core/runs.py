@@ -12,6 +12,7 @@ import msgspec
 from litestar import Request, Response
 
 from libs.domain import inputs as inputs_rule
+from libs.domain.definition import refuse_nul
 from libs.domain.run_view import RunView, fold_run
 from libs.events.errors import DomainError
 from libs.events.schemas import Outcome
@@ -117,7 +118,7 @@ def run_id_of(outcome: Outcome) -> uuid.UUID:
 
 
 def prepare_start(workflow: Workflow, inputs: dict[str, Any], actor: str, *, description: str = "",
-                  field: str = "inputs") -> Callable[[uuid.UUID], StartRun]:
+                  field: str = "inputs", variables: dict[str, Any] | None = None) -> Callable[[uuid.UUID], StartRun]:
     """The rules of starting a run, then the StartRun factory (its run id derives from the command id).
 
     Only an active workflow runs; inputs get their defaults and are checked against `definition.inputs`.
@@ -126,22 +127,24 @@ def prepare_start(workflow: Workflow, inputs: dict[str, Any], actor: str, *, des
     require_active(workflow)
     try:
         prepared = inputs_rule.prepare_inputs(workflow.definition, inputs)
+        refuse_nul(variables or {}, "variables")
     except DomainError as exc:
         raise ApiError(exc.status, exc.message, exc.field or field) from None
 
     def make(command_id: uuid.UUID) -> StartRun:
         return StartRun(run_id=entity_id(command_id), workflow_id=workflow.id, workflow_version=workflow.stream_version,
                         definition=workflow.definition, inputs=prepared, created_by=actor, at=now(),
-                        description=description)
+                        description=description, variables=variables or {})
 
     return make
 
 
 async def start(core: Core, request: Request, principal: Principal, workflow: Workflow, inputs: dict[str, Any],
                 render: Render, body: bytes = b"", *, shape=None,
-                on_command: Callable[[StartRun], None] | None = None) -> Response:
+                on_command: Callable[[StartRun], None] | None = None,
+                variables: dict[str, Any] | None = None) -> Response:
     """Start a run of `workflow` as the caller and answer with `render(outcome)` (Idempotency-Key honoured)."""
-    make = prepare_start(workflow, inputs, principal.user_id)
+    make = prepare_start(workflow, inputs, principal.user_id, variables=variables)
 
     def make_and_tell(command_id: uuid.UUID) -> StartRun:
         command = make(command_id)

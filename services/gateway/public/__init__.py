@@ -21,11 +21,13 @@ except ModuleNotFoundError as exc:  # only a missing approvals module; an error 
 router = Router(
     path="/api/v1/public",
     route_handlers=[*executions.route_handlers, *approval_routes],
-    middleware=[api_key_middleware],
     dependencies={"api_key": Provide(provide_api_key, sync_to_thread=False)},
     exception_handlers=EXCEPTION_HANDLERS,
     tags=["public"],
     security=[{"apiKey": []}],
 )
 
-__all__ = ["ApiKeyPrincipal", "PublicApiError", "router", "with_public_routing_errors"]
+# Wraps the whole app (services/gateway/app.py), so that routing errors under the prefix pass through it too.
+middleware = api_key_middleware
+
+__all__ = ["ApiKeyPrincipal", "PublicApiError", "middleware", "router", "with_public_routing_errors"]

@@ -3,7 +3,9 @@
 One database round trip per request (libs.security.apikeys.admit) finds the key by its hash and takes a
 token from the key's bucket. The rate-limit headers are added to every response a known key gets, errors
 included, by wrapping `send`; the route sees the key as `request.state.api_key` (and the `api_key`
-dependency).
+dependency). A request without a known key draws on its client address's bucket (D's default limit), so
+its 401 carries the headers too and key guessing is rate-limited (docs/decisions/0100). The middleware is
+app-wide and acts on /api/v1/public paths only, so routing errors there (404, 405) carry them as well.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ import structlog
 from litestar import Request
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from libs.security.apikeys import admit
+from libs.security.apikeys import DEFAULT_BURST, admit
+from libs.security.ratelimit import Decision, Limit
 from libs.security.auth import Principal
 from libs.events.db import DB_UNAVAILABLE
 from libs.telemetry import metrics
 from services.gateway.asgi import answer, bearer_token, with_headers
 from services.gateway.errors import RETRY_AFTER_S
-from services.gateway.public.errors import encoded
+from services.gateway.public.errors import PREFIX, encoded
 
 log = structlog.get_logger()
 
@@ -46,21 +49,46 @@ def provide_api_key(request: Request) -> ApiKeyPrincipal:
     return request.state.api_key
 
 
+ANONYMOUS_TENANT = ""  # buckets of callers without a key belong to no tenant
+
+
+def anonymous_limit(per_minute: int) -> Limit:
+    return Limit(burst=max(DEFAULT_BURST, per_minute // 6), per_minute=max(per_minute, 1))
+
+
+async def _anonymous(scope: Scope) -> Decision:
+    """A token from the bucket of the caller's address: the limit a request without a valid key is held to."""
+    state = scope["litestar_app"].state
+    client = scope.get("client") or ("unknown", 0)
+    limit = anonymous_limit(state.settings.public_anonymous_rate_per_minute)
+    return await state.buckets.take(f"anon:{client[0]}", ANONYMOUS_TENANT, limit)
+
+
+def _public(scope: Scope) -> bool:
+    return scope["type"] == "http" and (scope["path"] == PREFIX or scope["path"].startswith(PREFIX + "/"))
+
+
 def api_key_middleware(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if not _public(scope):
             await app(scope, receive, send)
             return
         token = bearer_token(scope)
         try:
             admission = await admit(scope["litestar_app"].state.ctx.pool, token) if token else None
+            anonymous = await _anonymous(scope) if admission is None else None
         except DB_UNAVAILABLE + (TimeoutError,) as exc:
             log.warning("api_key_check_unavailable", error=f"{type(exc).__name__}: {exc}")
             await answer(send, 503, encoded(503, "Service temporarily unavailable; retry shortly"),
                          {"Retry-After": RETRY_AFTER_S})
             return
-        if admission is None:
-            await answer(send, 401, encoded(401, "Invalid API key"), {"WWW-Authenticate": "Bearer"})
+        if anonymous is not None:
+            headers = anonymous.headers()
+            if not anonymous.allowed:
+                await answer(send, 429, encoded(429, "Rate limit exceeded", retryAfter=anonymous.retry_after_s),
+                             headers)
+                return
+            await answer(send, 401, encoded(401, "Invalid API key"), {"WWW-Authenticate": "Bearer", **headers})
             return
         headers = admission.rate.headers()
         if not admission.rate.allowed:

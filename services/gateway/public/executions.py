@@ -16,6 +16,7 @@ import nats
 import structlog
 from litestar import Request, Response, get, post
 
+from libs.domain.row_results import row_results
 from libs.security import apikeys
 from libs.events.bus import CommandNotAccepted
 from libs.events.db import DB_UNAVAILABLE
@@ -66,8 +67,10 @@ def _shape(status: int, message: str, field: str | None) -> dict[str, Any]:
 
 async def _workflow(request: Request, api_key: ApiKeyPrincipal, workflow_id: str) -> Workflow:
     wid = parse_id(workflow_id, "Workflow")
+    # A workflow the key does not list is "not found", like an unknown or another tenant's one: D's 403
+    # reasons are about the key itself, and a key learns nothing of its tenant's other workflows (0100).
     if str(wid) not in api_key.workflow_ids:
-        raise PublicApiError(403, "API key is not allowed to execute this workflow")
+        raise PublicApiError(404, "Workflow not found")
     return await workflows.get(request.app.state.core, api_key.principal(), wid)
 
 
@@ -197,12 +200,13 @@ async def visible_run(request: Request, api_key: ApiKeyPrincipal, execution_id: 
     return rid, row
 
 
-def approval_status(steps: dict[str, Any]) -> str | None:
+def approval_status(steps: dict[str, Any], run_status: str = "awaiting_approval") -> str | None:
     """From the approval steps (those that paused): pending while one waits, rejected if one was rejected,
-    approved if all were approved, null when the run has none."""
+    approved if all were approved, null when the run has none. A run that ended (cancelled, say) while a
+    step waited left it undecided: "cancelled", never "pending" (docs/decisions/0100)."""
     paused = [s for s in steps.values() if isinstance(s, dict) and "approval" in s]
     if any(s.get("status") == "awaiting_approval" for s in paused):
-        return "pending"
+        return "cancelled" if run_status in ("completed", "failed", "cancelled") else "pending"
     if any(s.get("status") == "failed" for s in paused):
         return "rejected"
     if any(s.get("status") == "completed" for s in paused):
@@ -218,39 +222,14 @@ async def execution_status(request: Request, api_key: ApiKeyPrincipal, execution
                       approvalStatus=None)
     return Status(id=str(row["id"]), status=PUBLIC_STATUS.get(row["status"], row["status"]),
                   startedAt=queries.iso(row["started_at"]), completedAt=queries.iso(row["finished_at"]),
-                  error=row["error"], approvalStatus=approval_status(msgspec.json.decode(row["steps"])))
-
-
-def _row_result(entry: dict[str, Any]) -> dict[str, Any]:
-    """One row of a for_each result: its index and status, then the row's own output fields (which may
-    carry a more specific status such as "sent")."""
-    output = entry.get("output")
-    row = {"index": entry.get("index"), "status": entry.get("status")}
-    row.update(output if isinstance(output, dict) else ({"output": output} if output is not None else {}))
-    if entry.get("error") is not None:
-        row["error"] = entry["error"]
-    return row
-
-
-def _per_row(outputs: dict[str, Any], steps: dict[str, Any]) -> dict[str, Any] | None:
-    """The per-row result of the run: the run's own outputs when its last step was a for_each, else the
-    last completed for_each step's."""
-    if isinstance(outputs.get("results"), list) and "successCount" in outputs:
-        return outputs
-    done = [s for s in steps.values() if isinstance(s, dict) and s.get("status") == "completed"
-            and isinstance(s.get("output"), dict) and isinstance(s["output"].get("results"), list)
-            and "successCount" in s["output"]]
-    done.sort(key=lambda s: s.get("finished_at") or "")
-    return done[-1]["output"] if done else None
+                  error=row["error"], approvalStatus=approval_status(msgspec.json.decode(row["steps"]), row["status"]))
 
 
 def results_output(outputs: dict[str, Any], steps: dict[str, Any]) -> dict[str, Any]:
-    """D's output: the run's outputs with successCount, failedCount and per-row results (none, 0 and 0
-    when no step worked row by row)."""
-    rows = _per_row(outputs, steps)
-    results = [_row_result(r) for r in rows["results"] if isinstance(r, dict)] if rows else []
-    return {**outputs, "successCount": rows["successCount"] if rows else 0,
-            "failedCount": rows.get("failedCount", 0) if rows else 0, "results": results}
+    """D's output, from the runs read model's steps (the notifier's webhooks use the same function)."""
+    done = [s for s in steps.values() if isinstance(s, dict) and s.get("status") == "completed"]
+    done.sort(key=lambda s: s.get("finished_at") or "")
+    return row_results(outputs, [s.get("output") for s in done])
 
 
 @get("/executions/{execution_id:str}/results", responses=public_responses())

@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 from litestar import Request, Response, delete, get, post
+from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 
 from libs.domain.run_view import RunView, evolve, initial
@@ -18,13 +19,19 @@ from services.gateway.errors import V2Error, accepted_response, responses
 from services.gateway.queries import iso
 from services.gateway.v2.shapes import ExecuteBody, Message, RunBody, RunEnvelope, RunList, RunStatusWord, run_body
 
+CONFLICT = ResponseSpec(
+    data_container=V2Error, generate_examples=False,
+    description="Conflict: another run of this workflow is active (set the definition's `\"concurrency\": "
+                "\"unlimited\"` to let runs overlap), or the workflow is not active.")
 MAX_VERSION = 2**31 - 1  # versions are int4; anything larger means "the latest" anyway
 
 
 @post("/{workflow_id:uuid}/execute", status_code=201,
-      responses={**responses(V2Error, 404, 409, 422, 429), **accepted_response()},
-      description="Start a run. 409 while another run of the workflow is active, unless the definition's "
-                  "`concurrency` allows more; 409 too when the workflow is not active.")
+      responses={**responses(V2Error, 404, 422, 429), **accepted_response(), 409: CONFLICT},
+      description="Start a run. A workflow allows one active run (a DESIGN rule E does not mention): while "
+                  "another run of it is pending, running or awaiting approval, execute answers 409, unless the "
+                  "definition sets `\"concurrency\": \"unlimited\"` at its top level, which lets runs overlap. "
+                  "409 too when the workflow is not active (archived).")
 async def execute_workflow(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID,
                            data: ExecuteBody = ExecuteBody()) -> Response[RunEnvelope]:
     workflow = await workflows.get(core, principal, workflow_id)
