@@ -115,7 +115,7 @@ def test_nats_is_a_three_node_jetstream_cluster(rendered) -> None:
     nats_conf = next(v["data"]["nats.conf"] for k, v in conf.items() if k.startswith("weft-nats"))
     assert "jetstream" in nats_conf and nats_conf.count("nats://weft-nats-") == 3
     config = next(v["data"] for k, v in conf.items() if k.startswith("weft-config"))
-    assert config["WEFT_NATS_URL"].count("nats://") == 3
+    assert config["WEFT_NATS_URL"].count("nats://") == 3 and config["WEFT_NATS_STREAM_REPLICAS"] == "3"
 
 
 def test_ingress_and_network_policies(rendered) -> None:

@@ -51,6 +51,7 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
             storage=StorageType.FILE,
             discard=DiscardPolicy.OLD,
             duplicate_window=settings.events_duplicate_window_s,
+            num_replicas=settings.nats_stream_replicas,
         ),
         StreamConfig(
             name=EVENTS_STREAM,
@@ -59,6 +60,7 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
             storage=StorageType.FILE,
             max_age=7 * 24 * 3600.0,
             duplicate_window=settings.events_duplicate_window_s,
+            num_replicas=settings.nats_stream_replicas,
         ),
     ]
     for config in configs:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import uuid
 from functools import partial
 
 import nats.js.errors
@@ -16,6 +19,8 @@ from libs.events.settings import Settings, load_settings
 from services.executor import integrations
 from services.executor.engine import Engine
 from services.executor.handlers import handle_run_command
+from services.executor.leases import RunLeases
+from services.executor.ownership import keep_leases
 
 SERVICE = "executor"
 # Event consumers earlier versions woke drivers with; every run event outside a driver is now appended by
@@ -28,7 +33,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     async def setup(ctx: ServiceContext) -> None:
         deps = integrations.build_deps(settings, ctx.store)
-        engine = Engine(ctx.store, deps)
+        # Any number of replicas: each run is driven by the one holding its lease (docs/decisions/0110).
+        owner = settings.executor_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        engine = Engine(ctx.store, deps, leases=RunLeases(ctx.pool, owner, settings.executor_lease_s))
         subscribe_commands(
             ctx.broker, service=SERVICE, settings=settings, store=ctx.store, nc=ctx.nc,
             command_type=RunCommand, handle=partial(handle_run_command, ctx.store, engine=engine),
@@ -40,6 +47,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             except nats.js.errors.NotFoundError:
                 pass
         ctx.tasks.append(asyncio.create_task(engine.recover(ctx.pool)))
+        ctx.tasks.append(asyncio.create_task(keep_leases(engine), name="executor-leases"))
         ctx.on_stop.append(engine.stop)
         ctx.on_stop.append(partial(integrations.close_deps, deps))
 
