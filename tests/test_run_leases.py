@@ -52,10 +52,13 @@ async def test_orphans_are_expired_leases_and_long_unleased_running_runs(lease_p
     expired, held, fresh, stale, paused = (await new_run(lease_pool), await new_run(lease_pool),
                                            await new_run(lease_pool), await new_run(lease_pool, started_ago_s=60),
                                            await new_run(lease_pool, "awaiting_approval", started_ago_s=60))
+    finished = await new_run(lease_pool, "completed")
     dead, live = RunLeases(lease_pool, "dead", 0.2), RunLeases(lease_pool, "live", 30)
     await dead.acquire("tl", expired)
+    await dead.acquire("tl", finished)  # died after the run's last append, before releasing
     await live.acquire("tl", held)
     await asyncio.sleep(0.3)
     found = {run_id for _, run_id in await live.orphans(limit=10_000)}
     assert expired in found and stale in found
-    assert not {held, fresh, paused} & found
+    assert not {held, fresh, paused, finished} & found
+    assert await lease_pool.fetchval("SELECT count(*) FROM run_leases WHERE run_id = $1", finished) == 0
