@@ -2,7 +2,7 @@
 another, under a load of executes: every run completes, no step's effect is applied twice, and the dead
 replicas' runs are taken over within a bounded time (printed). Real Postgres, nats-server and processes.
 
-A short variant runs in the suite; WEFT_REPLICA_RUNS scales the load (the soak variant uses more)."""
+A short variant runs in the suite (WEFT_REPLICA_RUNS runs, 24 by default); the soak variant runs 150."""
 
 from __future__ import annotations
 
@@ -47,6 +47,10 @@ class Replicas(Cluster):
 
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
+    yield from replica_stack(tmp_path_factory)
+
+
+def replica_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
     root = tmp_path_factory.mktemp("replicas")
     pg = EmbeddedPostgres(root / "pg", free_port(), root / "postgres.log")
     nats = EmbeddedNats(root / "nats", free_port())
@@ -95,8 +99,20 @@ async def kill_busiest(c: Replicas, alive: list[str]) -> tuple[str, set[uuid.UUI
 
 
 async def test_killing_two_of_three_executors_loses_and_duplicates_nothing(replicas: Replicas):
-    c = replicas
-    n_runs = int(os.environ.get("WEFT_REPLICA_RUNS", "24"))
+    await kill_two_of_three(replicas, int(os.environ.get("WEFT_REPLICA_RUNS", "24")))
+
+
+@pytest.mark.soak
+async def test_soak_killing_two_of_three_executors_under_a_larger_load(tmp_path_factory):
+    running = replica_stack(tmp_path_factory)
+    c = await asyncio.to_thread(next, running)  # it starts processes and runs its own event loop
+    try:
+        await kill_two_of_three(c, 150)
+    finally:
+        await asyncio.to_thread(running.close)
+
+
+async def kill_two_of_three(c: Replicas, n_runs: int) -> None:
     # Two effects apart by a short delay: runs are in flight at each kill.
     nodes = [http_node("a", c, delay=0.3),
              {"id": "d", "type": "delay", "depends_on": ["a"], "config": {"seconds": 1}},

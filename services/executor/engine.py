@@ -51,6 +51,7 @@ class Engine:
         # None: this process is the only executor (in-process tests); else runs are driven under a lease.
         self.leases = leases
         self.takeovers: list[float] = []  # seconds since the previous owner's last renewal, per takeover
+        self.stopping = False
         self.drivers: dict[tuple[str, uuid.UUID], RunDriver] = {}
 
     def prepare(self, tenant_id: str, run_id: uuid.UUID) -> RunDriver:
@@ -100,6 +101,7 @@ class Engine:
         return len(rows)
 
     async def stop(self) -> None:
+        self.stopping = True  # leases are kept, to expire: the sweep takes over runs of any status then
         drivers = list(self.drivers.values())
         for driver in drivers:
             driver.task.cancel()

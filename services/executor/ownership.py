@@ -44,8 +44,8 @@ async def own(driver: RunDriver) -> bool:
 
 async def disown(driver: RunDriver) -> None:
     """Release a finished driver's lease (best effort: an unreleased lease just expires)."""
-    if not driver.leased:
-        return
+    if not driver.leased or driver.engine.stopping:
+        return  # a stopping process's leases expire: a released one would look idle to the sweep
     driver.leased = False
     try:
         await asyncio.shield(driver.engine.leases.release(driver.run_id))
