@@ -1,7 +1,8 @@
 """The production shape under faults: a 3-node JetStream cluster (streams R3) and several replicas of each
 service, under a load of executes. kill -9 the EVENTS stream's leader node and restart it, then kill -9
 the leading relay and the leading scheduler: every accepted run completes once, each effect is applied
-once, every durable delay fires once, and every event in Postgres is in the stream exactly once.
+once, every durable delay fires once, and every event in Postgres is in the stream exactly once. Every
+process logs in as production does: members of weft_system or weft_app, never the owner.
 
 The short variant runs in the suite; the soak variant (-m soak) runs every service doubled, three
 executors, and a longer load."""
@@ -13,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import asyncpg
 import httpx
 import nats
 import pytest
@@ -32,13 +34,33 @@ SOAK = (*SHORT, "gateway-2", "planner-2", "executor-3", "notifier-1", "notifier-
 STEPS = ("a", "d", "b", "shape")
 
 
+# The production logins (docs/operations.md, "Database roles"): nothing but the migration runs as the owner.
+APP_LOGIN_PROCESSES = {"planner", "notifier"}
+
+
 class ClusterStack(Replicas):
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['gateway-1']}"
 
+    def login_url(self, name: str) -> str:
+        rest = self.dsn.split("@", 1)[1]
+        if name.split("-")[0] in APP_LOGIN_PROCESSES:
+            return f"postgresql://weft_app_login@{rest}"
+        return f"postgresql://weft_system_login@{rest}?role=weft_system"
+
     def env(self, name: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-        return super().env(name, {"WEFT_NATS_STREAM_REPLICAS": "3"} | (extra or {}))
+        env = super().env(name, {"WEFT_NATS_STREAM_REPLICAS": "3"} | (extra or {}))
+        return env | {"WEFT_DATABASE_URL": self.login_url(name)}
+
+
+async def create_logins(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE ROLE weft_system_login LOGIN IN ROLE weft_system;"
+                           " CREATE ROLE weft_app_login LOGIN IN ROLE weft_app")
+    finally:
+        await conn.close()
 
 
 def stack(tmp_path_factory: pytest.TempPathFactory, names: tuple[str, ...]) -> Iterator[ClusterStack]:
@@ -52,6 +74,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, names: tuple[str, ...]) -> I
         pg.create_database(DATABASE)
         natsc.start()
         asyncio.run(migrate(c.dsn))
+        asyncio.run(create_logins(c.dsn))
         receiver.start()
         for name in names:
             c.start(name, wait=False)
@@ -144,6 +167,8 @@ async def run_faults(c: ClusterStack, load_s: float, workers: int) -> None:
     stored = (await db_fetch(c, "SELECT count(*) AS n FROM events"))[0]["n"]
     published = await until(lambda: stream_info(c), lambda i: i.state.messages >= stored, 30,
                             what="every stored event published")
+    logins = await db_fetch(c, "SELECT DISTINCT usename FROM pg_stat_activity WHERE datname = $1", DATABASE)
+    assert {r["usename"] for r in logins} >= {"weft_system_login", "weft_app_login"}, logins
     print(f"\ncluster faults (killed NATS {node.name}, {', '.join(killed)}): accepted {len(accepted)}, completed "
           f"{completed}, duplicates {duplicates}, lost {len(accepted) - completed}, events stored {stored}, "
           f"published {published.state.messages}, refused then retried {len(retried)}")
