@@ -35,7 +35,8 @@ SERVICES = ("relay", "planner", "executor", "gateway", "scheduler")  # the sched
 DATABASE = "weft_faults"
 TENANT = f"faults{uuid.uuid4().hex[:8]}"
 # The executor sees loopback receivers, and gets an unacked message back after 3 s instead of 30.
-EXECUTOR_ENV = {"WEFT_OUTBOUND_ALLOW_HOSTS": "127.0.0.1:*", "WEFT_ACK_WAIT_S": "3"}
+# A fixed lease owner name: like a pod restarted in place, a restarted executor takes its runs back at once.
+EXECUTOR_ENV = {"WEFT_OUTBOUND_ALLOW_HOSTS": "127.0.0.1:*", "WEFT_ACK_WAIT_S": "3", "WEFT_EXECUTOR_ID": "faults-executor"}
 # How long nats-server / Postgres stay down: longer than the gateway waits for a PubAck (5 s), so a publish
 # made during the outage cannot be answered before the server is back.
 OUTAGE_S = float(os.environ.get("WEFT_FAULT_OUTAGE_S", "6"))

@@ -61,6 +61,7 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
             storage=StorageType.FILE,
             discard=DiscardPolicy.OLD,
             duplicate_window=settings.events_duplicate_window_s,
+            num_replicas=settings.nats_stream_replicas,
         ),
         StreamConfig(
             name=EVENTS_STREAM,
@@ -69,6 +70,7 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
             storage=StorageType.FILE,
             max_age=EVENTS_MAX_AGE_S,
             duplicate_window=settings.events_duplicate_window_s,
+            num_replicas=settings.nats_stream_replicas,
         ),
     ]
     for config in configs:

@@ -12,7 +12,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/weft"
     # Services run their queries as this role: it owns no table, so row-level security applies to it.
     db_app_role: str = "weft_app"
-    nats_url: str = "nats://127.0.0.1:4222"
+    nats_url: str = "nats://127.0.0.1:4222"  # or every node of a cluster, comma-separated
+    nats_stream_replicas: int = 1  # 3 on a 3-node cluster: any one node may be lost (docs/operations.md)
     service: str = "weft"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -39,6 +40,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Scheduler (docs/decisions/0007): the longest it sleeps without a due time or a NOTIFY; how late an
     # occurrence may be handled and still count as on time (later = missed, the schedule's policy applies).
     scheduler_poll_s: float = 30.0
+    # Executor replicas (docs/decisions/0110): a run's driver holds a lease this long, renewed every third of
+    # it; a dead replica's runs are taken over within about lease + a third of it.
+    executor_lease_s: float = 10.0
+    # The lease owner's name; empty = host-pid-random. Only ever the name of one live process (deploy/k8s
+    # sets the pod name): a restarted container then takes its own leases back at once.
+    executor_id: str = ""
     scheduler_misfire_grace_s: float = 60.0
     log_level: str = "info"
     # Planner: an OpenAI-compatible endpoint; empty base URL = the offline planner.

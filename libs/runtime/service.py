@@ -49,9 +49,14 @@ class ServiceContext:
 Setup = Callable[[ServiceContext], Awaitable[None]]
 
 
+def nats_servers(settings: Settings) -> list[str]:
+    """WEFT_NATS_URL may name every node of a cluster, comma-separated: a client reaches any live one."""
+    return [url.strip() for url in settings.nats_url.split(",") if url.strip()]
+
+
 async def connect_nats(settings: Settings, name: str) -> nats.NATS:
     return await nats.connect(
-        settings.nats_url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5
+        nats_servers(settings), name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5
     )
 
 
@@ -66,7 +71,7 @@ async def service_resources(settings: Settings, name: str, setup: Setup | None) 
     # graceful_timeout: on shutdown, in-flight handlers get this long to finish before their messages
     # are left unacked (JetStream redelivers them). FastStream's own per-message lines ("Received",
     # "Processed") go to DEBUG: every handler logs its outcome itself (e.g. command_handled), once, structured.
-    broker = NatsBroker(settings.nats_url, graceful_timeout=15.0, max_reconnect_attempts=-1, log_level=logging.DEBUG,
+    broker = NatsBroker(nats_servers(settings), graceful_timeout=15.0, max_reconnect_attempts=-1, log_level=logging.DEBUG,
                         logger=faststream_logger())  # its lines through structlog (libs/events/logging.py)
     ctx = ServiceContext(
         settings=settings, pool=pool, store=EventStore(pool, app_role=settings.db_app_role, projector=project),

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import uuid
 from functools import partial
 
 import nats.js.errors
@@ -18,6 +21,8 @@ from services.executor.engine import Engine
 from services.executor.handlers import handle_run_command
 from services.executor.run_metrics import approvals_sampler
 from libs.telemetry import metrics
+from services.executor.leases import RunLeases
+from services.executor.ownership import keep_leases
 
 SERVICE = "executor"
 # Event consumers earlier versions woke drivers with; every run event outside a driver is now appended by
@@ -30,7 +35,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     async def setup(ctx: ServiceContext) -> None:
         deps = integrations.build_deps(settings, ctx.store)
-        engine = Engine(ctx.store, deps)
+        # Any number of replicas: each run is driven by the one holding its lease (docs/decisions/0110).
+        owner = settings.executor_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        engine = Engine(ctx.store, deps, leases=RunLeases(ctx.pool, owner, settings.executor_lease_s))
         subscribe_commands(
             ctx.broker, service=SERVICE, settings=settings, store=ctx.store, nc=ctx.nc,
             command_type=RunCommand, handle=partial(handle_run_command, ctx.store, engine=engine),
@@ -43,6 +50,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 pass
         metrics.add_sampler(approvals_sampler(ctx.pool))
         ctx.tasks.append(asyncio.create_task(engine.recover(ctx.pool)))
+        ctx.tasks.append(asyncio.create_task(keep_leases(engine), name="executor-leases"))
         ctx.on_stop.append(engine.stop)
         ctx.on_stop.append(partial(integrations.close_deps, deps))
 

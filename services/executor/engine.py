@@ -12,6 +12,7 @@ import time
 import random
 import uuid
 from collections.abc import Callable
+from functools import partial
 from datetime import UTC, datetime
 
 import asyncpg
@@ -27,6 +28,8 @@ from libs.telemetry.tracing import mark_error, traced
 from services.executor import domain
 from services.executor.effects import Effect, Failed
 from services.executor.interpolation import MissingPath
+from services.executor.leases import RunLeases
+from services.executor.ownership import disown, own
 from services.executor.progress import step_context
 from services.executor.run_metrics import count_run_events
 from services.executor.steps import PURE, REGISTRY, StepCall, StepDeps, StepError, outcome, step_key
@@ -46,9 +49,13 @@ def _now() -> datetime:
 
 class Engine:
     def __init__(self, store: EventStore, deps: StepDeps | None = None, clock: Callable[[], datetime] = _now,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, leases: RunLeases | None = None):
         self.store, self.deps, self.clock = store, deps or StepDeps(), clock
         self.rng = rng or random.Random()
+        # None: this process is the only executor (in-process tests); else runs are driven under a lease.
+        self.leases = leases
+        self.takeovers: list[float] = []  # seconds since the previous owner's last renewal, per takeover
+        self.stopping = False
         self.drivers: dict[tuple[str, uuid.UUID], RunDriver] = {}
 
     def prepare(self, tenant_id: str, run_id: uuid.UUID) -> RunDriver:
@@ -70,7 +77,6 @@ class Engine:
         driver = prepared or RunDriver(self, tenant_id, run_id)
         if stream:
             driver.known(stream)
-        driver.launch_first_steps()
         self.drivers[key] = driver
         driver.task = asyncio.create_task(driver.drive(), name=f"run-{run_id}")
         driver.task.add_done_callback(lambda _t, k=key, d=driver: self._forget(k, d))
@@ -99,6 +105,7 @@ class Engine:
         return len(rows)
 
     async def stop(self) -> None:
+        self.stopping = True  # leases are kept, to expire: the sweep takes over runs of any status then
         drivers = list(self.drivers.values())
         for driver in drivers:
             driver.task.cancel()
@@ -123,6 +130,7 @@ class RunDriver:
         # Steps of the first pass (committed with RunCreated) to start once the driver is known, and when.
         self.first_steps: list[domain.Start] = []
         self.first_at: datetime | None = None
+        self.leased = False
 
     async def first_pass(self, run: domain.Run) -> list[Event]:
         """The events of the new run's first pass (see Engine.prepare); its steps start in `launch_first_steps`."""
@@ -141,21 +149,42 @@ class RunDriver:
     async def drive(self) -> None:
         # A database outage (restart, failover) is waited out: a driver that hits one looks again later
         # instead of dying and leaving its run unfinished until something else happens to poke it.
-        delay = 0.2
         try:
-            while True:
-                try:
-                    await self._drive()
-                    return
-                except DB_UNAVAILABLE as exc:
-                    log.warning("run_driver_db_error", run_id=str(self.run_id), error=f"{type(exc).__name__}: {exc}",
-                                retry_in_s=delay)
-                    self.stale = True  # an append may or may not have committed: read the log again
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+            # No step starts before the lease is ours, the first pass's included: another replica may drive
+            # the run, and a step it runs must not run here too (docs/decisions/0110).
+            if not await self._outlasting_outages(partial(own, self)):
+                return
+            self.launch_first_steps()
+            await self._outlasting_outages(self._drive)
         finally:
             for task in self.in_flight.values():
                 task.cancel()
+            await disown(self)
+
+    async def _outlasting_outages(self, step):
+        delay = 0.2
+        while True:
+            try:
+                return await step()
+            except DB_UNAVAILABLE as exc:
+                log.warning("run_driver_db_error", run_id=str(self.run_id), error=f"{type(exc).__name__}: {exc}",
+                            retry_in_s=delay)
+                self.stale = True  # an append may or may not have committed: read the log again
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+        taken = await leases.acquire(self.tenant_id, self.run_id)
+        if taken is None:
+            log.debug("run_owned_elsewhere", run_id=str(self.run_id))
+            self.first_steps = []  # already in the log as started: the owner runs them
+            return False
+        self.leased = True
+        if taken.previous is not None:
+            self.stale = True
+            self.engine.takeovers.append(taken.since_renewal_s or 0.0)
+            log.warning("run_taken_over", run_id=str(self.run_id), previous_owner=taken.previous,
+                        since_renewal_s=round(taken.since_renewal_s or 0.0, 3))
+        return True
 
     async def _read(self) -> None:
         self.known(await self.engine.store.read_stream(self.tenant_id, self.stream_id))
