@@ -21,10 +21,19 @@ from deploy.local.lifetime import popen_tied
 from libs.events.settings import load_settings
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now, never one this process handed out before: between this call and the server binding
+    it, the OS may offer the same ephemeral port again (seen as a service started on a NATS node's port)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def free_port_block(count: int, low: int = 20000, high: int = 30000) -> int:
