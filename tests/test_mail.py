@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 from aiosmtpd.controller import Controller
 
 from deploy.local.embedded import free_port
@@ -46,19 +48,20 @@ async def test_smtp_gets_text_and_html_with_the_callers_message_id(smtp):
     assert message.get_body(("html",)).get_content().strip() == "<p>rich body</p>"
 
 
-async def test_without_smtp_the_sink_keeps_one_file_per_message_id_and_says_where(tmp_path: Path, capsys):
+async def test_without_smtp_the_sink_keeps_one_file_per_message_id_and_says_where(tmp_path: Path):
     settings = load_settings({}, mail_sink_dir=str(tmp_path / "mail"))
     message_id = message_id_for("evt-2:ann@example.com")
-    first = await send_mail(settings, to="ann@example.com", subject="Approve", text="https://x/approve?token=1",
-                            headers={"Message-ID": message_id})
-    again = await send_mail(settings, to="ann@example.com", subject="Approve", text="https://x/approve?token=2",
-                            headers={"Message-ID": message_id})
+    with structlog.testing.capture_logs() as logged:  # said in the service's own (JSON) log, not printed aside
+        first = await send_mail(settings, to="ann@example.com", subject="Approve", text="https://x/approve?token=1",
+                                headers={"Message-ID": message_id})
+        again = await send_mail(settings, to="ann@example.com", subject="Approve", text="https://x/approve?token=2",
+                                headers={"Message-ID": message_id})
     path = sink_path(settings, message_id)
     assert first == again == message_id and [p.name for p in (tmp_path / "mail").iterdir()] == [path.name]
     assert message_from_bytes(path.read_bytes(), policy=policy.default).get_body(("plain",)).get_content().strip() \
         == "https://x/approve?token=2"
-    printed = capsys.readouterr().err
-    assert str(path.resolve()) in printed and "ann@example.com" in printed
+    written = [e for e in logged if e["event"] == "mail_written"]
+    assert [(e["path"], e["to"]) for e in written] == [(str(path.resolve()), "ann@example.com")] * 2
 
 
 @pytest.mark.parametrize("answer, retryable", [("451 try later", True), ("550 no such user", False)])

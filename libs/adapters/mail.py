@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import os
 import re
-import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
@@ -137,5 +136,4 @@ async def send_mail(settings: Settings, *, to: str | Sequence[str], subject: str
         path = sink_path(settings, message_id)
         await asyncio.to_thread(_write_sink, message, path)
         log.info("mail_written", to=message["To"], subject=subject, path=str(path.resolve()))
-        print(f"mail to {message['To']}: {subject!r} written to {path.resolve()}", file=sys.stderr, flush=True)
     return message_id
