@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 import msgspec
 import nats
 import structlog
-import structlog
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
@@ -242,3 +241,14 @@ class CommandBus:
 REPLY_HEADER = "Weft-Reply"
 # Subjects and inboxes as built by this module: tokens of letters, digits, '_' and '-'.
 _SAFE_SUBJECT = re.compile(r"^[A-Za-z0-9_.-]{1,300}$")
+
+
+async def confirmed(acks: list[asyncio.Future], timeout_s: float = 10.0) -> None:
+    """Wait for every PubAck of a pipelined batch; on any failure cancel the rest and raise, so the caller
+    publishes the whole batch again (the dedupe window drops what had landed)."""
+    try:
+        await asyncio.wait_for(asyncio.gather(*acks), timeout_s)
+    except BaseException:
+        for ack in acks:
+            ack.cancel()
+        raise

@@ -10,22 +10,7 @@ import msgspec
 from libs.events.errors import DomainError
 from libs.readmodels.approvals import consume_token
 from libs.events.schemas.registry import event_of
-from libs.events.schemas.run import (
-    ApprovalDecisionRecorded,
-    RunCancelled,
-    RunCompleted,
-    RunCreated,
-    RunFailed,
-    RunStarted,
-    RunTerminated,
-    StepAwaitingApproval,
-    StepCompleted,
-    StepFailed,
-    StepRetryScheduled,
-    StepSkipped,
-    StepStarted,
-    StepWaiting,
-)
+from libs.events.schemas import run as ev  # the run events this read model follows
 from libs.events.store import RecordedEvent
 
 
@@ -76,7 +61,7 @@ class _StepPatch:
         self.outputs = None
         self.error: str | None = None
         self.finished_at = None
-        self.created: tuple[RecordedEvent, RunCreated] | None = None
+        self.created: tuple[RecordedEvent, ev.RunCreated] | None = None
 
     def add(self, rec: RecordedEvent, run_id, step_id: str | None, fields: dict, *, unpause: bool = False) -> None:
         self.run_id, self.version = run_id, rec.version
@@ -134,7 +119,7 @@ async def project(conn: asyncpg.Connection, recorded: Sequence[RecordedEvent]) -
             event = event_of(rec)
             if patch.holds_other_run(event):
                 await patch.flush(conn)
-            if isinstance(event, RunCreated):
+            if isinstance(event, ev.RunCreated):
                 patch.created = (rec, event)
             elif not _patch_step(patch, rec, event):
                 await patch.flush(conn)
@@ -151,30 +136,30 @@ async def project(conn: asyncpg.Connection, recorded: Sequence[RecordedEvent]) -
 def _patch_step(patch: _StepPatch, rec: RecordedEvent, event) -> bool:
     """Add a step-only event's change to the patch; False for events that are not step-only."""
     match event:
-        case RunStarted() as e:  # written with the steps it starts
+        case ev.RunStarted() as e:  # written with the steps it starts
             patch.add(rec, e.run_id, None, {})
             patch.status = "running"
-        case StepStarted() as e:
+        case ev.StepStarted() as e:
             patch.add(rec, e.run_id, e.step_id, {"status": "running", "attempt": e.attempt, "started_at": e.at.isoformat()})
-        case StepCompleted() as e:
+        case ev.StepCompleted() as e:
             patch.add(rec, e.run_id, e.step_id, {"status": "completed", "attempt": e.attempt, "output": e.output,
                                                  "finished_at": e.at.isoformat()}, unpause=True)
-        case StepFailed() as e:
+        case ev.StepFailed() as e:
             # A rejected approval: the run is no longer paused (it fails or goes on with on_error: continue).
             patch.add(rec, e.run_id, e.step_id, {"status": "failed", "attempt": e.attempt, "error": e.error,
                                                  "finished_at": e.at.isoformat()}, unpause=True)
-        case StepSkipped() as e:
+        case ev.StepSkipped() as e:
             patch.add(rec, e.run_id, e.step_id, {"status": "skipped", "reason": e.reason, "finished_at": e.at.isoformat()})
-        case StepRetryScheduled() as e:
+        case ev.StepRetryScheduled() as e:
             patch.add(rec, e.run_id, e.step_id, {"status": "retrying", "attempt": e.attempt, "error": e.error,
                                                  "retry_at": e.retry_at.isoformat()})
-        case StepWaiting() as e:
+        case ev.StepWaiting() as e:
             patch.add(rec, e.run_id, e.step_id, {"status": "waiting", "until": e.until.isoformat()})
-        case RunCompleted() as e:
+        case ev.RunCompleted() as e:
             patch.end(rec, e.run_id, "completed", e.at, outputs=e.outputs)
-        case RunFailed() as e:
+        case ev.RunFailed() as e:
             patch.end(rec, e.run_id, "failed", e.at, error=e.error)
-        case RunCancelled() | RunTerminated() as e:
+        case ev.RunCancelled() | ev.RunTerminated() as e:
             patch.end(rec, e.run_id, "cancelled", e.at, error=e.reason or None)
         case _:
             return False
@@ -183,11 +168,11 @@ def _patch_step(patch: _StepPatch, rec: RecordedEvent, event) -> bool:
 
 async def _apply(conn: asyncpg.Connection, rec: RecordedEvent, event) -> None:
     match event:
-        case StepAwaitingApproval() as e:
+        case ev.StepAwaitingApproval() as e:
             patch = _StepPatch()
             patch.add(rec, e.run_id, e.step_id, {"status": "awaiting_approval", "approval": e.approval,
                                                  "paused_at": e.at.isoformat()})
             patch.status = "awaiting_approval"
             await patch.flush(conn)
-        case ApprovalDecisionRecorded() as e if e.token_id is not None:
+        case ev.ApprovalDecisionRecorded() as e if e.token_id is not None:
             await consume_token(conn, rec, e.token_id, "step")

@@ -173,19 +173,6 @@ class RunDriver:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-        taken = await leases.acquire(self.tenant_id, self.run_id)
-        if taken is None:
-            log.debug("run_owned_elsewhere", run_id=str(self.run_id))
-            self.first_steps = []  # already in the log as started: the owner runs them
-            return False
-        self.leased = True
-        if taken.previous is not None:
-            self.stale = True
-            self.engine.takeovers.append(taken.since_renewal_s or 0.0)
-            log.warning("run_taken_over", run_id=str(self.run_id), previous_owner=taken.previous,
-                        since_renewal_s=round(taken.since_renewal_s or 0.0, 3))
-        return True
-
     async def _read(self) -> None:
         self.known(await self.engine.store.read_stream(self.tenant_id, self.stream_id))
 

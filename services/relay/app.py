@@ -19,7 +19,7 @@ import structlog
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from libs.events.bus import EVENTS_MAX_AGE_S, EVENTS_STREAM, ensure_streams, event_subject
+from libs.events.bus import EVENTS_MAX_AGE_S, EVENTS_STREAM, confirmed, ensure_streams, event_subject
 from libs.events.settings import Settings, load_settings
 from libs.events.store import NOTIFY_CHANNEL
 from libs.telemetry import metrics
@@ -181,12 +181,7 @@ class Relay:
                           stream=EVENTS_STREAM, headers=headers_for(row), wait_stall=10.0)
             for row in chunk
         ]
-        try:
-            await asyncio.wait_for(asyncio.gather(*acks), 10.0)
-        except BaseException:
-            for ack in acks:
-                ack.cancel()
-            raise
+        await confirmed(acks)
 
     async def sample(self, pool: asyncpg.Pool) -> None:
         """weft_relay_lag_events (committed, not yet published) and weft_command_backlog (accepted commands whose

@@ -9,13 +9,12 @@ outcome is recorded are deleted here, so the log holds only commands in flight (
 
 from __future__ import annotations
 
-import asyncio
 
 import asyncpg
 import structlog
 from nats.js import JetStreamContext
 
-from libs.events.bus import COMMANDS_STREAM, REPLY_HEADER
+from libs.events.bus import COMMANDS_STREAM, REPLY_HEADER, confirmed
 
 log = structlog.get_logger()
 MAX_BACKOFF_S = 30.0
@@ -60,12 +59,7 @@ class CommandRepublisher:
                 )
                 for r in rows
             ]
-            try:
-                await asyncio.wait_for(asyncio.gather(*acks), 10.0)
-            except BaseException:
-                for ack in acks:
-                    ack.cancel()
-                raise
+            await confirmed(acks)
             await conn.execute(_PUBLISHED, [r["command_id"] for r in rows], self.delay_s, MAX_BACKOFF_S)
             published += len(rows)
             log.info("commands_republished", count=len(rows), first_attempt=min(r["attempts"] for r in rows) == 0)

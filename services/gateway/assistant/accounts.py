@@ -10,15 +10,14 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import msgspec
-from litestar import Router, get, patch, post
-from litestar.di import Provide
+from litestar import get, patch, post
 from litestar.params import Parameter
 from litestar.response import Redirect
 
 from libs.security.auth import Principal
-from services.gateway.auth import authenticate
+from services.gateway.assistant.common import assistant_router
 from services.gateway.core import Core, connections, preferences
-from services.gateway.errors import PlainError, handlers, plain_error_body, responses
+from services.gateway.errors import PlainError, responses
 
 Provider = Annotated[str, msgspec.Meta(max_length=20)]
 
@@ -140,8 +139,5 @@ async def disconnect(principal: Principal, core: Core, data: DisconnectBody | No
     return Done(success=True, message=f"Successfully disconnected {connections.TITLES[name]} account")
 
 
-_COMMON = dict(exception_handlers=handlers(plain_error_body), tags=["assistant"])
-router = Router(path="/api/auth", route_handlers=[connect, auth_status, change_preferences, refresh_google_token,
-                                                  disconnect],
-                dependencies={"principal": Provide(authenticate)}, security=[{"bearerAuth": []}], **_COMMON)
-callback_router = Router(path="/api/auth", route_handlers=[callback], **_COMMON)
+router = assistant_router("/api/auth", [connect, auth_status, change_preferences, refresh_google_token, disconnect])
+callback_router = assistant_router("/api/auth", [callback], signed_in=False)

@@ -6,25 +6,21 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
-from litestar import Router, get, post
-from litestar.di import Provide
+from litestar import get, post
 
 from libs.security.auth import Principal
-from services.gateway.auth import authenticate
+from services.gateway.assistant.common import assistant_router
 from services.gateway.core import Core, feedback, quick_actions
+from services.gateway.core.quick_actions import QuickAction
 from services.gateway.core.ids import parse_id
-from services.gateway.errors import PlainError, handlers, plain_error_body, responses
+from services.gateway.errors import PlainError, responses
 
 Short = Annotated[str, msgspec.Meta(max_length=100)]
 
 
-class ActionView(msgspec.Struct, kw_only=True):
-    id: str
-    title: str
-    description: str
-    template: str
-    icon: str
-    category: str
+class ActionView(QuickAction, frozen=True, kw_only=True):
+    """A catalogue entry as this user sees it."""
+
     isFavorite: bool  # noqa: N815
     usageCount: int  # noqa: N815
 
@@ -93,7 +89,5 @@ async def give_feedback(principal: Principal, core: Core, data: FeedbackBody) ->
     return Done(success=True, message="Feedback recorded successfully")
 
 
-_COMMON = dict(dependencies={"principal": Provide(authenticate)}, exception_handlers=handlers(plain_error_body),
-               tags=["assistant"], security=[{"bearerAuth": []}])
-actions_router = Router(path="/api/quick-actions", route_handlers=[list_actions, define_action, favorite], **_COMMON)
-feedback_router = Router(path="/api/feedback", route_handlers=[give_feedback], **_COMMON)
+actions_router = assistant_router("/api/quick-actions", [list_actions, define_action, favorite])
+feedback_router = assistant_router("/api/feedback", [give_feedback])

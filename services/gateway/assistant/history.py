@@ -6,17 +6,16 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, Response, Router, get, post
-from litestar.di import Provide
+from litestar import Request, Response, get, post
 from litestar.params import Parameter
 
 from libs.security.auth import Principal
 from services.gateway.assistant.workflow import Executed, render_planned
-from services.gateway.auth import authenticate
+from services.gateway.assistant.common import assistant_router
 from services.gateway.core import Core, assistant, feedback, workflows
 from services.gateway.core import history as history_uc
 from services.gateway.core.ids import parse_id
-from services.gateway.errors import PlainError, accepted_response, handlers, plain_error_body, responses
+from services.gateway.errors import PlainError, accepted_response, plain_error_body, responses
 
 
 class HistoryItem(msgspec.Struct, kw_only=True):
@@ -114,11 +113,4 @@ async def rerun(request: Request, principal: Principal, core: Core, data: RerunB
                                         body=await request.body(), shape=plain_error_body)
 
 
-router = Router(
-    path="/api/history",
-    route_handlers=[list_history, history_detail, rerun],
-    dependencies={"principal": Provide(authenticate)},
-    exception_handlers=handlers(plain_error_body),
-    tags=["assistant"],
-    security=[{"bearerAuth": []}],
-)
+router = assistant_router("/api/history", [list_history, history_detail, rerun])

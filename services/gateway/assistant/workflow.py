@@ -10,18 +10,17 @@ from typing import Annotated
 
 import msgspec
 import structlog
-from litestar import Request, Response, Router, post
-from litestar.di import Provide
+from litestar import Request, Response, post
 
 from libs.events.schemas import CommandEnvelope, Outcome
 from libs.security.auth import Principal
 from libs.security.stream_tokens import STREAM_TTL_S, issue_stream_token
-from services.gateway.auth import authenticate
+from services.gateway.assistant.common import assistant_router
 from services.gateway.commands import now
 from services.gateway.core import Core, assistant, quick_actions, runs, workflows
 from services.gateway.core.errors import ApiError
 from services.gateway.core.ids import parse_id
-from services.gateway.errors import PlainError, accepted_response, handlers, plain_error_body, responses
+from services.gateway.errors import PlainError, accepted_response, plain_error_body, responses
 
 log = structlog.get_logger()
 CANCEL_TARGET_MS = 200  # the contract's response-time target for cancel
@@ -144,11 +143,4 @@ async def stream_token(principal: Principal, core: Core, data: StreamTokenBody) 
                        streamUrl=f"/api/workflow/stream?workflowId={workflow.id}&streamToken={token}")
 
 
-router = Router(
-    path="/api/workflow",
-    route_handlers=[execute_command, cancel_workflow, stream_token],
-    dependencies={"principal": Provide(authenticate)},
-    exception_handlers=handlers(plain_error_body),
-    tags=["assistant"],
-    security=[{"bearerAuth": []}],
-)
+router = assistant_router("/api/workflow", [execute_command, cancel_workflow, stream_token])

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from services.gateway.shapes import Message, envelope
+from services.gateway.shapes import Message, envelope  # noqa: F401 - Message re-exported for the v2 routes
 from services.gateway.core import status
 from services.gateway.core.runs import Run
 from services.gateway.core.workflows import Workflow
