@@ -524,7 +524,9 @@ async def test_a_notifier_killed_after_sending_resends_the_same_message_and_lose
     token_ids = [verify_plan_token(cluster.settings, parse_qs(urlsplit(links(m)[0]).query)["token"][0]).token_id
                  for m in (first, second)]
     assert token_ids[0] == token_ids[1]
-    rows = await db.fetch("SELECT recipient FROM sent_emails WHERE tenant_id = $1", tenant)
+    # The record is written right after the send (never before it), so it may trail the second file briefly.
+    rows = await poll(lambda: db.fetch("SELECT recipient FROM sent_emails WHERE tenant_id = $1", tenant),
+                      lambda found: len(found) >= 1, timeout=10)
     assert [r["recipient"] for r in rows] == ["kim@example.com"]
     await asyncio.sleep(2 * float(cluster.env["WEFT_ACK_WAIT_S"]))  # long enough for any further redelivery
     assert len(await mail_to(cluster, "kim@example.com", "Approve the plan")) == 2

@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                         public.router, api_keys.router, v2_agents.router, approvals.router, webhooks_admin.router,
                         *dashboard.routers, catalogue.asyncapi],
         exception_handlers=assistant.with_assistant_routing_errors(public.with_public_routing_errors(EXCEPTION_HANDLERS)),
-        middleware=[failed_auth_limit_middleware, v2_rate_limit_middleware],
+        middleware=[v2_rate_limit_middleware],
         request_max_body_size=settings.max_body_bytes,
         dependencies={"core": Provide(provide_core, sync_to_thread=False)},
         openapi_config=openapi_config(),
@@ -61,5 +61,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.state.settings = settings
     # The public API's key check and rate limit wrap the whole app, outside routing: Litestar runs middleware
     # only for a matched route, and D's headers belong on its routing errors (404, 405) too.
-    app.asgi_handler = public.middleware(app.asgi_handler)
+    # Failed authentication is counted outside them both, so a wrong API key and a wrong JWT spend the same
+    # per-address bucket (docs/decisions/0054).
+    app.asgi_handler = failed_auth_limit_middleware(public.middleware(app.asgi_handler))
     return app

@@ -76,11 +76,16 @@ def api_key_middleware(app: ASGIApp) -> ASGIApp:
         token = bearer_token(scope)
         try:
             admission = await admit(scope["litestar_app"].state.ctx.pool, token) if token else None
-            anonymous = await _anonymous(scope) if admission is None else None
+            # A request with no key at all draws on the address's anonymous bucket; one with a wrong key is a
+            # failed authentication, counted with every surface's in the failed-auth bucket (auth_limit.py).
+            anonymous = await _anonymous(scope) if admission is None and not token else None
         except DB_UNAVAILABLE + (TimeoutError,) as exc:
             log.warning("api_key_check_unavailable", error=f"{type(exc).__name__}: {exc}")
             await answer(send, 503, encoded(503, "Service temporarily unavailable; retry shortly"),
                          {"Retry-After": RETRY_AFTER_S})
+            return
+        if admission is None and token:
+            await answer(send, 401, encoded(401, "Invalid API key"), {"WWW-Authenticate": "Bearer"})
             return
         if anonymous is not None:
             headers = anonymous.headers()
