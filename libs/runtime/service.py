@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -170,5 +171,15 @@ def serve(app: Litestar, settings: Settings) -> None:
     installed (they are dependencies; docs/decisions/0012-uvloop.md)."""
     import uvicorn
 
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=20, loop="auto", http="auto")
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame) -> None:
+            # uvicorn acts on a stop signal only once startup is over, and startup can wait on a dependency for
+            # ever (a reconnecting NATS client after its server died with our supervisor). Stopped before it
+            # started, the process has nothing to drain: no message is acked before startup ends.
+            if not self.started:
+                os._exit(128 + sig)
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                            timeout_graceful_shutdown=20, loop="auto", http="auto")
+    Server(config).run()
