@@ -24,7 +24,7 @@ from services.gateway.shapes import Message, envelope
 from services.gateway.auth import authenticate
 from services.gateway.core import Core, keys
 from services.gateway.errors import EXCEPTION_HANDLERS_V2, ApiError, V2Error, responses
-from services.gateway.queries import iso
+from services.gateway.timestamps import iso
 
 UNSET: Any = msgspec.UNSET
 KeyName = Annotated[str, msgspec.Meta(max_length=200)]

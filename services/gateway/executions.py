@@ -22,7 +22,7 @@ from services.gateway.auth import authenticate
 from services.gateway.core import Core, runs, status, workflows
 from services.gateway.core.errors import WORKFLOW_NOT_ACTIVE, ApiError, NotFound
 from services.gateway.errors import V2Error, accepted_response, handlers, responses, v2_shape
-from services.gateway.queries import iso
+from services.gateway.timestamps import iso
 
 COMMAND = {**responses(V2Error, 403, 404, 409, 422), **accepted_response()}
 # C lists 400, 401, 403, 404 and 500 only: a workflow that may not run is a bad request here. 409 stays for a

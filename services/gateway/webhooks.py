@@ -27,7 +27,7 @@ from services.gateway.auth import authenticate
 from services.gateway.core import deliveries as deliveries_core
 from services.gateway.core.errors import NotFound
 from services.gateway.errors import EXCEPTION_HANDLERS_V2, V2Error, responses
-from services.gateway.queries import iso
+from services.gateway.timestamps import iso
 
 _ENDPOINT_COLUMNS = ("id, api_key_id, url, events, owner_email, enabled, consecutive_failures, disabled_at,"
                      " disabled_reason, created_at")

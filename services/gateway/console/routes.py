@@ -36,7 +36,7 @@ from services.gateway.core import Core, runs, status, workflows
 from services.gateway.core.errors import ApiError
 from services.gateway.core.plans import diff_plans, plan_event, plan_versions
 from services.gateway.errors import PlainError, accepted_response, plain_error_body, responses
-from services.gateway.queries import iso
+from services.gateway.timestamps import iso
 
 COMMAND = {**responses(PlainError, 404, 409, 422), **accepted_response()}
 READ = responses(PlainError, 404)

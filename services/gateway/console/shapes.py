@@ -10,7 +10,7 @@ from libs.domain.catalog import step_type
 from services.gateway.core import status
 from services.gateway.core.runs import Run
 from services.gateway.core.workflows import Workflow
-from services.gateway.queries import iso
+from services.gateway.timestamps import iso
 
 STOPPED = "Stopped by user"  # how the console names a cancelled run (DESIGN section 5)
 

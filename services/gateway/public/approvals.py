@@ -13,7 +13,7 @@ from litestar import Request, Response, get, post
 from litestar.openapi import ResponseSpec
 
 from libs.events.schemas.run import DecideApproval
-from services.gateway import approvals, queries
+from services.gateway import approvals, timestamps
 from services.gateway.commands import now
 from services.gateway.public.auth import ApiKeyPrincipal
 from services.gateway.public.errors import PublicApiError, public_responses
@@ -65,7 +65,7 @@ async def pending_approval(request: Request, api_key: ApiKeyPrincipal, execution
     return Pending(id=str(pending.run_id), workflowId=str(pending.workflow_id), status="pending_approval",
                    approvalData=ApprovalData(rows=approval.get("rows", []), metadata=approval.get("metadata", {}),
                                              displayFields=approval.get("displayFields", [])),
-                   startedAt=queries.iso(pending.started_at))
+                   startedAt=timestamps.iso(pending.started_at))
 
 
 async def _decide(request: Request, api_key: ApiKeyPrincipal, execution_id: str, decision: str,

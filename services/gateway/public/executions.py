@@ -21,7 +21,7 @@ from libs.security import apikeys
 from libs.events.bus import CommandNotAccepted
 from libs.events.db import DB_UNAVAILABLE
 from libs.events.schemas import Outcome
-from services.gateway import queries
+from services.gateway import timestamps
 from services.gateway.core import runs, workflows
 from services.gateway.core.ids import parse_id
 from services.gateway.core.workflows import Workflow
@@ -105,7 +105,7 @@ class _Quota:
 
 
 def _accepted(run_id: uuid.UUID, started_at: datetime, warnings: list[str]) -> dict[str, Any]:
-    payload = {"executionId": str(run_id), "status": "pending", "startedAt": queries.iso(started_at),
+    payload = {"executionId": str(run_id), "status": "pending", "startedAt": timestamps.iso(started_at),
                "message": "Execution started successfully"}
     if warnings:
         payload["warnings"] = warnings
@@ -221,7 +221,7 @@ async def execution_status(request: Request, api_key: ApiKeyPrincipal, execution
         return Status(id=str(rid), status="pending", startedAt=None, completedAt=None, error=None,
                       approvalStatus=None)
     return Status(id=str(row["id"]), status=PUBLIC_STATUS.get(row["status"], row["status"]),
-                  startedAt=queries.iso(row["started_at"]), completedAt=queries.iso(row["finished_at"]),
+                  startedAt=timestamps.iso(row["started_at"]), completedAt=timestamps.iso(row["finished_at"]),
                   error=row["error"], approvalStatus=approval_status(msgspec.json.decode(row["steps"]), row["status"]))
 
 
@@ -241,8 +241,8 @@ async def execution_results(request: Request, api_key: ApiKeyPrincipal, executio
     if row["status"] == "completed":
         output = results_output(msgspec.json.decode(row["outputs"] or "{}"), msgspec.json.decode(row["steps"]))
     return Results(id=str(row["id"]), status=PUBLIC_STATUS.get(row["status"], row["status"]), output=output,
-                   error=row["error"], startedAt=queries.iso(row["started_at"]),
-                   completedAt=queries.iso(row["finished_at"]))
+                   error=row["error"], startedAt=timestamps.iso(row["started_at"]),
+                   completedAt=timestamps.iso(row["finished_at"]))
 
 
 route_handlers = [execute_agent, execution_status, execution_results]

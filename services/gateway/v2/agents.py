@@ -18,7 +18,7 @@ from services.gateway.auth import authenticate
 from services.gateway.core import Core, agents
 from services.gateway.core.errors import ApiError
 from services.gateway.errors import EXCEPTION_HANDLERS_V2, V2Error, responses
-from services.gateway.queries import iso
+from services.gateway.timestamps import iso
 from services.gateway.shapes import Message, envelope
 
 UNSET: Any = msgspec.UNSET

@@ -13,7 +13,7 @@ from libs.events.schemas import Outcome
 from libs.security.auth import Principal
 from services.gateway.core import Core, approvals
 from services.gateway.errors import V2Error, accepted_response, responses
-from services.gateway.queries import iso
+from services.gateway.timestamps import iso
 
 Comment = Annotated[str, msgspec.Meta(max_length=approvals.MAX_COMMENT)]
 

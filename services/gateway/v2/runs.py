@@ -16,7 +16,7 @@ from libs.security.auth import Principal
 from services.gateway.core import Core, runs, status, workflows
 from services.gateway.core.errors import NotFound
 from services.gateway.errors import V2Error, accepted_response, responses
-from services.gateway.queries import iso
+from services.gateway.timestamps import iso
 from services.gateway.v2.shapes import ExecuteBody, Message, RunBody, RunEnvelope, RunList, RunStatusWord, run_body
 
 CONFLICT = ResponseSpec(

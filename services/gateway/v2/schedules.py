@@ -19,7 +19,7 @@ from services.gateway.commands import entity_id, now
 from services.gateway.core import Core, schedules, workflows
 from services.gateway.core.errors import ApiError
 from services.gateway.errors import V2Error, accepted_response, responses
-from services.gateway.queries import iso
+from services.gateway.timestamps import iso
 
 UNSET: Any = msgspec.UNSET
 Cron = Annotated[str, msgspec.Meta(max_length=200)]

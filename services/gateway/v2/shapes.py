@@ -10,7 +10,7 @@ from services.gateway.shapes import Message, envelope  # noqa: F401 - Message re
 from services.gateway.core import status
 from services.gateway.core.runs import Run
 from services.gateway.core.workflows import Workflow
-from services.gateway.queries import iso
+from services.gateway.timestamps import iso
 
 UNSET: Any = msgspec.UNSET
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]

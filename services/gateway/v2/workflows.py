@@ -16,7 +16,7 @@ from services.gateway.commands import entity_id, now
 from services.gateway.core import Core, workflows
 from services.gateway.core.errors import NotFound
 from services.gateway.errors import V2Error, accepted_response, responses
-from services.gateway.queries import iso
+from services.gateway.timestamps import iso
 from services.gateway.v2.shapes import (
     CommandEnvelope,
     CommandState,
