@@ -20,6 +20,7 @@ from libs.events.schemas.run import CancelRun, StartRun, StepStarted, TerminateR
 from services.executor import domain, integrations  # noqa: F401 - registers the integration steps (condition)
 from services.executor.engine import Engine
 from services.executor.handlers import handle_run_command
+from services.executor.leases import RunLeases
 from services.executor.steps import StepError, step
 from tests.conftest import poll
 
@@ -395,3 +396,48 @@ async def test_an_output_postgres_cannot_store_fails_the_step_and_the_run_finish
     assert await engine.advance(tenant, run_id) == "failed"
     run = await _state(store, tenant, run_id)
     assert run.steps["n"].attempt == 1 and "output.body contains a NUL character" in run.steps["n"].error
+
+
+class CountingLeases(RunLeases):
+    """The real leases (Postgres), counting what the drivers ask of them."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.acquired: list[uuid.UUID] = []
+        self.released: list[uuid.UUID] = []
+
+    async def acquire(self, tenant_id, run_id):
+        self.acquired.append(run_id)
+        return await super().acquire(tenant_id, run_id)
+
+    async def release(self, run_id):
+        self.released.append(run_id)
+        await super().release(run_id)
+
+
+async def test_a_run_ended_by_its_first_pass_takes_no_lease_and_a_run_with_steps_does(store, tenant):
+    # A run of pure steps is over when its StartRun's append commits: its driver has nothing to drive, so it
+    # spends no lease round trips (two write transactions per run). A run with a side-effecting step still
+    # runs that step under its lease, and gives the lease back at the end.
+    leases = CountingLeases(store.pool, "replica-a", 30)
+    engine = Engine(store, rng=random.Random(3), leases=leases)
+
+    async def start(nodes) -> uuid.UUID:
+        run_id = uuid.uuid4()
+        outcome = await handle_run_command(store, _env(tenant, StartRun(
+            run_id=run_id, workflow_id=uuid.uuid4(), workflow_version=1, definition={"nodes": nodes},
+            inputs={"n": 2}, created_by="alice", at=datetime.now(UTC))), engine=engine)
+        assert outcome.status == 201
+        await asyncio.wait_for(asyncio.shield(engine.drivers[(tenant, run_id)].task), 5)
+        return run_id
+
+    pure = await start([{"id": "a", "type": "transform", "config": {"template": {"n": "${inputs.n}"}}},
+                        {"id": "b", "type": "echo", "depends_on": ["a"]}])
+    assert (await _state(store, tenant, pure)).status == "completed"
+    assert pure not in leases.acquired and pure not in leases.released
+
+    effect = await start([{"id": "d", "type": "test.flaky", "config": {"failures": 0}}])
+    assert (await _state(store, tenant, effect)).status == "completed"
+    assert leases.acquired == [effect] and leases.released == [effect]
+    assert await store.pool.fetchval("SELECT count(*) FROM run_leases WHERE run_id = ANY($1::uuid[])",
+                                     [pure, effect]) == 0

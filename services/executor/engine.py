@@ -150,6 +150,8 @@ class RunDriver:
         # A database outage (restart, failover) is waited out: a driver that hits one looks again later
         # instead of dying and leaving its run unfinished until something else happens to poke it.
         try:
+            if self.finished():
+                return  # nothing to drive and nothing to run: no lease to take (and release) for it
             # No step starts before the lease is ours, the first pass's included: another replica may drive
             # the run, and a step it runs must not run here too (docs/decisions/0110).
             if not await self._outlasting_outages(partial(own, self)):
@@ -160,6 +162,13 @@ class RunDriver:
             for task in self.in_flight.values():
                 task.cancel()
             await disown(self)
+
+    def finished(self) -> bool:
+        """The run as this driver knows it, from the log it just wrote or read (not `stale`), has ended and left
+        nothing for the driver: no first steps to start, no step results to record. A run that completes in its
+        first pass (pure steps only) is done once that append commits; an ended run never changes status."""
+        return (not self.stale and self.run.exists and self.run.status in domain.TERMINAL
+                and not self.first_steps and not self.results and not self.in_flight)
 
     async def _outlasting_outages(self, step):
         delay = 0.2
