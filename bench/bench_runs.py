@@ -492,7 +492,8 @@ def print_level(res: LevelResult, cores: int) -> None:
     if res.gaps:
         print("   latency between consecutive events of a run (recorded_at, before commit; ms):")
         for key, values in res.gaps:
-            print(f"     {key:<52} p50 {pct(values, 50):8.2f}   p99 {pct(values, 99):8.2f}   (n={len(values)})")
+            print(f"     {key:<52} p50 {pct(values, 50):8.2f}   p99 {pct(values, 99):8.2f}   max {max(values):8.2f}"
+                  f"   (n={len(values)})")
 
 
 # -- py-spy ------------------------------------------------------------------------------------------------
