@@ -7,7 +7,8 @@ from libs.events.schemas import CommandEnvelope, Event, Outcome
 from libs.events.schemas.run import StartRun
 from libs.events.store import EventStore, RecordedEvent
 from services.executor import domain
-from services.executor.engine import Engine, RunDriver
+from services.executor.driver import RunDriver
+from services.executor.engine import Engine
 from services.executor.run_metrics import count_run_events
 from services.executor.timers import timers_for
 
