@@ -371,3 +371,38 @@ async def test_republish_after_lost_checkpoint_is_dropped_by_the_duplicate_windo
     after = await stored_messages(js, tenant)
     assert_each_event_stored_once(after, events)
     assert [m.metadata.sequence.stream for m in after] == [m.metadata.sequence.stream for m in before]
+
+
+async def waiting_on_a_lock(pool: asyncpg.Pool, app_name: str) -> int:
+    return await pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
+                               " AND wait_event_type = 'Lock'", app_name)
+
+
+async def test_a_leader_killed_while_its_backend_waits_on_a_lock_hands_over_within_seconds(
+    relay, raw_store, pool, infra, tenant
+):
+    """The leader lock lives as long as the leader's Postgres session. A backend waiting on a lock does not read its
+    socket, so without LEADER_SESSION's client check it kept the lock until the wait ended (here: never)."""
+    await pool.execute("INSERT INTO checkpoints (name, position) VALUES ($1, 0) ON CONFLICT DO NOTHING", CHECKPOINT)
+    await relay.start_leading()
+    standby = OwnRelay(infra, pool)
+    holder = await pool.acquire()
+    tx, started = holder.transaction(), False
+    try:
+        await asyncio.to_thread(standby._start_blocking)  # ready, polling for the lock the leader holds
+        await tx.start()
+        started = True
+        await holder.execute("SELECT 1 FROM checkpoints WHERE name = $1 FOR UPDATE", CHECKPOINT)
+        await append_runs(raw_store, tenant, streams=1, per_stream=3)  # published, then its save waits on our row
+        await poll(lambda: waiting_on_a_lock(pool, relay.app_name), bool, timeout=30)
+        relay.proc.kill()
+        killed = time.monotonic()
+        await poll(lambda: relay_leaders(pool), lambda names: names == [standby.app_name], timeout=20)
+        took = time.monotonic() - killed
+        print(f"\nthe standby led {took:.2f} s after kill -9 of a leader whose backend waited on a lock")
+        assert took < 10
+    finally:
+        if started:
+            await tx.rollback()
+        await pool.release(holder)
+        await asyncio.to_thread(standby.stop)
