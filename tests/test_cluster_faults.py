@@ -183,8 +183,6 @@ def short_stack(tmp_path_factory) -> Iterator[ClusterStack]:
     yield from stack(tmp_path_factory, SHORT)
 
 
-# Intermittent under the full suite's load (seen once: no relay led in time); one second attempt.
-@pytest.mark.flaky(reruns=1)
 async def test_nats_node_relay_and_scheduler_leaders_killed_under_load(short_stack: ClusterStack):
     await run_faults(short_stack, load_s=6.0, workers=2)
 

@@ -124,7 +124,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 async def until(fn, ok, timeout: float, every: float = 0.2, what: str = "condition"):
-    """Bounded poll: fn() until ok(result); fails with the last result after `timeout` seconds."""
+    """Bounded poll: fn() until ok(result); fails with the last result after `timeout` seconds. An AssertionError
+    from fn means "not yet" too (e.g. test_cluster_faults.leader() right after a kill, before a standby leads)."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while True:
@@ -132,7 +133,7 @@ async def until(fn, ok, timeout: float, every: float = 0.2, what: str = "conditi
             last = await fn()
             if ok(last):
                 return last
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, httpx.TransportError) as exc:
+        except (AssertionError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, httpx.TransportError) as exc:
             last = exc
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met within {timeout}s; last: {last!r}")

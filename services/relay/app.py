@@ -28,6 +28,14 @@ from services.relay.commands import CommandRepublisher
 log = structlog.get_logger()
 RELAY_LOCK_KEY = 0x5745_4654_0000_0003
 CHECKPOINT = "relay"
+# The leader lock lives as long as the leader's Postgres session, so that session must end soon after the relay
+# does (docs/decisions/0022). A backend busy in a statement (waiting on a lock) does not read its socket and would
+# keep the lock until the statement ends: it checks the client every second. A host that vanished without closing
+# its socket is noticed by TCP keepalives after about 20 s (the OS default is two hours).
+LEADER_SESSION = {
+    "client_connection_check_interval": "1s",
+    "tcp_keepalives_idle": "5", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3",
+}
 
 
 # What the relay publishes, and nothing more: ids and data as text, the metadata fields that become headers
@@ -102,7 +110,7 @@ class Relay:
                 await asyncio.sleep(1.0)
 
     async def _lead(self) -> None:
-        conn = await asyncpg.connect(self.dsn)
+        conn = await asyncpg.connect(self.dsn, server_settings=LEADER_SESSION)
         try:
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
                 await asyncio.sleep(1.0)
