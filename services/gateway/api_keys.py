@@ -16,7 +16,8 @@ from typing import Annotated, Any
 import asyncpg
 import msgspec
 from litestar import Router, delete, get, patch, post
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody
 
 from libs.security import apikeys
 from libs.security.auth import Principal
@@ -111,13 +112,14 @@ def key_json(row: asyncpg.Record) -> ApiKeyView:
 
 
 @get("/", responses=responses(V2Error, 429))
-async def list_api_keys(principal: Principal, core: Core) -> KeyList:
+async def list_api_keys(principal: NamedDependency[Principal], core: NamedDependency[Core]) -> KeyList:
     rows = await keys.list_all(core, principal)
     return KeyList(success=True, api_keys=[key_json(r) for r in rows], count=len(rows))
 
 
 @post("/", status_code=201, responses=responses(V2Error, 404, 429))
-async def create_api_key(principal: Principal, core: Core, data: CreateKeyBody) -> IssuedKey:
+async def create_api_key(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                         data: JSONBody[CreateKeyBody]) -> IssuedKey:
     rate = data.rate_limit or RateLimitBody()
     key, row = await keys.create(
         core, principal, data.name, data.workflow_ids, monthly_limit=data.monthly_limit, expires_at=data.expires_at,
@@ -130,7 +132,8 @@ READ = responses(V2Error, 404, 429)
 
 
 @get("/{key_id:uuid}", responses=READ)
-async def get_api_key(principal: Principal, core: Core, key_id: uuid.UUID) -> KeyEnvelope:
+async def get_api_key(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                      key_id: FromPath[uuid.UUID]) -> KeyEnvelope:
     return KeyEnvelope(success=True, api_key=key_json(await keys.get(core, principal, key_id)))
 
 
@@ -148,7 +151,8 @@ def _changes(body: PatchKeyBody) -> dict[str, Any]:
 
 
 @patch("/{key_id:uuid}", responses=READ)
-async def patch_api_key(principal: Principal, core: Core, key_id: uuid.UUID, data: PatchKeyBody) -> KeyEnvelope:
+async def patch_api_key(principal: NamedDependency[Principal], core: NamedDependency[Core], key_id: FromPath[uuid.UUID],
+                        data: JSONBody[PatchKeyBody]) -> KeyEnvelope:
     try:
         changes = _changes(data)
     except apikeys.InvalidKeySetting as exc:
@@ -157,19 +161,22 @@ async def patch_api_key(principal: Principal, core: Core, key_id: uuid.UUID, dat
 
 
 @post("/{key_id:uuid}/deactivate", status_code=200, responses=READ)
-async def deactivate_api_key(principal: Principal, core: Core, key_id: uuid.UUID) -> KeyEnvelope:
+async def deactivate_api_key(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                             key_id: FromPath[uuid.UUID]) -> KeyEnvelope:
     return KeyEnvelope(success=True, api_key=key_json(await keys.deactivate(core, principal, key_id)))
 
 
 @post("/{key_id:uuid}/rotate", status_code=200, responses=READ)
-async def rotate_api_key(principal: Principal, core: Core, key_id: uuid.UUID) -> IssuedKey:
+async def rotate_api_key(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                         key_id: FromPath[uuid.UUID]) -> IssuedKey:
     key, row = await keys.rotate(core, principal, key_id)
     return IssuedKey(success=True, api_key=key_json(row), key=key,
                      message="Store this key now: it is not shown again; the previous key no longer works")
 
 
 @delete("/{key_id:uuid}", status_code=200, responses=READ)
-async def delete_api_key(principal: Principal, core: Core, key_id: uuid.UUID) -> Message:
+async def delete_api_key(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                         key_id: FromPath[uuid.UUID]) -> Message:
     await keys.delete(core, principal, key_id)
     return Message(success=True, message="API key deleted")
 

@@ -19,7 +19,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import HttpMethod, Request, Response, Router, post, route
 from litestar.enums import RequestEncodingType
 from litestar.openapi import ResponseSpec
-from litestar.params import Body, Parameter
+from litestar.params import Body, FromPath, QueryParameter
 from litestar.response import Redirect
 
 from libs.security.approval_tokens import TokenError, verify_plan_token, verify_step_token
@@ -169,7 +169,7 @@ class StepLinkForm(msgspec.Struct, kw_only=True):
     note: Annotated[str, msgspec.Meta(max_length=MAX_NOTE)] | None = None
 
 
-Token = Annotated[str | None, Parameter(max_length=4096, description="the emailed link's signed token")]
+Token = Annotated[str | None, QueryParameter(max_length=4096, description="the emailed link's signed token")]
 FORM = Body(media_type=RequestEncodingType.URL_ENCODED)
 LINK_RESPONSES = {
     200: ResponseSpec(data_container=str, media_type="text/html", generate_examples=False,
@@ -187,7 +187,7 @@ LINK_RESPONSES = {
 
 @route("/{workflow_id:uuid}/approve", http_method=[HttpMethod.GET, HttpMethod.HEAD], status_code=200,
        responses=LINK_RESPONSES, security=[])
-async def approve_plan(request: Request, workflow_id: uuid.UUID, token: Token = None) -> Response:
+async def approve_plan(request: Request, workflow_id: FromPath[uuid.UUID], token: Token = None) -> Response:
     """Approve a draft's plan through its emailed link and activate the workflow (no session: the token is
     the credential). Link scanners and HEAD get a page and change nothing."""
     if is_link_scanner(request):
@@ -196,7 +196,7 @@ async def approve_plan(request: Request, workflow_id: uuid.UUID, token: Token = 
 
 
 @post("/{workflow_id:uuid}/approve", status_code=200, responses=LINK_RESPONSES, security=[])
-async def confirm_plan(request: Request, workflow_id: uuid.UUID,
+async def confirm_plan(request: Request, workflow_id: FromPath[uuid.UUID],
                        data: Annotated[PlanLinkForm, FORM]) -> Response:
     """The confirmation page's button (WEFT_APPROVAL_LINKS_CONFIRM=true)."""
     return await _approve_plan(request, str(workflow_id), {"token": data.token})
@@ -234,8 +234,9 @@ async def _approve_plan(request: Request, workflow_id: str, fields: dict[str, st
 @route("/resume", http_method=[HttpMethod.GET, HttpMethod.HEAD], status_code=200, responses=LINK_RESPONSES,
        security=[])
 async def resume_run(request: Request, token: Token = None,
-                     action: Annotated[str | None, Parameter(max_length=20, description="approve or reject")] = None,
-                     note: Annotated[str | None, Parameter(description="optional feedback (with reject)")] = None
+                     action: Annotated[str | None, QueryParameter(max_length=20,
+                                                                  description="approve or reject")] = None,
+                     note: Annotated[str | None, QueryParameter(description="optional feedback (with reject)")] = None
                      ) -> Response:
     """Approve or reject a paused step through its emailed link; the run resumes or stops."""
     if is_link_scanner(request):

@@ -6,6 +6,7 @@ import uuid
 
 import structlog
 from litestar import Request
+from litestar.di import NamedDependency
 
 from libs.security.auth import InvalidToken, Principal, verify_token
 from libs.security.stream_tokens import verify_stream_token
@@ -13,7 +14,7 @@ from services.gateway.core import Core
 from services.gateway.errors import ApiError
 
 
-async def authenticate(request: Request, core: Core) -> Principal:
+async def authenticate(request: Request, core: NamedDependency[Core]) -> Principal:
     """The caller from the bearer JWT; 401 otherwise.
 
     It takes `core` so that Litestar resolves the two in sequence: dependencies of one level are resolved
@@ -31,7 +32,7 @@ async def authenticate(request: Request, core: Core) -> Principal:
     return principal
 
 
-async def stream_principal(request: Request, core: Core) -> Principal:
+async def stream_principal(request: Request, core: NamedDependency[Core]) -> Principal:
     """A live stream's caller: a bearer token, or `?streamToken=` (POST /api/workflow/stream-token) for a browser
     EventSource, which cannot set headers. The stream token is bound to the workflow it was issued for."""
     token = (request.query_params.get("streamToken") or "").strip()

@@ -12,7 +12,8 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, Router, delete, get, post
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody
 
 from libs.domain.run_view import NodeState, RunView
 from libs.events.schemas import Outcome
@@ -104,8 +105,9 @@ async def _own_execution(core: Core, principal: Principal, execution_id: uuid.UU
 
 
 @post("/{workflow_id:uuid}", status_code=200, responses=COMMAND)
-async def execute_workflow(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID,
-                           data: ExecuteBody = ExecuteBody()) -> Response[StartedEnvelope]:
+async def execute_workflow(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                           workflow_id: FromPath[uuid.UUID],
+                           data: JSONBody[ExecuteBody] = ExecuteBody()) -> Response[StartedEnvelope]:
     workflow = await workflows.get(core, principal, workflow_id)
 
     async def render(outcome: Outcome):
@@ -117,13 +119,14 @@ async def execute_workflow(request: Request, principal: Principal, core: Core, w
 
 
 @get("/{execution_id:uuid}", responses=responses(V2Error, 403, 404))
-async def get_execution(principal: Principal, core: Core, execution_id: uuid.UUID) -> ExecutionEnvelope:
+async def get_execution(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                        execution_id: FromPath[uuid.UUID]) -> ExecutionEnvelope:
     return ExecutionEnvelope(success=True, data=execution(await _own_execution(core, principal, execution_id)))
 
 
 @delete("/{execution_id:uuid}", status_code=200, responses=COMMAND)
-async def cancel_execution(request: Request, principal: Principal, core: Core, execution_id: uuid.UUID
-                           ) -> Response[Message]:
+async def cancel_execution(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                           execution_id: FromPath[uuid.UUID]) -> Response[Message]:
     view = await _own_execution(core, principal, execution_id)
 
     async def render(_: Outcome):

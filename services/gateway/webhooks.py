@@ -17,8 +17,8 @@ from typing import Annotated, Any, Literal
 import asyncpg
 import msgspec
 from litestar import Request, Router, delete, get, patch, post
-from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from libs.security.auth import Principal
 from libs.adapters.webhooks import EVENTS
@@ -168,14 +168,15 @@ READ = responses(V2Error, 404, 429)
 
 
 @get("/", responses=responses(V2Error, 429))
-async def list_webhooks(request: Request, principal: Principal) -> EndpointList:
+async def list_webhooks(request: Request, principal: NamedDependency[Principal]) -> EndpointList:
     async with _store(request).tenant_transaction(principal.tenant_id) as conn:
         rows = await conn.fetch(f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints ORDER BY created_at, id")
     return EndpointList(success=True, webhooks=[endpoint_json(r) for r in rows], count=len(rows))
 
 
 @post("/", status_code=201, responses=responses(V2Error, 429))
-async def create_webhook(request: Request, principal: Principal, data: CreateWebhookBody) -> NewEndpointEnvelope:
+async def create_webhook(request: Request, principal: NamedDependency[Principal],
+                         data: JSONBody[CreateWebhookBody]) -> NewEndpointEnvelope:
     endpoint_id, secret, standard = await deliveries_core.create(
         request.app.state.core, principal, data.url, data.events, data.owner_email, secret=data.secret,
         api_key_id=data.api_key_id)
@@ -189,10 +190,11 @@ async def create_webhook(request: Request, principal: Principal, data: CreateWeb
 
 @get("/deliveries", responses=responses(V2Error, 429))
 async def list_deliveries(
-    request: Request, principal: Principal,
-    status: Literal["pending", "delivered", "dead", "cancelled"] | None = None,
-    webhook_id: uuid.UUID | None = None, execution_id: uuid.UUID | None = None,
-    limit: Annotated[int, Parameter(ge=1, le=500)] = 50, offset: Annotated[int, Parameter(ge=0, le=10**9)] = 0,
+    request: Request, principal: NamedDependency[Principal],
+    status: FromQuery[Literal["pending", "delivered", "dead", "cancelled"] | None] = None,
+    webhook_id: FromQuery[uuid.UUID | None] = None, execution_id: FromQuery[uuid.UUID | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+    offset: Annotated[int, QueryParameter(ge=0, le=10**9)] = 0,
 ) -> DeliveryList:
     filters = {"webhook_id": webhook_id, "execution_id": execution_id}
     where = (" WHERE ($1::text IS NULL OR d.status = $1) AND ($2::uuid IS NULL OR d.endpoint_id = $2)"
@@ -216,7 +218,8 @@ async def _delivery_or_404(conn: asyncpg.Connection, delivery_id: uuid.UUID, *, 
 
 
 @get("/deliveries/{delivery_id:uuid}", responses=READ)
-async def get_delivery(request: Request, principal: Principal, delivery_id: uuid.UUID) -> DeliveryEnvelope:
+async def get_delivery(request: Request, principal: NamedDependency[Principal],
+                       delivery_id: FromPath[uuid.UUID]) -> DeliveryEnvelope:
     async with _store(request).tenant_transaction(principal.tenant_id) as conn:
         row = await _delivery_or_404(conn, delivery_id)
         (delivery,) = await _deliveries_json(conn, [row])
@@ -225,7 +228,8 @@ async def get_delivery(request: Request, principal: Principal, delivery_id: uuid
 
 
 @post("/deliveries/{delivery_id:uuid}/replay", status_code=202, responses=responses(V2Error, 404, 409, 429))
-async def replay_delivery(request: Request, principal: Principal, delivery_id: uuid.UUID) -> DeliveryEnvelope:
+async def replay_delivery(request: Request, principal: NamedDependency[Principal],
+                          delivery_id: FromPath[uuid.UUID]) -> DeliveryEnvelope:
     """Start a new round of attempts (1 + retries) with the same webhook-id, through a timer due now."""
     core = request.app.state.core
     await deliveries_core.replay(core, principal, delivery_id)
@@ -236,15 +240,16 @@ async def replay_delivery(request: Request, principal: Principal, delivery_id: u
 
 
 @get("/{webhook_id:uuid}", responses=READ)
-async def get_webhook(request: Request, principal: Principal, webhook_id: uuid.UUID) -> EndpointEnvelope:
+async def get_webhook(request: Request, principal: NamedDependency[Principal],
+                      webhook_id: FromPath[uuid.UUID]) -> EndpointEnvelope:
     async with _store(request).tenant_transaction(principal.tenant_id) as conn:
         row = await _endpoint_or_404(conn, webhook_id)
     return EndpointEnvelope(success=True, webhook=endpoint_json(row))
 
 
 @patch("/{webhook_id:uuid}", responses=READ)
-async def patch_webhook(request: Request, principal: Principal, webhook_id: uuid.UUID, data: PatchWebhookBody
-                        ) -> EndpointEnvelope:
+async def patch_webhook(request: Request, principal: NamedDependency[Principal], webhook_id: FromPath[uuid.UUID],
+                        data: JSONBody[PatchWebhookBody]) -> EndpointEnvelope:
     """Enable (clearing the failure count) or disable an endpoint. Dead letters stay; replay them."""
     body = data
     async with _store(request).tenant_transaction(principal.tenant_id) as conn:
@@ -263,7 +268,8 @@ async def patch_webhook(request: Request, principal: Principal, webhook_id: uuid
 
 
 @delete("/{webhook_id:uuid}", status_code=200, responses=READ)
-async def delete_webhook(request: Request, principal: Principal, webhook_id: uuid.UUID) -> Message:
+async def delete_webhook(request: Request, principal: NamedDependency[Principal],
+                         webhook_id: FromPath[uuid.UUID]) -> Message:
     async with _store(request).tenant_transaction(principal.tenant_id) as conn:
         row = await _endpoint_or_404(conn, webhook_id)
         await conn.execute("DELETE FROM webhook_endpoints WHERE id = $1", row["id"])

@@ -11,7 +11,8 @@ from typing import Annotated
 
 import msgspec
 from litestar import get, patch, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Redirect
 
 from libs.security.auth import Principal
@@ -89,23 +90,24 @@ def _preferences(p: preferences.Preferences) -> PreferencesView:
 
 
 @get("/{provider:str}/connect", status_code=302, responses=responses(PlainError, 404))
-async def connect(principal: Principal, core: Core, provider: str) -> Redirect:
+async def connect(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                  provider: FromPath[str]) -> Redirect:
     """Redirect to the provider's consent page (authorization code with PKCE; single-use state, 10 minutes)."""
     return Redirect(await connections.start(core, principal, provider), status_code=302)
 
 
 @get("/{provider:str}/callback", status_code=303, responses=responses(PlainError, 404, 502))
-async def callback(core: Core, provider: str,
-                   oauth_state: Annotated[str | None, Parameter(query="state", max_length=200)] = None,
-                   code: Annotated[str | None, Parameter(max_length=4096)] = None,
-                   error: Annotated[str | None, Parameter(max_length=500)] = None) -> Redirect:
+async def callback(core: NamedDependency[Core], provider: FromPath[str],
+                   oauth_state: Annotated[str | None, QueryParameter(name="state", max_length=200)] = None,
+                   code: Annotated[str | None, QueryParameter(max_length=4096)] = None,
+                   error: Annotated[str | None, QueryParameter(max_length=500)] = None) -> Redirect:
     """Where the provider sends the browser back: the code is exchanged and the tokens kept, sealed."""
     await connections.finish(core, provider, oauth_state, code, error)
     return Redirect(f"/dashboard?connected={provider}", status_code=303)
 
 
 @get("/status", responses=responses(PlainError))
-async def auth_status(principal: Principal, core: Core) -> AuthStatus:
+async def auth_status(principal: NamedDependency[Principal], core: NamedDependency[Core]) -> AuthStatus:
     found = await connections.status(core, principal)
     prefs = await preferences.get(core, principal)
     return AuthStatus(isAuthenticated=True, session=Session(
@@ -116,7 +118,8 @@ async def auth_status(principal: Principal, core: Core) -> AuthStatus:
 
 
 @patch("/preferences", responses=responses(PlainError))
-async def change_preferences(principal: Principal, core: Core, data: PreferencesBody) -> PreferencesView:
+async def change_preferences(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                             data: JSONBody[PreferencesBody]) -> PreferencesView:
     """Change any of theme (system|light|dark), notificationsEnabled, defaultView; favorites change through
     POST /api/quick-actions/favorite."""
     return _preferences(await preferences.update(core, principal, theme=data.theme,
@@ -125,14 +128,16 @@ async def change_preferences(principal: Principal, core: Core, data: Preferences
 
 
 @post("/refresh-google-token", status_code=200, responses=responses(PlainError, 404, 502))
-async def refresh_google_token(principal: Principal, core: Core, data: RefreshBody | None = None) -> Refreshed:
+async def refresh_google_token(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                               data: JSONBody[RefreshBody | None] = None) -> Refreshed:
     found = await connections.refresh(core, principal, "google")
     expires_in = None if found.expires_at is None else max(0, int((found.expires_at - datetime.now(UTC)).total_seconds()))
     return Refreshed(success=True, expires_in=expires_in, token_type="Bearer", expiresAt=found.expires_at)
 
 
 @post("/disconnect", status_code=200, responses=responses(PlainError, 404, 502))
-async def disconnect(principal: Principal, core: Core, data: DisconnectBody | None = None) -> Done:
+async def disconnect(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                     data: JSONBody[DisconnectBody | None] = None) -> Done:
     """Revoke the account's grant at the provider, then forget its tokens (Google unless `provider` says)."""
     name = (data or DisconnectBody()).provider
     await connections.disconnect(core, principal, name)

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import msgspec
 from litestar import get, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 
 from libs.security.auth import Principal
 from services.gateway.assistant.common import assistant_router
@@ -61,7 +63,7 @@ class Done(msgspec.Struct, kw_only=True):
 
 
 @get("/", responses=responses(PlainError))
-async def list_actions(principal: Principal, core: Core) -> Actions:
+async def list_actions(principal: NamedDependency[Principal], core: NamedDependency[Core]) -> Actions:
     """Every quick action (built in, then the tenant's), with the caller's favorites and usage counts."""
     listed = await quick_actions.listing(core, principal)
     return Actions(actions=[ActionView(**msgspec.structs.asdict(x.action), isFavorite=x.is_favorite,
@@ -69,20 +71,23 @@ async def list_actions(principal: Principal, core: Core) -> Actions:
 
 
 @post("/", status_code=201, responses=responses(PlainError, 409))
-async def define_action(principal: Principal, core: Core, data: NewAction) -> ActionView:
+async def define_action(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                        data: JSONBody[NewAction]) -> ActionView:
     action = await quick_actions.define(core, principal, quick_actions.QuickAction(**msgspec.structs.asdict(data)))
     return ActionView(**msgspec.structs.asdict(action), isFavorite=False, usageCount=0)
 
 
 @post("/favorite", status_code=200, responses=responses(PlainError, 404))
-async def favorite(principal: Principal, core: Core, data: FavoriteBody) -> Favorites:
+async def favorite(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                   data: JSONBody[FavoriteBody]) -> Favorites:
     """Add or remove a favorite; at most 20 per user, the oldest dropped when a 21st is added."""
     ids = await quick_actions.set_favorite(core, principal, data.actionId, data.isFavorite)
     return Favorites(success=True, favoriteActions=ids)
 
 
 @post("/", status_code=200, responses=responses(PlainError, 403, 404))
-async def give_feedback(principal: Principal, core: Core, data: FeedbackBody) -> Done:
+async def give_feedback(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                        data: JSONBody[FeedbackBody]) -> Done:
     """Rate a result of one of the caller's workflows (rating: positive | negative)."""
     await feedback.give(core, principal, parse_id(data.workflowId, "Workflow", "workflowId"), data.resultId,
                         data.rating, data.comment)

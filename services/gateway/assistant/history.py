@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from libs.security.auth import Principal
 from services.gateway.assistant.workflow import Executed, render_planned
@@ -71,13 +72,13 @@ class RerunBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 @get("/", responses=responses(PlainError))
 async def list_history(
-    principal: Principal, core: Core,
-    limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
-    offset: Annotated[int, Parameter(ge=0, le=10_000_000)] = 0,
-    status: Annotated[str | None, Parameter(max_length=20)] = None,
-    search: Annotated[str | None, Parameter(max_length=500)] = None,
-    startDate: datetime | None = None,  # noqa: N803 - the contract's parameter names
-    endDate: datetime | None = None,  # noqa: N803
+    principal: NamedDependency[Principal], core: NamedDependency[Core],
+    limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+    offset: Annotated[int, QueryParameter(ge=0, le=10_000_000)] = 0,
+    status: Annotated[str | None, QueryParameter(max_length=20)] = None,
+    search: Annotated[str | None, QueryParameter(max_length=500)] = None,
+    startDate: FromQuery[datetime | None] = None,  # noqa: N803 - the contract's parameter names
+    endDate: FromQuery[datetime | None] = None,  # noqa: N803
 ) -> HistoryPage:
     """The caller's assistant commands, newest first (status: success | failed | cancelled)."""
     page = await history_uc.list_page(core, principal, limit=limit, offset=offset, status=status, search=search,
@@ -89,7 +90,8 @@ async def list_history(
 
 
 @get("/{entry_id:str}", responses=responses(PlainError, 403, 404))
-async def history_detail(principal: Principal, core: Core, entry_id: str) -> HistoryDetail:
+async def history_detail(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                         entry_id: FromPath[str]) -> HistoryDetail:
     """One command: its steps (with their status in the latest run), results, times and feedback."""
     found = await history_uc.detail(core, principal, parse_id(entry_id, "History entry"))
     e, run = found.entry, found.run
@@ -103,7 +105,8 @@ async def history_detail(principal: Principal, core: Core, entry_id: str) -> His
 
 
 @post("/rerun", status_code=200, responses={**responses(PlainError, 403, 404), **accepted_response()})
-async def rerun(request: Request, principal: Principal, core: Core, data: RerunBody) -> Response[Executed]:
+async def rerun(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                data: JSONBody[RerunBody]) -> Response[Executed]:
     """Plan the same command again as a new workflow (and run it, as execute does)."""
     workflow = await workflows.owned(core, principal, parse_id(data.workflowId, "Workflow", "workflowId"),
                                      "workflowId")

@@ -11,6 +11,8 @@ from typing import Annotated
 import msgspec
 import structlog
 from litestar import Request, Response, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 
 from libs.events.schemas import CommandEnvelope, Outcome
 from libs.security.auth import Principal
@@ -86,8 +88,8 @@ def render_planned(message: str) -> Callable[[assistant.Planned], Awaitable[tupl
 
 
 @post("/execute", status_code=200, responses={**responses(PlainError, 404, 409, 422), **accepted_response()})
-async def execute_command(request: Request, principal: Principal, core: Core, data: CommandBody
-                          ) -> Response[Executed]:
+async def execute_command(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                          data: JSONBody[CommandBody]) -> Response[Executed]:
     command = assistant.check_command(data.command)
     if data.actionId is not None:
         await quick_actions.require_known(core, principal.tenant_id, data.actionId)
@@ -98,8 +100,8 @@ async def execute_command(request: Request, principal: Principal, core: Core, da
 
 
 @post("/cancel", status_code=200, responses={**responses(PlainError, 403, 404), **accepted_response()})
-async def cancel_workflow(request: Request, principal: Principal, core: Core, data: CancelBody
-                          ) -> Response[CancelResult]:
+async def cancel_workflow(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                          data: JSONBody[CancelBody]) -> Response[CancelResult]:
     """Cancel the workflow's active run(s): running steps finish, nothing new starts.
 
     Nothing running is not an error: the caller wants the workflow stopped and it is, so 200 with
@@ -133,7 +135,8 @@ async def cancel_workflow(request: Request, principal: Principal, core: Core, da
 
 
 @post("/stream-token", status_code=200, responses=responses(PlainError, 403, 404))
-async def stream_token(principal: Principal, core: Core, data: StreamTokenBody) -> StreamToken:
+async def stream_token(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                       data: JSONBody[StreamTokenBody]) -> StreamToken:
     """A few minutes' token for one workflow's stream, for a browser EventSource (it cannot send headers);
     the long-lived bearer token never goes into a URL."""
     workflow = await workflows.owned(core, principal, parse_id(data.workflowId, "Workflow", "workflowId"),

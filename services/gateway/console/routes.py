@@ -7,7 +7,8 @@ from typing import Annotated
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from libs.domain import cron
 from libs.events.schemas import Outcome
@@ -53,7 +54,8 @@ def _check_schedule(schedule: str | None) -> None:
 
 
 @post("/", status_code=201, responses=COMMAND)
-async def create_from_goal(request: Request, principal: Principal, core: Core, data: GoalBody) -> Response[Created]:
+async def create_from_goal(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                           data: JSONBody[GoalBody]) -> Response[Created]:
     goal = data.goal.strip()
     if len(goal) < 5:
         raise ApiError(400, "goal must be at least 5 characters", "goal")
@@ -83,7 +85,7 @@ async def create_from_goal(request: Request, principal: Principal, core: Core, d
 
 
 @get("/", responses=responses(PlainError))
-async def list_workflows(principal: Principal, core: Core) -> list[WorkflowListItem]:
+async def list_workflows(principal: NamedDependency[Principal], core: NamedDependency[Core]) -> list[WorkflowListItem]:
     found, _ = await workflows.list_page(core, principal, limit=500)
     latest = await runs.latest_by_workflow(core, principal)
     return [WorkflowListItem(**workflow_fields(w), latestRun=run_item(latest[w.id]) if w.id in latest else None)
@@ -91,7 +93,8 @@ async def list_workflows(principal: Principal, core: Core) -> list[WorkflowListI
 
 
 @get("/{workflow_id:uuid}", responses=READ)
-async def get_workflow(principal: Principal, core: Core, workflow_id: uuid.UUID) -> WorkflowDetail:
+async def get_workflow(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                       workflow_id: FromPath[uuid.UUID]) -> WorkflowDetail:
     workflow = await workflows.get(core, principal, workflow_id)
     found, _ = await runs.list_page(core, principal, workflow.id, limit=200, newest="run_number")
     return WorkflowDetail(**workflow_fields(workflow), workflowSteps=steps_of(workflow.definition),
@@ -99,8 +102,8 @@ async def get_workflow(principal: Principal, core: Core, workflow_id: uuid.UUID)
 
 
 @post("/{workflow_id:uuid}/steps", status_code=200, responses=COMMAND)
-async def edit_steps(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID,
-                     data: StepsBody) -> Response[StepsUpdated]:
+async def edit_steps(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                     workflow_id: FromPath[uuid.UUID], data: JSONBody[StepsBody]) -> Response[StepsUpdated]:
     workflow = await workflows.get(core, principal, workflow_id)
 
     def make(_: uuid.UUID) -> ReviseWorkflowPlan:
@@ -122,7 +125,8 @@ def _step(step) -> dict:
 
 
 @get("/{workflow_id:uuid}/plans", responses=READ)
-async def list_plan_versions(principal: Principal, core: Core, workflow_id: uuid.UUID) -> PlanVersions:
+async def list_plan_versions(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                             workflow_id: FromPath[uuid.UUID]) -> PlanVersions:
     workflow = await workflows.get(core, principal, workflow_id)
     versions = await plan_versions(core.store, principal.tenant_id, workflow.id)
     return PlanVersions(workflowId=str(workflow.id), versions=[
@@ -133,9 +137,9 @@ async def list_plan_versions(principal: Principal, core: Core, workflow_id: uuid
 
 @get("/{workflow_id:uuid}/plans/diff", responses=READ)
 async def diff_plan_versions(
-    principal: Principal, core: Core, workflow_id: uuid.UUID,
-    to: Annotated[int | None, Parameter(description="plan version (default: the latest)")] = None,
-    from_: Annotated[int | None, Parameter(query="from", description="plan version (default: to - 1)")] = None,
+    principal: NamedDependency[Principal], core: NamedDependency[Core], workflow_id: FromPath[uuid.UUID],
+    to: Annotated[int | None, QueryParameter(description="plan version (default: the latest)")] = None,
+    from_: Annotated[int | None, QueryParameter(name="from", description="plan version (default: to - 1)")] = None,
 ) -> PlanDiff:
     workflow = await workflows.get(core, principal, workflow_id)
     versions = {v["version"]: v for v in await plan_versions(core.store, principal.tenant_id, workflow.id)}
@@ -153,8 +157,8 @@ async def diff_plan_versions(
 
 @post("/{workflow_id:uuid}/run", status_code=201, responses=COMMAND,
       description="Start a run; 422 unless the workflow is active, 409 while another run is active.")
-async def run_workflow(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID
-                       ) -> Response[RunStarted]:
+async def run_workflow(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                       workflow_id: FromPath[uuid.UUID]) -> Response[RunStarted]:
     workflow = await workflows.get(core, principal, workflow_id)
 
     async def render(outcome: Outcome):
@@ -166,8 +170,8 @@ async def run_workflow(request: Request, principal: Principal, core: Core, workf
 
 
 @post("/{workflow_id:uuid}/runs/{run_id:str}/stop", status_code=200, responses=COMMAND)
-async def stop_run(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID, run_id: str
-                   ) -> Response[RunStopped]:
+async def stop_run(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                   workflow_id: FromPath[uuid.UUID], run_id: FromPath[str]) -> Response[RunStopped]:
     """Terminate a run named by its number (or uuid); the console then shows it failed, "Stopped by user"."""
     workflow = await workflows.get(core, principal, workflow_id)
     run = await runs.get(core, principal, workflow.id, run_id)

@@ -7,7 +7,8 @@ import uuid
 from typing import Annotated
 
 from litestar import Request, Response, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, QueryParameter
 
 from libs.adapters.webhooks import EVENTS
 from libs.security.auth import Principal
@@ -27,15 +28,16 @@ async def _webhooks(request: Request, principal: Principal, core: Core, *, statu
 
 
 @get("/webhooks")
-async def show_webhooks(request: Request, principal: Principal, core: Core,
-                        status: Annotated[str, Parameter(max_length=20)] = "") -> Response:
+async def show_webhooks(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                        status: Annotated[str, QueryParameter(max_length=20)] = "") -> Response:
     if status and status not in deliveries.STATUSES:
         return await _webhooks(request, principal, core, errors={"status": "Choose a listed status"}, code=400)
     return await _webhooks(request, principal, core, status=status)
 
 
 @post("/webhooks")
-async def create_webhook(request: Request, principal: Principal, core: Core) -> Response:
+async def create_webhook(request: Request, principal: NamedDependency[Principal],
+                         core: NamedDependency[Core]) -> Response:
     form = await forms.read(request)
     try:
         endpoint_id, secret, standard = await deliveries.create(core, principal, form.get("url").strip(),
@@ -50,7 +52,8 @@ async def create_webhook(request: Request, principal: Principal, core: Core) -> 
 
 
 @post("/webhooks/deliveries/{delivery_id:uuid}/replay")
-async def replay(request: Request, principal: Principal, core: Core, delivery_id: uuid.UUID) -> Response:
+async def replay(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                 delivery_id: FromPath[uuid.UUID]) -> Response:
     try:
         done = await deliveries.replay(core, principal, delivery_id)
     except ApiError as exc:
@@ -68,12 +71,12 @@ async def _keys(request: Request, principal: Principal, core: Core, *, errors: d
 
 
 @get("/keys")
-async def show_keys(request: Request, principal: Principal, core: Core) -> Response:
+async def show_keys(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core]) -> Response:
     return await _keys(request, principal, core)
 
 
 @post("/keys")
-async def create_key(request: Request, principal: Principal, core: Core) -> Response:
+async def create_key(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core]) -> Response:
     form = await forms.read(request)
     try:
         raw_limit = form.get("monthly_limit").strip()
@@ -88,13 +91,15 @@ async def create_key(request: Request, principal: Principal, core: Core) -> Resp
 
 
 @post("/keys/{key_id:uuid}/deactivate")
-async def deactivate_key(request: Request, principal: Principal, core: Core, key_id: uuid.UUID) -> Response:
+async def deactivate_key(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                         key_id: FromPath[uuid.UUID]) -> Response:
     await keys.deactivate(core, principal, key_id)
     return await _keys(request, principal, core)
 
 
 @post("/keys/{key_id:uuid}/rotate")
-async def rotate_key(request: Request, principal: Principal, core: Core, key_id: uuid.UUID) -> Response:
+async def rotate_key(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                     key_id: FromPath[uuid.UUID]) -> Response:
     key, row = await keys.rotate(core, principal, key_id)
     return await _keys(request, principal, core, shown={"name": row["name"], "key": key, "verb": "rotated"})
 

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import QueryParameter
 
 from libs.security.auth import Principal
 from services.gateway.core import Core, authoring, insights, runs, workflows
@@ -16,12 +17,12 @@ from services.gateway.dashboard.render import page, see_other
 
 
 @get("/assistant")
-async def show_assistant(request: Request, principal: Principal) -> Response:
+async def show_assistant(request: Request, principal: NamedDependency[Principal]) -> Response:
     return page(request, "assistant.html", title="Assistant", errors={}, values={})
 
 
 @post("/assistant")
-async def run_command(request: Request, principal: Principal, core: Core) -> Response:
+async def run_command(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core]) -> Response:
     """Plan the command (active at once when nothing leaves Weft, else a draft awaiting approval) and, if
     active, start it and open its run; otherwise open the workflow to approve the plan."""
     form = await forms.read(request)
@@ -39,9 +40,9 @@ async def run_command(request: Request, principal: Principal, core: Core) -> Res
 
 
 @get("/history")
-async def history(request: Request, principal: Principal, core: Core,
-                  q: Annotated[str, Parameter(max_length=200)] = "",
-                  before: Annotated[int | None, Parameter(ge=1, le=2**63 - 1)] = None) -> Response:
+async def history(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                  q: Annotated[str, QueryParameter(max_length=200)] = "",
+                  before: Annotated[int | None, QueryParameter(ge=1, le=2**63 - 1)] = None) -> Response:
     found = await insights.history(core, principal, q, before=before)
     items = [{**dict(r), "data": msgspec.json.decode(r["data"])} for r in found]
     return page(request, "history.html", title="History", events=items, q=q,
@@ -49,7 +50,7 @@ async def history(request: Request, principal: Principal, core: Core,
 
 
 @get("/")
-async def home(request: Request, principal: Principal, core: Core) -> Response:
+async def home(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core]) -> Response:
     chart = svg.runs_chart(await insights.runs_per_day(core, principal))
     recent = await insights.recent_runs(core, principal, limit=10)
     latest = await runs.latest_by_workflow(core, principal)

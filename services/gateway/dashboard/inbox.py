@@ -6,6 +6,8 @@ from __future__ import annotations
 import uuid
 
 from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath
 
 from libs.security.auth import Principal
 from services.gateway import approvals as links
@@ -22,12 +24,13 @@ async def _inbox(request: Request, principal: Principal, core: Core, *, errors: 
 
 
 @get("/inbox")
-async def show_inbox(request: Request, principal: Principal, core: Core) -> Response:
+async def show_inbox(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core]) -> Response:
     return await _inbox(request, principal, core)
 
 
 @post("/inbox/{run_id:uuid}/{step_id:str}")
-async def decide(request: Request, principal: Principal, core: Core, run_id: uuid.UUID, step_id: str) -> Response:
+async def decide(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                 run_id: FromPath[uuid.UUID], step_id: FromPath[str]) -> Response:
     form = await forms.read(request)
     key = f"{run_id}/{step_id}"
     try:

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from libs.events.schemas.registry import event_of
@@ -24,9 +25,9 @@ STATUSES = (*status.ACTIVE, *status.TERMINAL)
 
 
 @get("/runs")
-async def list_runs(request: Request, principal: Principal, core: Core,
-                    status: Annotated[str, Parameter(max_length=30)] = "",
-                    q: Annotated[str, Parameter(max_length=200)] = "") -> Response:
+async def list_runs(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                    status: Annotated[str, QueryParameter(max_length=30)] = "",
+                    q: Annotated[str, QueryParameter(max_length=200)] = "") -> Response:
     errors = {}
     if status and status not in STATUSES:
         errors, status = {"status": "Choose a listed status"}, ""
@@ -51,7 +52,8 @@ def _state(request: Request, view: Any, latest: int, live: bool, nodes: list[dic
 
 
 @get("/runs/{run_id:uuid}")
-async def run_detail(request: Request, principal: Principal, core: Core, run_id: uuid.UUID) -> Response:
+async def run_detail(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                     run_id: FromPath[uuid.UUID]) -> Response:
     run = await _run(core, principal, run_id)
     view = await runs.view(core, principal.tenant_id, run.id)
     workflow_name = await _workflow_name(core, principal, run.workflow_id)
@@ -75,8 +77,8 @@ async def _nodes(core: Core, principal: Principal, run: runs.Run) -> list[dict[s
 
 
 @get("/runs/{run_id:uuid}/at")
-async def run_as_of(request: Request, principal: Principal, core: Core, run_id: uuid.UUID,
-                    version: Annotated[int, Parameter(ge=1, le=10**9)]) -> Response:
+async def run_as_of(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                    run_id: FromPath[uuid.UUID], version: Annotated[int, QueryParameter(ge=1, le=10**9)]) -> Response:
     """The run as it was right after its `version`th event (a fragment for the slider)."""
     run = await _run(core, principal, run_id)
     latest = await runs.view(core, principal.tenant_id, run.id)
@@ -120,7 +122,8 @@ async def _timeline(request: Request, core: Core, principal: Principal, run: run
 
 
 @get("/runs/{run_id:uuid}/events")
-async def run_events(request: Request, principal: Principal, core: Core, run_id: uuid.UUID) -> ServerSentEvent:
+async def run_events(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                     run_id: FromPath[uuid.UUID]) -> ServerSentEvent:
     run = await _run(core, principal, run_id)
     raw = request.headers.get("last-event-id", "").strip()
     after = int(raw) if raw.isdigit() and len(raw) < 19 else 0
@@ -128,7 +131,8 @@ async def run_events(request: Request, principal: Principal, core: Core, run_id:
 
 
 @post("/runs/{run_id:uuid}/stop")
-async def stop_run(request: Request, principal: Principal, core: Core, run_id: uuid.UUID) -> Response:
+async def stop_run(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                   run_id: FromPath[uuid.UUID]) -> Response:
     run = await _run(core, principal, run_id)
     try:
         await authoring.stop_run(core, principal, run)

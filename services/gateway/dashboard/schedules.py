@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, QueryParameter
 
 from libs.security.auth import Principal
 from services.gateway.core import Core, schedules, workflows
@@ -42,14 +43,15 @@ async def _list(request: Request, principal: Principal, core: Core, *, errors: d
 
 
 @get("/schedules")
-async def list_schedules(request: Request, principal: Principal, core: Core) -> Response:
+async def list_schedules(request: Request, principal: NamedDependency[Principal],
+                         core: NamedDependency[Core]) -> Response:
     return await _list(request, principal, core)
 
 
 @get("/schedules/preview")
-async def preview(request: Request, principal: Principal,
-                  cron_expression: Annotated[str, Parameter(max_length=200)] = "",
-                  timezone: Annotated[str, Parameter(max_length=64)] = "UTC") -> Response:
+async def preview(request: Request, principal: NamedDependency[Principal],
+                  cron_expression: Annotated[str, QueryParameter(max_length=200)] = "",
+                  timezone: Annotated[str, QueryParameter(max_length=64)] = "UTC") -> Response:
     """The next five occurrences as a fragment (htmx, as the person types)."""
     upcoming, error = _preview(cron_expression, timezone)
     return Response(html("schedule_preview.html", request, upcoming=upcoming, error=error, timezone=timezone),
@@ -76,7 +78,8 @@ async def _workflow(core: Core, principal: Principal, raw: str) -> workflows.Wor
 
 
 @post("/schedules")
-async def create_schedule(request: Request, principal: Principal, core: Core) -> Response:
+async def create_schedule(request: Request, principal: NamedDependency[Principal],
+                          core: NamedDependency[Core]) -> Response:
     form = await forms.read(request)
     try:
         values = _values(form)
@@ -105,14 +108,14 @@ async def _detail(request: Request, principal: Principal, core: Core, workflow_i
 
 
 @get("/schedules/{workflow_id:uuid}/{schedule_id:uuid}")
-async def schedule_detail(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID,
-                          schedule_id: uuid.UUID) -> Response:
+async def schedule_detail(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                          workflow_id: FromPath[uuid.UUID], schedule_id: FromPath[uuid.UUID]) -> Response:
     return await _detail(request, principal, core, workflow_id, schedule_id)
 
 
 @post("/schedules/{workflow_id:uuid}/{schedule_id:uuid}")
-async def update_schedule(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID,
-                          schedule_id: uuid.UUID) -> Response:
+async def update_schedule(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                          workflow_id: FromPath[uuid.UUID], schedule_id: FromPath[uuid.UUID]) -> Response:
     form = await forms.read(request)
     workflow = await workflows.get(core, principal, workflow_id)
     if await schedules.find(core, principal, workflow.id, schedule_id) is None:

@@ -7,7 +7,8 @@ import secrets
 from typing import Annotated
 
 from litestar import Request, Response, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import QueryParameter
 
 from services.gateway.core import Core, signin
 from services.gateway.core.errors import ApiError
@@ -32,14 +33,14 @@ def _form_page(request: Request, *, token: str = "", next_: str = "", error: str
 
 
 @get("/signin")
-async def signin_page(request: Request, token: Annotated[str, Parameter(max_length=4096)] = "",
-                      next_: Annotated[str, Parameter(query="next", max_length=2000)] = "") -> Response:
+async def signin_page(request: Request, token: Annotated[str, QueryParameter(max_length=4096)] = "",
+                      next_: Annotated[str, QueryParameter(name="next", max_length=2000)] = "") -> Response:
     """A sign-in link shows a button (a link scanner's GET spends nothing); without one, the exchange form."""
     return _form_page(request, token=token, next_=next_)
 
 
 @post("/signin")
-async def signin_submit(request: Request, core: Core) -> Response:
+async def signin_submit(request: Request, core: NamedDependency[Core]) -> Response:
     form = await forms.read(request)
     try:
         if form.get("link_token"):

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, QueryParameter
 
 from libs.security.auth import Principal
 from services.gateway import approvals as links
@@ -17,7 +18,7 @@ from services.gateway.core.errors import ApiError
 from services.gateway.dashboard import forms, svg
 from services.gateway.dashboard.render import page, see_other
 
-Query = Annotated[str, Parameter(max_length=200)]
+Query = Annotated[str, QueryParameter(max_length=200)]
 
 
 async def _list_page(request: Request, principal: Principal, core: Core, q: str = "", status: str = "",
@@ -30,15 +31,16 @@ async def _list_page(request: Request, principal: Principal, core: Core, q: str 
 
 
 @get("/workflows")
-async def list_workflows(request: Request, principal: Principal, core: Core, q: Query = "",
-                         status: Annotated[str, Parameter(max_length=20)] = "") -> Response:
+async def list_workflows(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                         q: Query = "", status: Annotated[str, QueryParameter(max_length=20)] = "") -> Response:
     if status and status not in workflows.STATUSES:
         return await _list_page(request, principal, core, q, "", {"status": "Choose a listed status"}, code=400)
     return await _list_page(request, principal, core, q, status)
 
 
 @post("/workflows")
-async def create_workflow(request: Request, principal: Principal, core: Core) -> Response:
+async def create_workflow(request: Request, principal: NamedDependency[Principal],
+                          core: NamedDependency[Core]) -> Response:
     form = await forms.read(request)
     kind = form.get("kind", "goal")
     try:
@@ -79,14 +81,16 @@ async def _detail(request: Request, principal: Principal, core: Core, workflow_i
 
 
 @get("/workflows/{workflow_id:uuid}")
-async def workflow_detail(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID,
-                          from_: Annotated[int | None, Parameter(query="from", ge=1, le=10**6)] = None,
-                          to: Annotated[int | None, Parameter(ge=1, le=10**6)] = None) -> Response:
+async def workflow_detail(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                          workflow_id: FromPath[uuid.UUID],
+                          from_: Annotated[int | None, QueryParameter(name="from", ge=1, le=10**6)] = None,
+                          to: Annotated[int | None, QueryParameter(ge=1, le=10**6)] = None) -> Response:
     return await _detail(request, principal, core, workflow_id, diff_from=from_, diff_to=to)
 
 
 @post("/workflows/{workflow_id:uuid}/approve")
-async def approve_plan(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID) -> Response:
+async def approve_plan(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                       workflow_id: FromPath[uuid.UUID]) -> Response:
     form = await forms.read(request)
     workflow = await workflows.get(core, principal, workflow_id)
     return await _decide(request, principal, core, workflow, plans.approve(
@@ -95,7 +99,8 @@ async def approve_plan(request: Request, principal: Principal, core: Core, workf
 
 
 @post("/workflows/{workflow_id:uuid}/reject")
-async def reject_plan(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID) -> Response:
+async def reject_plan(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                      workflow_id: FromPath[uuid.UUID]) -> Response:
     workflow = await workflows.get(core, principal, workflow_id)
     return await _decide(request, principal, core, workflow, plans.reject(core, principal, workflow))
 
@@ -111,7 +116,8 @@ async def _decide(request: Request, principal: Principal, core: Core, workflow, 
 
 
 @post("/workflows/{workflow_id:uuid}/run")
-async def run_workflow(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID) -> Response:
+async def run_workflow(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                       workflow_id: FromPath[uuid.UUID]) -> Response:
     form = await forms.read(request)
     workflow = await workflows.get(core, principal, workflow_id)
     try:

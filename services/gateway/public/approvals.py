@@ -10,7 +10,9 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
+from litestar.params import FromPath, JSONBody
 
 from libs.events.schemas.run import DecideApproval
 from services.gateway import approvals, timestamps
@@ -59,7 +61,8 @@ DECISION = {**public_responses(409, 422),
 
 
 @get("/executions/{execution_id:str}/pending-approval", responses=public_responses(409))
-async def pending_approval(request: Request, api_key: ApiKeyPrincipal, execution_id: str) -> Pending:
+async def pending_approval(request: Request, api_key: NamedDependency[ApiKeyPrincipal],
+                           execution_id: FromPath[str]) -> Pending:
     pending = await _paused(request, api_key, execution_id)
     approval = pending.approval
     return Pending(id=str(pending.run_id), workflowId=str(pending.workflow_id), status="pending_approval",
@@ -87,15 +90,15 @@ async def _decide(request: Request, api_key: ApiKeyPrincipal, execution_id: str,
 
 
 @post("/executions/{execution_id:str}/approve", status_code=200, responses=DECISION)
-async def approve_execution(request: Request, api_key: ApiKeyPrincipal, execution_id: str,
-                            data: DecisionBody = DecisionBody()) -> Response[Decided]:
+async def approve_execution(request: Request, api_key: NamedDependency[ApiKeyPrincipal], execution_id: FromPath[str],
+                            data: JSONBody[DecisionBody] = DecisionBody()) -> Response[Decided]:
     return await _decide(request, api_key, execution_id, "approve",
                          {"status": "approved", "message": "Execution approved and will continue"}, data)
 
 
 @post("/executions/{execution_id:str}/reject", status_code=200, responses=DECISION)
-async def reject_execution(request: Request, api_key: ApiKeyPrincipal, execution_id: str,
-                           data: DecisionBody = DecisionBody()) -> Response[Decided]:
+async def reject_execution(request: Request, api_key: NamedDependency[ApiKeyPrincipal], execution_id: FromPath[str],
+                           data: JSONBody[DecisionBody] = DecisionBody()) -> Response[Decided]:
     return await _decide(request, api_key, execution_id, "reject",
                          {"status": "rejected", "message": "Execution rejected and stopped"}, data)
 

@@ -15,6 +15,8 @@ import msgspec
 import nats
 import structlog
 from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 
 from libs.domain.row_results import row_results
 from libs.security import apikeys
@@ -139,8 +141,8 @@ class Results(msgspec.Struct, kw_only=True):
 
 
 @post("/agents/{workflow_id:str}/execute", status_code=202, responses=public_responses(409, 422))
-async def execute_agent(request: Request, api_key: ApiKeyPrincipal, workflow_id: str,
-                        data: ExecuteAgentBody = ExecuteAgentBody()) -> Response[Started]:
+async def execute_agent(request: Request, api_key: NamedDependency[ApiKeyPrincipal], workflow_id: FromPath[str],
+                        data: JSONBody[ExecuteAgentBody] = ExecuteAgentBody()) -> Response[Started]:
     raw = await request.body()
     parsed = data
     inputs, warnings = truncate_csv(parsed.input)
@@ -215,7 +217,8 @@ def approval_status(steps: dict[str, Any], run_status: str = "awaiting_approval"
 
 
 @get("/executions/{execution_id:str}/status", responses=public_responses())
-async def execution_status(request: Request, api_key: ApiKeyPrincipal, execution_id: str) -> Status:
+async def execution_status(request: Request, api_key: NamedDependency[ApiKeyPrincipal],
+                           execution_id: FromPath[str]) -> Status:
     rid, row = await visible_run(request, api_key, execution_id)
     if row is None:
         return Status(id=str(rid), status="pending", startedAt=None, completedAt=None, error=None,
@@ -233,7 +236,8 @@ def results_output(outputs: dict[str, Any], steps: dict[str, Any]) -> dict[str, 
 
 
 @get("/executions/{execution_id:str}/results", responses=public_responses())
-async def execution_results(request: Request, api_key: ApiKeyPrincipal, execution_id: str) -> Results:
+async def execution_results(request: Request, api_key: NamedDependency[ApiKeyPrincipal],
+                            execution_id: FromPath[str]) -> Results:
     rid, row = await visible_run(request, api_key, execution_id)
     if row is None:
         return Results(id=str(rid), status="pending", output=None, error=None, startedAt=None, completedAt=None)

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Router, get
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.openapi import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import FromPath, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from libs.security.auth import Principal
@@ -60,15 +60,15 @@ def _stream_responses(shape: type[msgspec.Struct]) -> dict[int, ResponseSpec]:
             **responses(shape, 404)}
 
 
-ResumeFrom = Annotated[str | None, Parameter(query="lastEventId", description=(
+ResumeFrom = Annotated[str | None, QueryParameter(name="lastEventId", description=(
     "resume after this event id (the Last-Event-ID header wins when both are sent)"))]
 
 
 @get("/stream", responses=_stream_responses(PlainError), dependencies={"principal": Provide(stream_principal)})
-async def workflow_stream(request: Request, principal: Principal, core: Core,
-                          workflowId: Annotated[str | None, Parameter(max_length=100)] = None,  # noqa: N803
+async def workflow_stream(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                          workflowId: Annotated[str | None, QueryParameter(max_length=100)] = None,  # noqa: N803
                           lastEventId: ResumeFrom = None,  # noqa: N803
-                          streamToken: Annotated[str | None, Parameter(max_length=2000, description=(  # noqa: N803
+                          streamToken: Annotated[str | None, QueryParameter(max_length=2000, description=(  # noqa: N803
                               "for a browser EventSource: a token from POST /api/workflow/stream-token"))] = None,
                           ) -> ServerSentEvent:
     """Contract A: every run event of one workflow, as SSE, to its owner only (bearer or ?streamToken=)."""
@@ -84,8 +84,9 @@ async def workflow_stream(request: Request, principal: Principal, core: Core,
 
 
 @get("/{workflow_id:uuid}/runs/{run_id:uuid}/events", responses=_stream_responses(V2Error))
-async def run_events(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID,
-                     run_id: uuid.UUID, lastEventId: ResumeFrom = None) -> ServerSentEvent:  # noqa: N803
+async def run_events(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                     workflow_id: FromPath[uuid.UUID], run_id: FromPath[uuid.UUID],
+                     lastEventId: ResumeFrom = None) -> ServerSentEvent:  # noqa: N803
     """v2: one run's events, as SSE."""
     after = last_event_id(request.headers, request.query_params)
     if await runs.find(core, principal.tenant_id, run_id, workflow_id=workflow_id) is None:

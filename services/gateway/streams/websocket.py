@@ -7,6 +7,7 @@ import uuid
 
 from litestar import Router, WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
+from litestar.params import FromPath
 
 from libs.security.auth import InvalidToken, verify_token
 from services.gateway.errors import ApiError
@@ -28,7 +29,7 @@ async def _ws_refuse(socket: WebSocket, code: int, status: int, message: str) ->
 
 
 @websocket("/{workflow_id:str}/runs/{run_id:str}/ws")
-async def run_ws(socket: WebSocket, workflow_id: str, run_id: str) -> None:
+async def run_ws(socket: WebSocket, workflow_id: FromPath[str], run_id: FromPath[str]) -> None:
     """v2: one run's events over a WebSocket. Auth: `Authorization: Bearer` or `?token=` (browsers cannot set
     headers on a WebSocket). Errors are sent as {"type":"error","status","error"} and close 4400/4401/4404."""
     await socket.accept()

@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Router, delete, get, patch, post
-from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from libs.security.auth import Principal
 from services.gateway.auth import authenticate
@@ -72,7 +72,8 @@ def _check_name(name: str) -> None:
 
 
 @post("/", status_code=201, responses=responses(V2Error, 409, 429, 503))
-async def create_agent(principal: Principal, core: Core, data: CreateAgentBody) -> AgentEnvelope:
+async def create_agent(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                       data: JSONBody[CreateAgentBody]) -> AgentEnvelope:
     _check_name(data.name)
     agent = await agents.create(core, principal, name=data.name, endpoint=data.endpoint, secret=data.secret,
                                 timeout_s=data.timeout_s, prompt_template=data.prompt_template)
@@ -80,19 +81,22 @@ async def create_agent(principal: Principal, core: Core, data: CreateAgentBody) 
 
 
 @get("/", responses=responses(V2Error, 429))
-async def list_agents(principal: Principal, core: Core, limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-                      offset: Annotated[int, Parameter(ge=0, le=10**9)] = 0) -> AgentList:
+async def list_agents(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                      limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+                      offset: Annotated[int, QueryParameter(ge=0, le=10**9)] = 0) -> AgentList:
     found, total = await agents.list_page(core, principal, limit=limit, offset=offset)
     return AgentList(success=True, agents=[_body(a) for a in found], count=total)
 
 
 @get("/{agent_id:uuid}", responses=responses(V2Error, 404, 429))
-async def get_agent(principal: Principal, core: Core, agent_id: uuid.UUID) -> AgentEnvelope:
+async def get_agent(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                    agent_id: FromPath[uuid.UUID]) -> AgentEnvelope:
     return AgentEnvelope(success=True, agent=_body(await agents.get(core, principal, agent_id)))
 
 
 @patch("/{agent_id:uuid}", responses=responses(V2Error, 404, 409, 429, 503))
-async def patch_agent(principal: Principal, core: Core, agent_id: uuid.UUID, data: PatchAgentBody) -> AgentEnvelope:
+async def patch_agent(principal: NamedDependency[Principal], core: NamedDependency[Core], agent_id: FromPath[uuid.UUID],
+                      data: JSONBody[PatchAgentBody]) -> AgentEnvelope:
     changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not UNSET}
     if "name" in changes:
         _check_name(changes["name"])
@@ -103,7 +107,8 @@ async def patch_agent(principal: Principal, core: Core, agent_id: uuid.UUID, dat
 
 
 @delete("/{agent_id:uuid}", status_code=200, responses=responses(V2Error, 404, 429))
-async def delete_agent(principal: Principal, core: Core, agent_id: uuid.UUID) -> Message:
+async def delete_agent(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                       agent_id: FromPath[uuid.UUID]) -> Message:
     await agents.delete(core, principal, agent_id)
     return Message(success=True, message="Agent deleted")
 

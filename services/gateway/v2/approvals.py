@@ -7,7 +7,8 @@ from typing import Annotated
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from libs.events.schemas import Outcome
 from libs.security.auth import Principal
@@ -62,9 +63,10 @@ def _body(p: approvals.PendingStep) -> PendingApprovalBody:
 
 
 @get("/approvals", responses=responses(V2Error, 429))
-async def list_approvals(principal: Principal, core: Core, workflow_id: uuid.UUID | None = None,
-                         limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-                         offset: Annotated[int, Parameter(ge=0, le=10**9)] = 0) -> ApprovalList:
+async def list_approvals(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                         workflow_id: FromQuery[uuid.UUID | None] = None,
+                         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+                         offset: Annotated[int, QueryParameter(ge=0, le=10**9)] = 0) -> ApprovalList:
     """Steps of the tenant's runs that wait for a decision (optionally of one workflow), oldest run first."""
     found, total = await approvals.list_pending(core, principal, workflow_id=workflow_id, limit=limit, offset=offset)
     return ApprovalList(success=True, approvals=[_body(p) for p in found], count=total)
@@ -91,14 +93,16 @@ DECIDE = {**responses(V2Error, 403, 404, 409, 429), **accepted_response()}
 
 
 @post("/{workflow_id:uuid}/runs/{run_id:uuid}/approve", status_code=200, responses=DECIDE)
-async def approve_step(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID,
-                       run_id: uuid.UUID, data: DecideBody | None = None) -> Response[DecisionEnvelope]:
+async def approve_step(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                       workflow_id: FromPath[uuid.UUID], run_id: FromPath[uuid.UUID],
+                       data: JSONBody[DecideBody | None] = None) -> Response[DecisionEnvelope]:
     """Approve the run's paused step (`step_id`, else the first that paused) as the signed-in user."""
     return await _decide(request, principal, core, workflow_id, run_id, data, "approve")
 
 
 @post("/{workflow_id:uuid}/runs/{run_id:uuid}/reject", status_code=200, responses=DECIDE)
-async def reject_step(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID,
-                      run_id: uuid.UUID, data: DecideBody | None = None) -> Response[DecisionEnvelope]:
+async def reject_step(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                      workflow_id: FromPath[uuid.UUID], run_id: FromPath[uuid.UUID],
+                      data: JSONBody[DecideBody | None] = None) -> Response[DecisionEnvelope]:
     """Reject the run's paused step as the signed-in user (a comment may be required by the step)."""
     return await _decide(request, principal, core, workflow_id, run_id, data, "reject")

@@ -8,6 +8,8 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 
 from libs.events.schemas import Outcome
 from libs.events.schemas.plan import ParseInstruction
@@ -65,8 +67,8 @@ def plan_json(event) -> dict[str, Any]:
 
 
 @post("/parse", status_code=200, responses={**responses(V2Error, 422, 429), **accepted_response()})
-async def parse_instruction(request: Request, principal: Principal, core: Core, data: ParseBody
-                            ) -> Response[ParseResponse]:
+async def parse_instruction(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                            data: JSONBody[ParseBody]) -> Response[ParseResponse]:
     body = data
     instruction = body.instruction.strip()
     if len(instruction) < 5:

@@ -6,8 +6,9 @@ import uuid
 from typing import Annotated
 
 from litestar import Request, Response, delete, get, post
+from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from libs.domain.run_view import RunView, evolve, initial
 from libs.events.schemas import Outcome
@@ -32,8 +33,9 @@ MAX_VERSION = 2**31 - 1  # versions are int4; anything larger means "the latest"
                   "another run of it is pending, running or awaiting approval, execute answers 409, unless the "
                   "definition sets `\"concurrency\": \"unlimited\"` at its top level, which lets runs overlap. "
                   "409 too when the workflow is not active (archived).")
-async def execute_workflow(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID,
-                           data: ExecuteBody = ExecuteBody()) -> Response[RunEnvelope]:
+async def execute_workflow(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                           workflow_id: FromPath[uuid.UUID],
+                           data: JSONBody[ExecuteBody] = ExecuteBody()) -> Response[RunEnvelope]:
     workflow = await workflows.get(core, principal, workflow_id)
     sent: list[StartRun] = []
     keyed = "idempotency-key" in request.headers
@@ -56,9 +58,10 @@ async def execute_workflow(request: Request, principal: Principal, core: Core, w
 
 
 @get("/{workflow_id:uuid}/runs", responses=responses(V2Error, 404, 429))
-async def list_runs(principal: Principal, core: Core, workflow_id: uuid.UUID, status: RunStatusWord | None = None,
-                    limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-                    offset: Annotated[int, Parameter(ge=0, le=10**9)] = 0) -> RunList:
+async def list_runs(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                    workflow_id: FromPath[uuid.UUID], status: FromQuery[RunStatusWord | None] = None,
+                    limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+                    offset: Annotated[int, QueryParameter(ge=0, le=10**9)] = 0) -> RunList:
     workflow = await workflows.get(core, principal, workflow_id)
     statuses = _statuses(status)
     found, total = await runs.list_page(core, principal, workflow.id, statuses=statuses, limit=limit, offset=offset)
@@ -77,8 +80,9 @@ def _view_body(view: RunView) -> RunBody:
 
 
 @get("/{workflow_id:uuid}/runs/{run_id:uuid}", responses=responses(V2Error, 404, 429))
-async def get_run(principal: Principal, core: Core, workflow_id: uuid.UUID, run_id: uuid.UUID,
-                  at_version: Annotated[int | None, Parameter(ge=1, description=(
+async def get_run(principal: NamedDependency[Principal], core: NamedDependency[Core], workflow_id: FromPath[uuid.UUID],
+                  run_id: FromPath[uuid.UUID],
+                  at_version: Annotated[int | None, QueryParameter(ge=1, description=(
                       "Fold only the run's first N events; past its last event, the run as it ended"))] = None
                   ) -> RunEnvelope:
     """The run from the read model, or with `?at_version=N` the run folded from its first N events.
@@ -99,8 +103,8 @@ async def get_run(principal: Principal, core: Core, workflow_id: uuid.UUID, run_
 
 @delete("/{workflow_id:uuid}/runs/{run_id:uuid}", status_code=200,
         responses={**responses(V2Error, 404, 409, 429), **accepted_response()})
-async def terminate_run(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID,
-                        run_id: uuid.UUID) -> Response[Message]:
+async def terminate_run(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                        workflow_id: FromPath[uuid.UUID], run_id: FromPath[uuid.UUID]) -> Response[Message]:
     run = await runs.find(core, principal.tenant_id, run_id, workflow_id=workflow_id)
     if run is None:
         raise NotFound("Run")

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, delete, get, patch, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from libs.domain import cron
 from libs.events.schemas import Outcome
@@ -143,8 +144,9 @@ def _render(core: Core, principal: Principal, workflow_id: uuid.UUID, code: int)
 
 
 @post("/{workflow_id:uuid}/schedules", status_code=201, responses=COMMAND)
-async def create_schedule(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID,
-                          data: CreateScheduleBody) -> Response[ScheduleEnvelope]:
+async def create_schedule(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                          workflow_id: FromPath[uuid.UUID],
+                          data: JSONBody[CreateScheduleBody]) -> Response[ScheduleEnvelope]:
     values = msgspec.structs.asdict(data)
     schedules.check(values)
     workflow = await workflows.get(core, principal, workflow_id)
@@ -159,7 +161,8 @@ async def create_schedule(request: Request, principal: Principal, core: Core, wo
 
 
 @get("/{workflow_id:uuid}/schedules", responses=READ)
-async def list_schedules(principal: Principal, core: Core, workflow_id: uuid.UUID) -> ScheduleList:
+async def list_schedules(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                         workflow_id: FromPath[uuid.UUID]) -> ScheduleList:
     workflow = await workflows.get(core, principal, workflow_id)
     rows = await schedules.list_for(core, principal, workflow.id)
     return ScheduleList(success=True, schedules=[schedule_body(r) for r in rows], count=len(rows))
@@ -171,15 +174,16 @@ async def _pair(core: Core, principal: Principal, workflow_id: uuid.UUID, schedu
 
 
 @get("/{workflow_id:uuid}/schedules/{schedule_id:uuid}", responses=READ)
-async def get_schedule(principal: Principal, core: Core, workflow_id: uuid.UUID, schedule_id: uuid.UUID
-                       ) -> ScheduleEnvelope:
+async def get_schedule(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                       workflow_id: FromPath[uuid.UUID], schedule_id: FromPath[uuid.UUID]) -> ScheduleEnvelope:
     _, row = await _pair(core, principal, workflow_id, schedule_id)
     return ScheduleEnvelope(success=True, schedule=schedule_body(row))
 
 
 @patch("/{workflow_id:uuid}/schedules/{schedule_id:uuid}", responses=COMMAND)
-async def patch_schedule(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID,
-                         schedule_id: uuid.UUID, data: PatchScheduleBody) -> Response[ScheduleEnvelope]:
+async def patch_schedule(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                         workflow_id: FromPath[uuid.UUID], schedule_id: FromPath[uuid.UUID],
+                         data: JSONBody[PatchScheduleBody]) -> Response[ScheduleEnvelope]:
     changed = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not UNSET}
     schedules.check(changed)
     workflow, row = await _pair(core, principal, workflow_id, schedule_id)
@@ -195,8 +199,8 @@ async def patch_schedule(request: Request, principal: Principal, core: Core, wor
 
 
 @delete("/{workflow_id:uuid}/schedules/{schedule_id:uuid}", status_code=200, responses=COMMAND)
-async def delete_schedule(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID,
-                          schedule_id: uuid.UUID) -> Response[Message]:
+async def delete_schedule(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                          workflow_id: FromPath[uuid.UUID], schedule_id: FromPath[uuid.UUID]) -> Response[Message]:
     workflow, row = await _pair(core, principal, workflow_id, schedule_id)
 
     async def render(_: Outcome):
@@ -220,10 +224,12 @@ def _instant(raw: str | None) -> datetime | None:
 
 @get("/{workflow_id:uuid}/schedules/{schedule_id:uuid}/occurrences", responses=READ)
 async def list_occurrences(
-    principal: Principal, core: Core, workflow_id: uuid.UUID, schedule_id: uuid.UUID,
-    status: Literal["fired", "skipped", "missed", "buffered", "queued"] | None = None,
-    at: Annotated[str | None, Parameter(description="ISO 8601 time with a zone: why didn't it run then?")] = None,
-    limit: Annotated[int, Parameter(ge=1, le=500)] = 50, offset: Annotated[int, Parameter(ge=0, le=10**9)] = 0,
+    principal: NamedDependency[Principal], core: NamedDependency[Core], workflow_id: FromPath[uuid.UUID],
+    schedule_id: FromPath[uuid.UUID],
+    status: FromQuery[Literal["fired", "skipped", "missed", "buffered", "queued"] | None] = None,
+    at: Annotated[str | None, QueryParameter(description="ISO 8601 time with a zone: why didn't it run then?")] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+    offset: Annotated[int, QueryParameter(ge=0, le=10**9)] = 0,
 ) -> OccurrenceList:
     """Every occurrence's fate, newest first. `?at=<time>` answers "why didn't it run then?": the entry for
     that occurrence, or the window that covers it. `?status=` filters."""

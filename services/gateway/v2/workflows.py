@@ -7,7 +7,8 @@ from typing import Annotated
 
 import msgspec
 from litestar import Request, Response, delete, get, patch, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from libs.events.schemas import Outcome
 from libs.events.schemas.workflow import CreateWorkflow, DeleteWorkflow, UpdateWorkflow
@@ -42,9 +43,10 @@ def health() -> Health:
 
 
 @get("/", responses=responses(V2Error, 429))
-async def list_workflows(principal: Principal, core: Core, status: WorkflowStatus | None = None,
-                         limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-                         offset: Annotated[int, Parameter(ge=0, le=10**9)] = 0) -> WorkflowList:
+async def list_workflows(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                         status: FromQuery[WorkflowStatus | None] = None,
+                         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+                         offset: Annotated[int, QueryParameter(ge=0, le=10**9)] = 0) -> WorkflowList:
     found, total = await workflows.list_page(core, principal, status=status, limit=limit, offset=offset)
     return WorkflowList(success=True, workflows=[workflow_summary(w) for w in found], count=total)
 
@@ -58,8 +60,8 @@ def _render(core: Core, principal: Principal, code: int):
 
 
 @post("/", status_code=201, responses=COMMAND)
-async def create_workflow(request: Request, principal: Principal, core: Core,
-                          data: CreateWorkflowBody) -> Response[WorkflowEnvelope]:
+async def create_workflow(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                          data: JSONBody[CreateWorkflowBody]) -> Response[WorkflowEnvelope]:
     workflows.check_definition(data.definition)
 
     def make(command_id: uuid.UUID) -> CreateWorkflow:
@@ -71,13 +73,15 @@ async def create_workflow(request: Request, principal: Principal, core: Core,
 
 
 @get("/{workflow_id:uuid}", responses=responses(V2Error, 404, 429))
-async def get_workflow(principal: Principal, core: Core, workflow_id: uuid.UUID) -> WorkflowEnvelope:
+async def get_workflow(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                       workflow_id: FromPath[uuid.UUID]) -> WorkflowEnvelope:
     return WorkflowEnvelope(success=True, workflow=workflow_body(await workflows.get(core, principal, workflow_id)))
 
 
 @patch("/{workflow_id:uuid}", responses=COMMAND)
-async def patch_workflow(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID,
-                         data: PatchWorkflowBody) -> Response[WorkflowEnvelope]:
+async def patch_workflow(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                         workflow_id: FromPath[uuid.UUID],
+                         data: JSONBody[PatchWorkflowBody]) -> Response[WorkflowEnvelope]:
     if data.definition is not msgspec.UNSET:
         workflows.check_definition(data.definition)
     workflow = await workflows.get(core, principal, workflow_id)
@@ -91,8 +95,8 @@ async def patch_workflow(request: Request, principal: Principal, core: Core, wor
 
 
 @delete("/{workflow_id:uuid}", status_code=200, responses=COMMAND)
-async def delete_workflow(request: Request, principal: Principal, core: Core, workflow_id: uuid.UUID
-                          ) -> Response[Message]:
+async def delete_workflow(request: Request, principal: NamedDependency[Principal], core: NamedDependency[Core],
+                          workflow_id: FromPath[uuid.UUID]) -> Response[Message]:
     workflow = await workflows.get(core, principal, workflow_id)
 
     async def render(_: Outcome):
@@ -103,7 +107,8 @@ async def delete_workflow(request: Request, principal: Principal, core: Core, wo
 
 
 @get("/{workflow_id:uuid}/schema", responses=responses(V2Error, 404, 429))
-async def get_schema(principal: Principal, core: Core, workflow_id: uuid.UUID) -> SchemaEnvelope:
+async def get_schema(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                     workflow_id: FromPath[uuid.UUID]) -> SchemaEnvelope:
     definition = (await workflows.get(core, principal, workflow_id)).definition
     empty = {"type": "object", "properties": {}}
     return SchemaEnvelope(success=True, schema=IoSchema(inputs=definition.get("inputs") or empty,
@@ -111,7 +116,8 @@ async def get_schema(principal: Principal, core: Core, workflow_id: uuid.UUID) -
 
 
 @get("/commands/{command_id:uuid}", responses=responses(V2Error, 404, 429))
-async def command_status(principal: Principal, core: Core, command_id: uuid.UUID) -> CommandEnvelope:
+async def command_status(principal: NamedDependency[Principal], core: NamedDependency[Core],
+                         command_id: FromPath[uuid.UUID]) -> CommandEnvelope:
     """Where a 202 points: the committed outcome of a command, or that it is still pending. An id this tenant
     was never answered 202 for (unknown, or another tenant's) is 404."""
     outcome, accepted = await core.store.command_state(principal.tenant_id, command_id)
