@@ -75,14 +75,14 @@ class Load:
         duplicates += sum(max(0, sum(1 for t, s, _ in e if t == "StepCompleted" and s == sid) - 1)
                           for e in events.values() for sid in STEPS)
         sids = self.backdated + self.api
-        occ = await settle(lambda: occurrences(c.dsn, sids, through, frozenset(self.api)), lambda o: not o.missed, 90)
+        occ = await settle(lambda: occurrences(c.dsn, sids, through, frozenset(self.api)), lambda o: not o.missed, 40)
         scheduled = await until(lambda: run_events(c, occ.runs),
                                 lambda evs: all(any(t in TERMINAL for t, _, _ in e) for e in evs.values()),
                                 60, what="every fired occurrence's run finished")
         runs = [r.run_id for r in accepted] + occ.runs
-        hooks = await settle(lambda: webhooks(c.dsn, c.webhooks, c.endpoint, runs), lambda w: not w.lost, 60)
-        stored = (await db_fetch(c, "SELECT count(*) AS n FROM events"))[0]["n"]
-        published = await settle(lambda: _stream_messages(c), lambda n: n >= stored, 30)
+        hooks = await settle(lambda: webhooks(c.dsn, c.webhooks, c.endpoint, runs), lambda w: not w.lost, 30)
+        # Both re-read each poll: a schedule's tick may append while we look.
+        stored, published = await settle(lambda: _stored_and_published(c), lambda sp: sp[0] == sp[1], 30)
         logins = await db_fetch(c, "SELECT DISTINCT usename FROM pg_stat_activity WHERE datname = $1", DATABASE)
         takeover = ", ".join(f"{k} {v:.2f} s" for k, v in takeovers.items()) or "none"
         print(f"\ncluster faults ({label}):\n"
@@ -125,8 +125,9 @@ async def stream_info(c: Any):
         await nc.close()
 
 
-async def _stream_messages(c: Any) -> int:
+async def _stored_and_published(c: Any) -> tuple[int, int]:
+    stored = (await db_fetch(c, "SELECT count(*) AS n FROM events"))[0]["n"]
     try:
-        return (await stream_info(c)).state.messages
+        return stored, (await stream_info(c)).state.messages
     except Exception:  # noqa: BLE001 - nats' errors while the cluster settles: polled again
-        return -1
+        return stored, -1
