@@ -221,6 +221,7 @@ async def test_executor_relay_and_scheduler_leaders_killed_under_load(short_stac
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(480)  # about 140 s on two busy cores: the suite's 180 s is too tight for it
 async def test_soak_every_service_replicated_under_faults(tmp_path_factory):
     running = stack(tmp_path_factory, SOAK)
     c = await asyncio.to_thread(next, running)  # it starts processes and runs its own event loop
