@@ -49,6 +49,7 @@ APP_LOGIN_PROCESSES = {"planner", "notifier"}
 class ClusterStack(Replicas):
     webhooks: WebhookReceiver
     endpoint: uuid.UUID | None = None
+    log_starts: dict[str, int]
 
     @property
     def base_url(self) -> str:
@@ -60,6 +61,16 @@ class ClusterStack(Replicas):
         gateways = sorted(name for name in self.ports if name.startswith("gateway"))
         client.base_url = f"http://127.0.0.1:{self.ports[gateways[n % len(gateways)]]}"
         return client
+
+    def start(self, name: str, extra: dict[str, str] | None = None, *, wait: bool = True):
+        log = self.root / "logs" / f"{name}.log"
+        self.log_starts[name] = log.stat().st_size if log.exists() else 0  # a restart appends to the same file
+        return super().start(name, extra, wait=wait)
+
+    def log_since_start(self, name: str) -> str:
+        with open(self.root / "logs" / f"{name}.log", "rb") as log:
+            log.seek(self.log_starts.get(name, 0))
+            return log.read().decode(errors="replace")
 
     def login_url(self, name: str) -> str:
         rest = self.dsn.split("@", 1)[1]
@@ -88,7 +99,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, names: tuple[str, ...]) -> I
     natsc = NatsCluster(root / "nats", 3)
     receiver = SlowEffectReceiver()
     c = ClusterStack(root, pg, natsc, receiver, {name: free_port() for name in names})
-    c.webhooks = WebhookReceiver()
+    c.webhooks, c.log_starts = WebhookReceiver(), {}
     try:
         pg.start()
         pg.create_database(DATABASE)
@@ -112,9 +123,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, names: tuple[str, ...]) -> I
 
 
 def leader(c: ClusterStack, kind: str) -> str | None:
-    """The replica whose log says it leads (relay_leading / scheduler_leading), the live one if several did."""
+    """The live replica whose log says it leads (relay_leading / scheduler_leading) since it last started."""
     for name, proc in c.procs.items():
-        if name.startswith(kind) and proc.alive() and f"{kind}_leading" in (c.root / "logs" / f"{name}.log").read_text():
+        if name.startswith(kind) and proc.alive() and f"{kind}_leading" in c.log_since_start(name):
             return name
     return None
 
