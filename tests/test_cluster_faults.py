@@ -149,6 +149,7 @@ class Faults:
     results: list[Submitted]
     killed: list[str] = field(default_factory=list)
     takeovers: dict[str, float] = field(default_factory=dict)
+    outages: dict[str, tuple[float, float]] = field(default_factory=dict)  # NATS node: (killed, restarted)
 
 
 async def nats_follower_then_leader(f: Faults) -> None:
@@ -159,9 +160,11 @@ async def nats_follower_then_leader(f: Faults) -> None:
         name = info.cluster.leader if role == "leader" else info.cluster.replicas[0].name
         node = next(n for n in f.c.nats.nodes if n.name == name)
         node.kill()
+        down = time.monotonic()
         f.killed.append(f"NATS {role} {name}")
         await asyncio.sleep(3.0)
         await asyncio.to_thread(node.start)  # same port, same store
+        f.outages[f"NATS {role} {name}"] = (down, time.monotonic())
         await until(lambda: asyncio.to_thread(node.jetstream_ready), bool, 30, what=f"the restarted {name} ready")
     await until(lambda: settled_stream(f.c), bool, 60, what="the EVENTS stream settled after the restarts")
 
@@ -213,6 +216,8 @@ async def run_faults(c: ClusterStack, faults: list[Fault], gap_s: float, workers
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*clients), 60)
+    for what, (down, up) in f.outages.items():  # the kill met the load, or the test proved nothing
+        assert any(r.began < up and r.ended > down for r in f.results), f"no execute in flight while {what} was down"
     for name in [n for n in f.killed if n in c.procs and not c.procs[n].alive()]:
         c.start(name, wait=False)  # as their pods would be: the next test (or a rerun) finds the stack whole
     await load.check(f"killed {', '.join(f.killed)}", f.takeovers, minute_boundary=minute_boundary)
