@@ -13,10 +13,12 @@ Two short tests run in the suite (the NATS nodes; the service leaders and an exe
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -26,6 +28,8 @@ from deploy.local.embedded import EmbeddedPostgres, free_port
 from deploy.local.nats_cluster import NatsCluster
 from deploy.local.stack import wait_http
 from libs.events.migrate import migrate
+from services.relay.app import RELAY_LOCK_KEY
+from services.scheduler.firing import LEADER_LOCK_KEY
 from tests.fakes.slow_receiver import SlowEffectReceiver
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.fault_run import Load, stream_info
@@ -49,7 +53,6 @@ APP_LOGIN_PROCESSES = {"planner", "notifier"}
 class ClusterStack(Replicas):
     webhooks: WebhookReceiver
     endpoint: uuid.UUID | None = None
-    log_starts: dict[str, int]
 
     @property
     def base_url(self) -> str:
@@ -61,16 +64,6 @@ class ClusterStack(Replicas):
         gateways = sorted(name for name in self.ports if name.startswith("gateway"))
         client.base_url = f"http://127.0.0.1:{self.ports[gateways[n % len(gateways)]]}"
         return client
-
-    def start(self, name: str, extra: dict[str, str] | None = None, *, wait: bool = True):
-        log = self.root / "logs" / f"{name}.log"
-        self.log_starts[name] = log.stat().st_size if log.exists() else 0  # a restart appends to the same file
-        return super().start(name, extra, wait=wait)
-
-    def log_since_start(self, name: str) -> str:
-        with open(self.root / "logs" / f"{name}.log", "rb") as log:
-            log.seek(self.log_starts.get(name, 0))
-            return log.read().decode(errors="replace")
 
     def login_url(self, name: str) -> str:
         rest = self.dsn.split("@", 1)[1]
@@ -99,7 +92,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, names: tuple[str, ...]) -> I
     natsc = NatsCluster(root / "nats", 3)
     receiver = SlowEffectReceiver()
     c = ClusterStack(root, pg, natsc, receiver, {name: free_port() for name in names})
-    c.webhooks, c.log_starts = WebhookReceiver(), {}
+    c.webhooks = WebhookReceiver()
     try:
         pg.start()
         pg.create_database(DATABASE)
@@ -122,12 +115,32 @@ def stack(tmp_path_factory: pytest.TempPathFactory, names: tuple[str, ...]) -> I
         pg.stop()
 
 
-def leader(c: ClusterStack, kind: str) -> str | None:
-    """The live replica whose log says it leads (relay_leading / scheduler_leading) since it last started."""
+LOCK_KEYS = {"relay": RELAY_LOCK_KEY, "scheduler": LEADER_LOCK_KEY}
+
+
+async def leader(c: ClusterStack, kind: str) -> str | None:
+    """The live replica that holds the kind's leader lock now (a Postgres advisory lock), None while none does.
+    Asked of Postgres, not of the logs: a leader that loses its connection (a NATS timeout makes the relay
+    reconnect too) gives the lock up and any replica may take it, so "who logged relay_leading" goes stale."""
+    key = LOCK_KEYS[kind]
+    rows = await db_fetch(c, "SELECT a.client_port FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                             " WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = $1"
+                             " AND l.objid::bigint = $2 AND l.objsubid = 1", key >> 32, key & 0xFFFFFFFF)
+    ports = {r["client_port"] for r in rows}
     for name, proc in c.procs.items():
-        if name.startswith(kind) and proc.alive() and f"{kind}_leading" in c.log_since_start(name):
+        if name.startswith(kind) and proc.alive() and ports & local_ports(proc.proc.pid):
             return name
     return None
+
+
+def local_ports(pid: int) -> set[int]:
+    """The local TCP ports of a process's sockets (Linux /proc: its socket inodes matched in net/tcp)."""
+    try:
+        inodes = {os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1] for fd in os.listdir(f"/proc/{pid}/fd")}
+        lines = [line for table in ("tcp", "tcp6") for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]]
+    except OSError:  # it died meanwhile
+        return set()
+    return {int(f[1].split(":")[1], 16) for f in (line.split() for line in lines) if f[9] in inodes}
 
 
 async def settled_stream(c: ClusterStack):
@@ -187,15 +200,14 @@ async def relay_and_scheduler_leaders(f: Faults) -> None:
                     bool, 30, every=0.02, what="the burst being written")
         killed_at = {}
         for kind in ("relay", "scheduler"):
-            name = leader(f.c, kind)
-            assert name, f"no live {kind} leads"
+            name = await until(lambda: leader(f.c, kind), bool, 30, every=0.1, what=f"a live {kind} leading")
             f.c.kill(name)
             killed_at[kind] = time.monotonic()
             await wait_dead(f.c.procs[name], 10)
             f.killed.append(name)
         f.results.extend(await burst)
     for kind, at in killed_at.items():
-        await until(lambda: asyncio.to_thread(leader, f.c, kind), bool, 30, every=0.05, what=f"a new {kind} leader")
+        await until(lambda: leader(f.c, kind), bool, 30, every=0.05, what=f"a new {kind} leader")
         f.takeovers[f"{kind} leader"] = time.monotonic() - at
 
 
