@@ -26,11 +26,11 @@ from deploy.local.embedded import EmbeddedNats, free_port
 from libs.readmodels import project
 from libs.domain.schedule_state import decode
 from libs.events.schemas import Metadata
-from libs.events.schemas.schedule import ScheduleCreated
 from libs.events.schemas.workflow import WorkflowCreated
 from libs.events.store import EventStore
 from services.scheduler.domain import run_id_for
 from tests.conftest import migrated_database, poll
+from tests.fault_load import backdated_schedules
 
 MODULES = {"relay": "services.relay", "executor": "services.executor", "scheduler-a": "services.scheduler",
            "scheduler-b": "services.scheduler"}
@@ -99,16 +99,6 @@ async def _workflow(store: EventStore, tenant: str, nodes=None) -> uuid.UUID:
     return wid
 
 
-async def _schedules(store: EventStore, tenant: str, wid: uuid.UUID, count: int,
-                     at: datetime) -> list[uuid.UUID]:
-    sids = [uuid.uuid4() for _ in range(count)]
-    for sid in sids:
-        await store.append(f"schedule-{sid}", 0, [ScheduleCreated(
-            schedule_id=sid, workflow_id=wid, cron_expression="* * * * *", missed_execution_policy="queue",
-            max_queued=10, overlap_policy="allow", created_by="alice", at=at)], metadata=Metadata(tenant_id=tenant))
-    return sids
-
-
 class Ledger(dict):
     def __repr__(self) -> str:  # what a failed poll prints: counts, not every run id
         fired = sum(len(f) for f in self["fired"].values())
@@ -164,7 +154,7 @@ def assert_exactly_once(ledger: dict) -> None:
 async def test_two_scheduler_replicas_fire_each_occurrence_exactly_once(cluster, store, tenant):
     wid = await _workflow(store, tenant)
     created_at = datetime.now(UTC) - timedelta(minutes=2, seconds=30)
-    sids = await _schedules(store, tenant, wid, 16, created_at)
+    sids = await backdated_schedules(store, tenant, wid, 16, created_at)
     ledger = await poll(lambda: _ledger(store), lambda led: _all_done(led, sids, 2), timeout=60, every=0.3)
     assert_exactly_once(ledger)
     leaders = [n for n in ("scheduler-a", "scheduler-b") if "scheduler_leading" in cluster.log(n)]
@@ -192,7 +182,7 @@ async def test_schedulers_killed_mid_firing_lose_and_duplicate_nothing(cluster, 
     doomed = cluster.start("scheduler-a", wait=False, WEFT_FAULT_POINT="schedule_fired", WEFT_FAULT_ONCE_FILE=str(first))
     wid = await _workflow(store, tenant)
     created_at = datetime.now(UTC) - timedelta(minutes=2, seconds=30)
-    sids = await _schedules(store, tenant, wid, 10, created_at)
+    sids = await backdated_schedules(store, tenant, wid, 10, created_at)
     await _died(doomed)
     assert first.read_text() == "schedule_fired" and doomed.proc.returncode == 137
     async with store.pool.acquire() as conn:  # (the decision may be for an earlier test's schedule)
