@@ -93,7 +93,7 @@ async def list_workflows(principal: Principal, core: Core) -> list[WorkflowListI
 @get("/{workflow_id:uuid}", responses=READ)
 async def get_workflow(principal: Principal, core: Core, workflow_id: uuid.UUID) -> WorkflowDetail:
     workflow = await workflows.get(core, principal, workflow_id)
-    found, _ = await runs.list_page(core, principal, workflow.id, limit=200, newest="run_number")
+    found, _ = await runs.list_page(core, principal, workflow.id, limit=200, newest="run_number", total=False)
     return WorkflowDetail(**workflow_fields(workflow), workflowSteps=steps_of(workflow.definition),
                           workflowRuns=[run_item(r) for r in found])
 
