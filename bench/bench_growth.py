@@ -15,10 +15,11 @@
    timed 30 times after warm-up: v2 first page, v2 deepest page by offset, v2 filtered by status, the console's
    workflow detail (its 200 newest runs); the public API (D) lists no runs. Ratio: big / small. Then a 3-step run
    of each workflow (starting one inserts its runs row, numbered after the workflow's last run).
-3. Store, in a database of its own: EventStore.append (1 event, a new stream; 1 event to a 10-event stream) and
-   read_stream (a 10-event stream) and read_all (100 events near the head), latency per call, first with a
-   near-empty events table, then after one INSERT ... SELECT generate_series of --store-events events
-   (10-event streams of the same tenant) and ANALYZE. Ratio: full / empty.
+3. Store, in two databases of their own on the same server: one near-empty, one seeded with one INSERT ...
+   SELECT generate_series of --store-events events (10-event streams of the tenant measured). Latency per call
+   of EventStore.append (1 event, a new stream; the 10th event of a stream), read_stream (a 10-event stream) and
+   read_all (100 events near the head), calls alternating between the two databases so both see the same
+   load from the rest of the machine. Ratio: full / empty.
 Everything started here is stopped in `finally`.
 """
 
@@ -239,9 +240,10 @@ def main() -> int:
                 "WEFT_V2_RATE_LIMIT_PER_MINUTE": "10000000"})
             asyncio.run(bench_platform(args, ports, dsn, procs, pg, nats_srv))
         if "store" not in args.skip:
-            pg.create_database("weft_store")
-            asyncio.run(migrate(pg.dsn("weft_store")))
-            asyncio.run(measure_store(pg.dsn("weft_store"), args.store_events))
+            for name in ("weft_store_empty", "weft_store_full"):
+                pg.create_database(name)
+                asyncio.run(migrate(pg.dsn(name)))
+            asyncio.run(measure_store(pg.dsn("weft_store_empty"), pg.dsn("weft_store_full"), args.store_events))
         ok = True
     finally:
         stop_all(root, procs, nats_srv if nats_srv.proc else None, pg, ok)

@@ -26,63 +26,73 @@ FROM generate_series(0, $2 - 1) AS g
 """
 
 
-async def _latencies(store: EventStore, pool: asyncpg.Pool, label: str, read_streams: list[str]) -> dict[str, list[float]]:
-    meta = Metadata(tenant_id=TENANT, correlation_id=str(uuid.uuid4()), actor="bench")
-    out: dict[str, list[float]] = {k: [] for k in ("append, new stream", "append to a 10-event stream",
-                                                   "read_stream, 10 events", "read_all, 100 events near the head")}
-    head = await pool.fetchval("SELECT coalesce(max(global_position), 0) FROM events")
-    for i in range(CALLS):
+class Side:
+    """One database's store, the streams read from it, and the latencies measured on it."""
+
+    def __init__(self, name: str, pool: asyncpg.Pool) -> None:
+        self.name, self.pool = name, pool
+        self.store = EventStore(pool, app_role="weft_app", projector=None)
+        self.streams: list[str] = []
+        self.ms: dict[str, list[float]] = {k: [] for k in OPERATIONS}
+        self.head = 0
+
+    async def one_round(self, i: int, meta: Metadata) -> None:
+        """One call of each operation (the 10-event stream's append: 9 events first, untimed, then the 10th)."""
         sid = uuid.uuid4()
+        await self._timed("append, new stream", self.store.append(f"new-{sid}", 0, [ceiling_event(sid, 0)], metadata=meta))
+        got = await self._timed("read_stream, 10 events", self.store.read_stream(TENANT, self.streams[i % len(self.streams)]))
+        assert len(got) == 10, len(got)
+        async with self.pool.acquire() as conn:
+            await self._timed("read_all, 100 events near the head", read_all(conn, self.head - 100 - i, 100))
+        await self.store.append(f"fill-{sid}", 0, [ceiling_event(sid, v) for v in range(9)], metadata=meta)
+        await self._timed("append to a 10-event stream",
+                          self.store.append(f"fill-{sid}", 9, [ceiling_event(sid, 9)], metadata=meta))
+
+    async def _timed(self, key: str, call):
         t0 = time.perf_counter()
-        await store.append(f"{label}-{sid}", 0, [ceiling_event(sid, 0)], metadata=meta)
-        out["append, new stream"].append((time.perf_counter() - t0) * 1e3)
-        stream = read_streams[i % len(read_streams)]
-        t0 = time.perf_counter()
-        got = await store.read_stream(TENANT, stream)
-        out["read_stream, 10 events"].append((time.perf_counter() - t0) * 1e3)
-        assert len(got) == 10, (stream, len(got))
-        t0 = time.perf_counter()
-        async with pool.acquire() as conn:
-            await read_all(conn, head - 100 - i, 100)
-        out["read_all, 100 events near the head"].append((time.perf_counter() - t0) * 1e3)
-    # Fill one stream per call up to version 10 (9 events), then time the 10th: the append's version check reads
-    # the stream's highest version.
-    for i in range(CALLS):
-        sid = uuid.uuid4()
-        await store.append(f"{label}-fill-{sid}", 0, [ceiling_event(sid, v) for v in range(9)], metadata=meta)
-        t0 = time.perf_counter()
-        await store.append(f"{label}-fill-{sid}", 9, [ceiling_event(sid, 9)], metadata=meta)
-        out["append to a 10-event stream"].append((time.perf_counter() - t0) * 1e3)
-    return out
+        result = await call
+        self.ms[key].append((time.perf_counter() - t0) * 1e3)
+        return result
 
 
-async def measure_store(dsn: str, seed_events: int) -> None:
-    pool = await asyncpg.create_pool(dsn, min_size=2, max_size=2)
+OPERATIONS = ("append, new stream", "append to a 10-event stream", "read_stream, 10 events",
+              "read_all, 100 events near the head")
+
+
+async def measure_store(empty_dsn: str, full_dsn: str, seed_events: int) -> None:
+    """Two databases on the same server, one near-empty and one seeded; calls alternate between them, so both
+    see the same load from the rest of the machine."""
+    sides = [Side("empty", await asyncpg.create_pool(empty_dsn, min_size=2, max_size=2)),
+             Side("full", await asyncpg.create_pool(full_dsn, min_size=2, max_size=2))]
+    empty, full = sides
     try:
-        store = EventStore(pool, app_role="weft_app", projector=None)
-        meta = Metadata(tenant_id=TENANT, correlation_id=str(uuid.uuid4()), actor="bench")
-        streams = []
-        for _ in range(30):  # the streams read in both phases
-            sid = uuid.uuid4()
-            await store.append(f"read-{sid}", 0, [ceiling_event(sid, v) for v in range(10)], metadata=meta)
-            streams.append(f"read-{sid}")
-        await _latencies(store, pool, "warm", streams)  # warm-up: connections, prepared statements, the table
-        await pool.execute("ANALYZE events")
-        empty_n = await pool.fetchval("SELECT count(*) FROM events")
-        empty = await _latencies(store, pool, "empty", streams)
         t0 = time.perf_counter()
-        await pool.execute(_SEED, TENANT, seed_events)
-        await pool.execute("VACUUM ANALYZE events")
-        print(f"\n  seeded {seed_events} events (one INSERT ... SELECT generate_series, then VACUUM ANALYZE) in "
-              f"{time.perf_counter() - t0:.1f} s")
-        # the seeded streams too: a stream among the million, not only the ones read before
-        streams_full = streams + [f"seed-{i}" for i in range(7, seed_events // 10, max(1, seed_events // 300))][:30]
-        full_n = await pool.fetchval("SELECT count(*) FROM events")
-        full = await _latencies(store, pool, "full", streams_full)
-        print(f"\n== store latency: {full_n} events in the table vs {empty_n} ({CALLS} calls each, ms; ratio = full / empty)")
+        await full.pool.execute(_SEED, TENANT, seed_events)
+        print(f"\n  seeded {seed_events} events (one INSERT ... SELECT generate_series) in {time.perf_counter() - t0:.1f} s")
+        meta = Metadata(tenant_id=TENANT, correlation_id=str(uuid.uuid4()), actor="bench")
+        for side in sides:
+            for _ in range(30):  # streams written now; the full side also reads streams among the million
+                sid = uuid.uuid4()
+                await side.store.append(f"read-{sid}", 0, [ceiling_event(sid, v) for v in range(10)], metadata=meta)
+                side.streams.append(f"read-{sid}")
+            await side.pool.execute("VACUUM ANALYZE events")
+        full.streams += [f"seed-{i}" for i in range(7, seed_events // 10, max(1, seed_events // 300))][:30]
+        for side in sides:
+            side.head = await side.pool.fetchval("SELECT max(global_position) FROM events")
+            for i in range(30):  # warm-up: connections, prepared statements
+                await side.one_round(i, meta)
+            side.ms = {k: [] for k in OPERATIONS}
+        for i in range(CALLS):
+            for side in (sides if i % 2 == 0 else sides[::-1]):
+                await side.one_round(i, meta)
+        counts = [await side.pool.fetchval("SELECT count(*) FROM events") for side in sides]
+        print(f"\n== store latency: {counts[1]} events in the table vs {counts[0]} ({CALLS} calls each, alternating"
+              " between the two databases; ms; ratio = full / empty)")
         print(f"  {'operation':<38} {'empty p50':>9} {'p99':>7} {'full p50':>9} {'p99':>7} {'p50 ratio':>9} {'p99 ratio':>9}")
-        for key in empty:
-            e50, e99, f50, f99 = pct(empty[key], 50), pct(empty[key], 99), pct(full[key], 50), pct(full[key], 99)
-            print(f"  {key:<38} {e50:9.3f} {e99:7.3f} {f50:9.3f} {f99:7.3f} {f50 / e50:9.2f} {f99 / e99:9.2f}")
+        for key in OPERATIONS:
+            e, f = empty.ms[key], full.ms[key]
+            print(f"  {key:<38} {pct(e, 50):9.3f} {pct(e, 99):7.3f} {pct(f, 50):9.3f} {pct(f, 99):7.3f}"
+                  f" {pct(f, 50) / pct(e, 50):9.2f} {pct(f, 99) / pct(e, 99):9.2f}")
     finally:
-        await pool.close()
+        for side in sides:
+            await side.pool.close()
