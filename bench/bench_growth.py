@@ -11,10 +11,11 @@
    first chain's per-step cost. A ratio that climbs with the step count is a cost growing faster than the work.
 2. Listing. Two workflows; the runs read model gets --listing-runs rows for one and 100 for the other, INSERTed
    directly with generate_series (the rows the runs projection writes for finished runs: the listing reads only
-   that table; the projection itself is measured by part 1), then VACUUM ANALYZE. Then the endpoints a user lists runs with, each
-   timed 30 times after warm-up: v2 first page, v2 deepest page by offset, v2 filtered by status, the console's
-   workflow detail (its 200 newest runs); the public API (D) lists no runs. Ratio: big / small. Then a 3-step run
-   of each workflow (starting one inserts its runs row, numbered after the workflow's last run).
+   that table; the projection itself is measured by part 1), then VACUUM ANALYZE. Then the endpoints a user
+   lists runs with, each timed 30 times after warm-up, the two workflows' requests alternating: v2 first page,
+   v2 deepest page by offset, v2 filtered by status, the console's workflow detail (its 200 newest runs); the
+   public API (D) lists no runs. Ratio: big / small. Then 3-step runs of each workflow, alternating (starting
+   one inserts its runs row, numbered after the workflow's last run).
 3. Store, in two databases of their own on the same server: one near-empty, one seeded with one INSERT ...
    SELECT generate_series of --store-events events (10-event streams of the tenant measured). Latency per call
    of EventStore.append (1 event, a new stream; the 10th event of a stream), read_stream (a 10-event stream) and
@@ -139,17 +140,20 @@ FROM generate_series(1, $3) AS i
 """
 
 
-async def timed_get(http: HttpConn, path: str, n: int = 30) -> float:
-    for _ in range(3):
-        status, body = await http.request("GET", path)
-        if status != 200:
-            raise RuntimeError(f"GET {path}: HTTP {status} {body[:200]!r}")
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        await http.request("GET", path)
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+async def timed_pair(http: HttpConn, paths: dict[int, str], n: int = 30) -> dict[int, float]:
+    """Median ms of GET on each path, the paths' requests alternating so both see the same machine load."""
+    for path in paths.values():
+        for _ in range(3):
+            status, body = await http.request("GET", path)
+            if status != 200:
+                raise RuntimeError(f"GET {path}: HTTP {status} {body[:200]!r}")
+    times: dict[int, list[float]] = {k: [] for k in paths}
+    for i in range(n):
+        for key, path in (list(paths.items()) if i % 2 == 0 else list(paths.items())[::-1]):
+            t0 = time.perf_counter()
+            await http.request("GET", path)
+            times[key].append((time.perf_counter() - t0) * 1000)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 async def measure_listing(http, completions, admin, big: int) -> None:
@@ -170,12 +174,15 @@ async def measure_listing(http, completions, admin, big: int) -> None:
         ("console GET /api/workflows/:id (200 newest runs)", lambda n: f"/api/workflows/{ids[n]}"),
     )
     for label, path in shapes:
-        ms = {n: await timed_get(http, path(n)) for n in (small, big)}
+        ms = await timed_pair(http, {n: path(n) for n in (small, big)})
         print(f"  {label:<58} {ms[small]:8.2f} {ms[big]:8.2f} {ms[big] / ms[small]:7.2f}", flush=True)
-    walls = {}
+    walls: dict[int, list[float]] = {small: [], big: []}
     for n in (small, big):
         await run_once(http, completions, ids[n], {})
-        walls[n] = statistics.median([(await run_once(http, completions, ids[n], {}))[1] for _ in range(15)])
+    for i in range(30):
+        for n in ((small, big) if i % 2 == 0 else (big, small)):
+            walls[n].append((await run_once(http, completions, ids[n], {}))[1])
+    walls = {n: statistics.median(v) for n, v in walls.items()}
     print(f"  {'a 3-step run of the workflow, submit -> completed':<58} {walls[small]:8.2f} {walls[big]:8.2f} "
           f"{walls[big] / walls[small]:7.2f}")
 
