@@ -19,19 +19,21 @@ class Graph:
         for node in nodes:
             self.by_id.setdefault(node.get("id"), node)  # the first of a repeated id, as a scan finds it
         self._order: list[dict[str, Any]] | None = None
-        self._deps: dict[str, list[str]] = {}
+        self._entries: list[tuple[str, dict[str, Any], list[str]]] = []
 
     @property
     def order(self) -> list[dict[str, Any]]:
         """Topological order (raises DomainError on a cycle, as topological_order does, each time asked)."""
         if self._order is None:
             self._order = topological_order(self.nodes)
-            self._deps = {n["id"]: dependencies(n) for n in self._order}
+            self._entries = [(n["id"], n, dependencies(n)) for n in self._order]
         return self._order
 
-    def deps(self, step_id: str) -> list[str]:
-        self.order  # noqa: B018 - fills _deps
-        return self._deps[step_id]
+    @property
+    def entries(self) -> list[tuple[str, dict[str, Any], list[str]]]:
+        """(step id, node, its dependencies) in topological order: what planning walks each round."""
+        self.order  # noqa: B018 - computes both
+        return self._entries
 
 
 # Keyed by the identity of the definition's node list, which a folded run keeps (evolve never copies it). The

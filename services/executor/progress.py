@@ -91,11 +91,10 @@ def next_actions(run: Run, now: datetime, in_flight: frozenset[str] = frozenset(
         return Plan() if running & in_flight else Plan(actions=[FinishCancel()])
     actions: list[Action] = []
     wakes = [limit] if limit else []
-    for node in order:
-        sid = node["id"]
+    for sid, node, deps in graph.entries:
         step = run.steps.get(sid)
         if step is None:
-            action = _ready(run, node, by_id, graph.deps(sid))
+            action = _ready(run, node, by_id, deps)
             if action is not None:
                 actions.append(action)
         elif step.status == "running" and sid not in in_flight:
