@@ -32,6 +32,7 @@ bench: $(BIN)/weft
 	$(BIN)/python bench/bench_webhooks.py
 	$(BIN)/python bench/bench_telemetry.py
 	$(BIN)/python bench/bench_history.py
+	$(BIN)/python bench/bench_growth.py
 
 clean-data:
 	rm -rf .weft

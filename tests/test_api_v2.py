@@ -205,6 +205,12 @@ async def test_runs_list_filters_and_paginates(stack, tenant):
         assert [r["id"] for r in failed["runs"]] == [bad["id"]]
         page = (await c.get(f"/api/v2/workflows/{wf['id']}/runs", params={"limit": 1, "offset": 1})).json()
         assert [r["id"] for r in page["runs"]] == [ok[1]["id"]] and page["count"] == 3
+        # Every page, full or not, and past the end, names the same total (a last page is not counted again).
+        for params, ids in (({"limit": 2, "offset": 2}, [ok[0]["id"]]), ({"limit": 2, "offset": 5}, []),
+                            ({"limit": 2, "offset": 1, "status": "completed"}, [ok[0]["id"]])):
+            page = (await c.get(f"/api/v2/workflows/{wf['id']}/runs", params=params)).json()
+            assert [r["id"] for r in page["runs"]] == ids
+            assert page["count"] == (2 if "status" in params else 3), params
         # Runs of another workflow are not found under this one.
         other = await _create(c)
         assert (await c.get(f"/api/v2/workflows/{other['id']}/runs/{ok[0]['id']}")).status_code == 404

@@ -9,9 +9,10 @@ from typing import Any
 
 import msgspec
 
-from libs.domain.definition import dependencies, topological_order
+from libs.domain.definition import dependencies
 from libs.events.schemas import Event
 from libs.events.schemas.run import RunCancelled, RunCompleted, RunFailed, RunStarted, StepSkipped, StepStarted
+from services.executor.graph import graph_of
 from services.executor.results import wait_ended
 from services.executor.run_state import DONE_STEP, TERMINAL, Run
 
@@ -79,8 +80,8 @@ def next_actions(run: Run, now: datetime, in_flight: frozenset[str] = frozenset(
     limit = deadline(run)
     if limit is not None and now >= limit:
         return Plan(actions=[Fail(f"Run timed out after {run.definition['timeout_s']} s")])
-    order = topological_order(run.definition.get("nodes", []))
-    by_id = {n["id"]: n for n in order}
+    graph = graph_of(run.definition)
+    order, by_id = graph.order, graph.by_id
     for step_id, step in run.steps.items():
         if step.status == "failed" and not _continues(by_id.get(step_id, {})):
             return Plan(actions=[Fail(f"Step {step_id} failed: {step.error}")])
@@ -90,11 +91,10 @@ def next_actions(run: Run, now: datetime, in_flight: frozenset[str] = frozenset(
         return Plan() if running & in_flight else Plan(actions=[FinishCancel()])
     actions: list[Action] = []
     wakes = [limit] if limit else []
-    for node in order:
-        sid = node["id"]
+    for sid, node, deps in graph.entries:
         step = run.steps.get(sid)
         if step is None:
-            action = _ready(run, node, by_id)
+            action = _ready(run, node, by_id, deps)
             if action is not None:
                 actions.append(action)
         elif step.status == "running" and sid not in in_flight:
@@ -115,11 +115,13 @@ def next_actions(run: Run, now: datetime, in_flight: frozenset[str] = frozenset(
     return Plan(wake_at=min(wakes) if wakes else None)
 
 
-def _ready(run: Run, node: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> Action | None:
-    deps = dependencies(node)
-    states = [run.steps.get(dep) for dep in deps]
-    if any(s is None or s.status not in DONE_STEP for s in states):
-        return None
+def _ready(run: Run, node: dict[str, Any], by_id: dict[str, dict[str, Any]], deps: list[str]) -> Action | None:
+    states = []
+    for dep in deps:  # most steps of a long chain wait: the first unfinished dependency settles it
+        state = run.steps.get(dep)
+        if state is None or state.status not in DONE_STEP:
+            return None
+        states.append(state)
     for dep, s in zip(deps, states, strict=True):
         if s.status == "skipped":
             return Skip(node["id"], f"upstream step {dep} was skipped")

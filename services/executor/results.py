@@ -23,6 +23,7 @@ from libs.events.schemas.run import (
     StepWaiting,
 )
 from services.executor.effects import AwaitApproval, Completed, Effect, Failed, WaitUntil
+from services.executor.graph import graph_of
 from services.executor.run_state import Run
 
 DEFAULT_RETRY = {"max_attempts": 3, "backoff_s": 1.0, "multiplier": 2.0, "max_backoff_s": 30.0, "jitter": 0.2}
@@ -59,7 +60,7 @@ def backoff_s(policy: dict[str, float], attempt: int, jitter: float) -> float:
 
 def record(c: RecordStepResult, run: Run) -> list[Event]:
     """The events an attempt's result is recorded as."""
-    node = next((n for n in run.definition.get("nodes", []) if n.get("id") == c.step_id), None)
+    node = graph_of(run.definition).by_id.get(c.step_id)
     if node is None:
         raise DomainError(400, f"step {c.step_id!r} is not in the run's definition", "step_id")
     rid, sid, attempt, at = c.run_id, c.step_id, c.attempt, c.at

@@ -64,6 +64,18 @@ def test_the_plan_graph_puts_each_step_after_what_it_depends_on():
     assert "<script" not in svg.plan_graph({"nodes": [{"id": "<script>", "type": "x"}]})
 
 
+def test_the_plan_graph_of_the_longest_chain_declared_backwards_is_drawn():
+    """Columns are found with a loop, not recursion: MAX_NODES steps, last first, must not be a RecursionError."""
+    from libs.domain.definition import MAX_NODES
+
+    chain = [{"id": "s0", "type": "noop"}] + [{"id": f"s{i}", "type": "noop", "input_from": f"s{i - 1}"}
+                                              for i in range(1, MAX_NODES)]
+    assert svg._levels(chain[::-1]) == {f"s{i}": i for i in range(MAX_NODES)}
+    assert svg.plan_graph({"nodes": chain[::-1]}).count("<rect") >= MAX_NODES
+    cycle = [{"id": "a", "type": "noop", "input_from": "b"}, {"id": "b", "type": "noop", "input_from": "a"}]
+    assert svg._levels(cycle) == {"b": 1, "a": 2}
+
+
 def test_a_refusal_lands_next_to_the_field_it_names():
     assert forms.errors_of(ApiError(400, "bad", "definition.nodes[0].id"), ("name", "definition"), "name") == {
         "definition": "bad"}

@@ -96,7 +96,7 @@ async def list_workflows(principal: NamedDependency[Principal], core: NamedDepen
 async def get_workflow(principal: NamedDependency[Principal], core: NamedDependency[Core],
                        workflow_id: FromPath[uuid.UUID]) -> WorkflowDetail:
     workflow = await workflows.get(core, principal, workflow_id)
-    found, _ = await runs.list_page(core, principal, workflow.id, limit=200, newest="run_number")
+    found, _ = await runs.list_page(core, principal, workflow.id, limit=200, newest="run_number", total=False)
     return WorkflowDetail(**workflow_fields(workflow), workflowSteps=steps_of(workflow.definition),
                           workflowRuns=[run_item(r) for r in found])
 

@@ -79,16 +79,27 @@ async def get(core: Core, principal: Principal, workflow_id: uuid.UUID, run_ref:
 
 
 async def list_page(core: Core, principal: Principal, workflow_id: uuid.UUID, *, statuses: list[str] | None = None,
-                    limit: int = 200, offset: int = 0, newest: str = "started_at") -> tuple[list[Run], int]:
-    """A workflow's runs, newest first (by start time, or by number for the console), with the total."""
+                    limit: int = 200, offset: int = 0, newest: str = "started_at", total: bool = True
+                    ) -> tuple[list[Run], int | None]:
+    """A workflow's runs, newest first (by start time, or by number for the console), with the total (None when
+    `total` is False: counting reads every run of the workflow, so only a caller that shows it asks).
+
+    The page is chosen on the index alone (runs_tenant_workflow_page, an index-only scan that also filters by
+    status), and only its rows are read: a deep offset skips index entries instead of fetching and sorting every
+    run before it (docs/decisions/0036)."""
     order = {"started_at": "started_at DESC, id", "run_number": "run_number DESC"}[newest]
     where = "tenant_id = $1 AND workflow_id = $2 AND ($3::text[] IS NULL OR status = ANY($3))"
     async with core.store.tenant_transaction(principal.tenant_id) as conn:
-        rows = await conn.fetch(f"SELECT {_COLUMNS} FROM runs WHERE {where} ORDER BY {order} LIMIT $4 OFFSET $5",
-                                principal.tenant_id, workflow_id, statuses, limit, offset)
-        total = await conn.fetchval(f"SELECT count(*) FROM runs WHERE {where}", principal.tenant_id, workflow_id,
-                                    statuses)
-    return [_run(r) for r in rows], total
+        rows = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM runs WHERE id IN (SELECT id FROM runs WHERE {where} ORDER BY {order}"
+            f" LIMIT $4 OFFSET $5) ORDER BY {order}", principal.tenant_id, workflow_id, statuses, limit, offset)
+        count = None
+        if total and rows and len(rows) < limit:  # the last page: the total follows without counting
+            count = offset + len(rows)
+        elif total:
+            count = await conn.fetchval(f"SELECT count(*) FROM runs WHERE {where}", principal.tenant_id, workflow_id,
+                                        statuses)
+    return [_run(r) for r in rows], count
 
 
 async def latest_by_workflow(core: Core, principal: Principal) -> dict[uuid.UUID, Run]:

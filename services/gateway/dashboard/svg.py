@@ -16,21 +16,35 @@ PATTERNS = {"failed": "url(#hatch)", "cancelled": "url(#dots)"}
 
 
 def _levels(nodes: list[dict[str, Any]]) -> dict[str, int]:
-    """Each step's column: one past the deepest step it depends on (longest path; unknown ids ignored)."""
+    """Each step's column: one past the deepest step it depends on (longest path; unknown ids ignored; a step on
+    a cycle counts as column 0 where the cycle closes). A loop, not recursion: a long chain declared last step
+    first must not end in a RecursionError (a 500)."""
     ids = {n["id"] for n in nodes}
     deps = {n["id"]: [d for d in dependencies(n) if d in ids] for n in nodes}
     level: dict[str, int] = {}
-
-    def depth(sid: str, seen: frozenset[str] = frozenset()) -> int:
-        if sid in level:
-            return level[sid]
-        if sid in seen:  # a cycle cannot be saved, but never loop on one
-            return 0
-        level[sid] = 1 + max((depth(d, seen | {sid}) for d in deps[sid]), default=-1)
-        return level[sid]
-
     for n in nodes:
-        depth(n["id"])
+        if n["id"] in level:
+            continue
+        # Depth-first, the path on an explicit stack: (step, its dependencies not yet looked at, deepest so far).
+        stack = [(n["id"], iter(deps[n["id"]]), [-1])]
+        on_path = {n["id"]}
+        while stack:
+            sid, pending, deepest = stack[-1]
+            for dep in pending:
+                if dep in level:
+                    deepest[0] = max(deepest[0], level[dep])
+                elif dep in on_path:  # a cycle cannot be saved, but never loop on one
+                    deepest[0] = max(deepest[0], 0)
+                else:
+                    stack.append((dep, iter(deps[dep]), [-1]))
+                    on_path.add(dep)
+                    break
+            else:
+                stack.pop()
+                on_path.discard(sid)
+                level[sid] = 1 + deepest[0]
+                if stack:
+                    stack[-1][2][0] = max(stack[-1][2][0], level[sid])
     return level
 
 

@@ -70,7 +70,7 @@ async def _detail(request: Request, principal: Principal, core: Core, workflow_i
     frm = diff_from if diff_from in by_number else (to - 1 if to is not None else None)
     if to is not None and frm in by_number and frm != to:
         diff = plans.diff_plans(by_number[frm]["definition"], by_number[to]["definition"])
-    found, _ = await runs.list_page(core, principal, workflow.id, limit=20, newest="run_number")
+    found, _ = await runs.list_page(core, principal, workflow.id, limit=20, newest="run_number", total=False)
     return page(request, "workflow.html", code, title=workflow.name, workflow=workflow,
                 graph=svg.plan_graph(workflow.definition), versions=versions, diff=diff, diff_from=frm, diff_to=to,
                 decisions=await plans.decisions(core.store, principal.tenant_id, workflow.id), runs=found,
