@@ -12,6 +12,7 @@ from functools import partial
 
 import asyncpg
 import nats
+import nats.js.errors
 import structlog
 from faststream.nats import NatsBroker
 from litestar import Litestar, get
@@ -68,7 +69,7 @@ async def service_resources(settings: Settings, name: str, setup: Setup | None) 
     js = nc.jetstream()
     probe = NatsProbe(nc)
     await probe.start()
-    await ensure_streams(js, settings)
+    await until_jetstream_answers("ensure_streams", partial(ensure_streams, js, settings))
     # graceful_timeout: on shutdown, in-flight handlers get this long to finish before their messages
     # are left unacked (JetStream redelivers them). FastStream's own per-message lines ("Received",
     # "Processed") go to DEBUG: every handler logs its outcome itself (e.g. command_handled), once, structured.
@@ -82,7 +83,7 @@ async def service_resources(settings: Settings, name: str, setup: Setup | None) 
         if setup is not None:
             await setup(ctx)
         metrics.add_sampler(partial(sample_consumers, js, name))
-        await broker.start()
+        await until_jetstream_answers("broker_start", broker.start, undo=broker.stop)
         ctx.tasks.append(asyncio.create_task(keep_consumers(broker, nc, js, settings)))
         log.info("service_started", port=settings.port)
         yield ctx
@@ -97,6 +98,33 @@ async def service_resources(settings: Settings, name: str, setup: Setup | None) 
         await nc.drain()
         await pool.close()
         log.info("service_stopped")
+
+
+# What a JetStream API request meets while the cluster is busy, electing a leader or not up yet: a timeout, no
+# responders, "JetStream not available" (503). Anything else (a refused config) is a real error.
+JETSTREAM_NOT_ANSWERING = (nats.errors.TimeoutError, asyncio.TimeoutError, nats.errors.NoRespondersError,
+                           nats.js.errors.ServiceUnavailableError)
+
+
+async def until_jetstream_answers(what: str, start: Callable[[], Awaitable[None]], *,
+                                  undo: Callable[[], Awaitable[None]] | None = None, within_s: float = 120.0) -> None:
+    """Run a start-up step that talks to the JetStream API, again (after `undo`) while JetStream does not
+    answer, for up to `within_s`. A loaded cluster can time out one consumer lookup: a process that exits on it
+    only comes back through a restart, and meanwhile nothing serves (its readiness stays false while it waits)."""
+    loop = asyncio.get_running_loop()
+    deadline, delay = loop.time() + within_s, 0.5
+    while True:
+        try:
+            await start()
+            return
+        except JETSTREAM_NOT_ANSWERING as exc:
+            if loop.time() + delay > deadline:
+                raise
+            log.warning("startup_jetstream_retry", step=what, error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
+            if undo is not None:
+                await undo()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 async def sample_consumers(js: JetStreamContext, service: str) -> None:
