@@ -1,16 +1,18 @@
--- The gateway's lookups that run before a tenant is known, as three narrow SECURITY DEFINER functions, so
--- the gateway logs in as a plain weft_app member and needs no BYPASSRLS (docs/decisions/0115):
+-- Lookups that app-login processes make before a tenant is known (or across all tenants), as four narrow
+-- SECURITY DEFINER functions, so the gateway, planner and notifier log in as plain weft_app members and
+-- none needs BYPASSRLS (docs/decisions/0115):
 --   weft_admit_api_key(hash, now)   one key's admission record, found by the sha256 of the whole key, and a
 --                                   token from that key's bucket; at most one row, never a list;
 --   weft_take_rate_token(...)       a token from one named bucket (v2 users, failed authentications, callers
 --                                   without a key); this is the one copy of the bucket arithmetic in SQL
 --                                   (the reference is `take` in libs/security/ratelimit.py);
---   weft_sweep_rate_buckets(now)    deletes buckets idle long enough to be full again (changes no answer).
--- They run as weft_lookup, not as the owner: NOLOGIN, no BYPASSRLS, no membership in anything, SELECT on the
--- few api_keys columns admission needs and rights on rate_buckets only, each through a policy of its own. A
--- bug in a function body can reach those two tables and nothing else. search_path is pinned and every name
--- is qualified, so a caller cannot plant an object the body would resolve. EXECUTE goes to weft_app only
--- (weft_system has it as a member of weft_app).
+--   weft_sweep_rate_buckets(now)    deletes buckets idle long enough to be full again (changes no answer);
+--   weft_count_dead_letters()       the notifier's gauge: how many dead letters wait, all tenants, a number.
+-- They run as weft_lookup, not as the owner: NOLOGIN, no BYPASSRLS, no membership in anything; it may read
+-- the few api_keys and webhook_dead_letters columns used here and write rate_buckets, each through a policy
+-- of its own. A bug in a function body can reach those three tables and nothing else. search_path is pinned
+-- and every name qualified, so a caller cannot plant an object the body would resolve. EXECUTE goes to
+-- weft_app only (weft_system has it as a member of weft_app).
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'weft_lookup') THEN
@@ -24,10 +26,12 @@ GRANT USAGE ON SCHEMA public TO weft_lookup;
 GRANT SELECT (id, tenant_id, name, key_hash, workflow_ids, active, expires_at, rate_burst, rate_per_minute)
     ON api_keys TO weft_lookup;
 GRANT SELECT, INSERT, UPDATE, DELETE ON rate_buckets TO weft_lookup;
+GRANT SELECT (replayed_at) ON webhook_dead_letters TO weft_lookup;
 -- Permissive policies for this role alone (policies OR together per role): every other role keeps
 -- tenant_isolation only.
 CREATE POLICY gateway_lookup ON api_keys FOR SELECT TO weft_lookup USING (true);
 CREATE POLICY gateway_lookup ON rate_buckets TO weft_lookup USING (true) WITH CHECK (true);
+CREATE POLICY gateway_lookup ON webhook_dead_letters FOR SELECT TO weft_lookup USING (true);
 
 -- One token from one bucket: a new bucket starts full minus this request; otherwise the bucket is refilled
 -- for the time since its last request (capped at the time that fills it, so the product stays small) and a
@@ -88,12 +92,20 @@ LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS 
     SELECT count(*) FROM gone
 $$;
 
+-- A count and nothing else: the weft_webhook_dead_letters gauge of every notifier (an app login).
+CREATE FUNCTION weft_count_dead_letters() RETURNS bigint
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT count(*) FROM public.webhook_dead_letters WHERE replayed_at IS NULL
+$$;
+
 REVOKE ALL ON FUNCTION weft_take_rate_token(text, text, integer, integer, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION weft_admit_api_key(bytea, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION weft_sweep_rate_buckets(bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION weft_take_rate_token(text, text, integer, integer, bigint) TO weft_app;
 GRANT EXECUTE ON FUNCTION weft_admit_api_key(bytea, bigint) TO weft_app;
 GRANT EXECUTE ON FUNCTION weft_sweep_rate_buckets(bigint) TO weft_app;
+REVOKE ALL ON FUNCTION weft_count_dead_letters() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION weft_count_dead_letters() TO weft_app;
 
 -- Hand the functions to weft_lookup. ALTER ... OWNER asks a non-superuser migrator to be able to SET ROLE
 -- weft_lookup and weft_lookup to have CREATE on the schema; CREATE is granted only for these statements.
@@ -108,4 +120,5 @@ GRANT CREATE ON SCHEMA public TO weft_lookup;
 ALTER FUNCTION weft_take_rate_token(text, text, integer, integer, bigint) OWNER TO weft_lookup;
 ALTER FUNCTION weft_admit_api_key(bytea, bigint) OWNER TO weft_lookup;
 ALTER FUNCTION weft_sweep_rate_buckets(bigint) OWNER TO weft_lookup;
+ALTER FUNCTION weft_count_dead_letters() OWNER TO weft_lookup;
 REVOKE CREATE ON SCHEMA public FROM weft_lookup;
