@@ -35,7 +35,7 @@ STEPS = ("a", "d", "b", "shape")
 
 
 # The production logins (docs/operations.md, "Database roles"): nothing but the migration runs as the owner.
-APP_LOGIN_PROCESSES = {"planner", "notifier"}
+APP_LOGIN_PROCESSES = {"gateway", "planner", "notifier"}
 
 
 class ClusterStack(Replicas):
