@@ -39,10 +39,15 @@ CREATE POLICY gateway_lookup ON webhook_dead_letters FOR SELECT TO weft_lookup U
 -- per_minute the limit this request uses (a changed setting applies at once). One statement: the row lock
 -- ON CONFLICT takes serialises one client's requests across gateways and is held only while it runs.
 -- Units: tokens in millionths, time in microseconds since the epoch, integers only (bit-identical to `take`).
+-- plpgsql, not sql: a definer function is never inlined, and a sql function's body is planned again on
+-- every call, while plpgsql keeps its plans for the session (bench/bench_public_api.py, part 3, measures it).
+-- use_column: the output names (allowed, tokens, at_us) are also column names; in a query they mean columns.
 CREATE FUNCTION weft_take_rate_token(p_bucket text, p_tenant text, p_burst integer, p_per_minute integer,
                                      p_now_us bigint)
 RETURNS TABLE (allowed boolean, tokens bigint, at_us bigint)
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
     INSERT INTO public.rate_buckets AS b (bucket, tenant_id, burst, per_minute, tokens, at_us, allowed)
     VALUES (p_bucket, p_tenant, p_burst, p_per_minute, p_burst::bigint * 1000000 - 1000000,
             coalesce(p_now_us, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint), true)
@@ -59,7 +64,9 @@ LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS 
                                            / EXCLUDED.per_minute) * EXCLUDED.per_minute / 60) >= 1000000
                         THEN 1000000 ELSE 0 END,
         at_us = greatest(b.at_us, EXCLUDED.at_us), burst = EXCLUDED.burst, per_minute = EXCLUDED.per_minute
-    RETURNING b.allowed, b.tokens, b.at_us
+    RETURNING b.allowed, b.tokens, b.at_us INTO allowed, tokens, at_us;
+    RETURN NEXT;
+END
 $$;
 
 -- Admission (docs/decisions/0008): the key is 256 random bits, so its hash is a capability: knowing it is
@@ -68,15 +75,23 @@ $$;
 CREATE FUNCTION weft_admit_api_key(p_key_hash bytea, p_now_us bigint)
 RETURNS TABLE (id uuid, tenant_id text, name text, workflow_ids text[], active boolean, rate_burst integer,
                rate_per_minute integer, expired boolean, allowed boolean, tokens bigint, at_us bigint)
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    IF octet_length(p_key_hash) IS DISTINCT FROM 32 THEN
+        RETURN;
+    END IF;
     SELECT k.id, k.tenant_id, k.name, k.workflow_ids::text[], k.active, k.rate_burst, k.rate_per_minute,
-           k.expires_at IS NOT NULL
-               AND k.expires_at <= coalesce(to_timestamp(p_now_us / 1e6), clock_timestamp()),
-           t.allowed, t.tokens, t.at_us
-    FROM public.api_keys k,
-         LATERAL public.weft_take_rate_token('key:' || k.id::text, k.tenant_id, k.rate_burst, k.rate_per_minute,
-                                             p_now_us) t
-    WHERE k.key_hash = p_key_hash AND octet_length(p_key_hash) = 32
+           k.expires_at IS NOT NULL AND k.expires_at <= coalesce(to_timestamp(p_now_us / 1e6), clock_timestamp())
+      INTO id, tenant_id, name, workflow_ids, active, rate_burst, rate_per_minute, expired
+      FROM public.api_keys k WHERE k.key_hash = p_key_hash;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    SELECT t.allowed, t.tokens, t.at_us INTO allowed, tokens, at_us
+      FROM public.weft_take_rate_token('key:' || id::text, tenant_id, rate_burst, rate_per_minute, p_now_us) t;
+    RETURN NEXT;
+END
 $$;
 
 -- A missing bucket starts full, so deleting one that is full again changes nothing for its client; the
