@@ -4,6 +4,7 @@ through migration 026's narrow functions, which answer one key by its hash, a bu
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -191,5 +192,8 @@ async def test_an_app_login_takes_tokens_and_counts_dead_letters_of_every_tenant
         assert [(await buckets.take(name, "_auth_failures", limit)).allowed for _ in range(3)] == [True, True, False]
         assert await pool.fetchval("SELECT count(*) FROM rate_buckets") == 0  # written, yet not readable
         assert await buckets.sweep() == 0  # nothing is full again yet
+        later = SharedBuckets(pool, clock=lambda: time.time_ns() // 1000 + 600 * 1_000_000)
+        assert await later.sweep() >= 1  # ten minutes on, every tenant's idle bucket is full again: gone
+        assert (await buckets.take(name, "_auth_failures", limit)).remaining == 1  # and starts full
     finally:
         await pool.close()
