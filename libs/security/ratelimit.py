@@ -1,8 +1,8 @@
 """Token-bucket rate limits: the pure bucket math, the response headers, and the store every gateway shares.
 
 `take` is the reference: TAKE_SQL does the same integer arithmetic in one upsert of the client's row of
-`rate_buckets` (migrations 009 and 026), so all gateway processes draw from one bucket (docs/decisions/0008). Tokens are
-counted in millionths and time in microseconds, and the refill rate is a whole number per minute, so every
+`rate_buckets` (migrations 009 and 026), so all gateway processes draw from one bucket (docs/decisions/0008).
+Tokens are counted in millionths and time in microseconds, and the refill rate is a whole number per minute, so every
 step is exact integer arithmetic: a client at exactly the rate gets exactly one token per request interval,
 never a rounding short.
 """
