@@ -6,7 +6,7 @@ Starts its own Postgres (fsync on, as `make up` runs it) and nats-server from th
 directory, migrates, creates an API key whose limit is never reached, and measures in one run:
 
 1. Added latency (the goal: under 1 ms at p50). A uvicorn process (configured as the gateway's) serves one
-   cheap handler three ways: /plain/ping (no middleware: the baseline), /keyed/ping (the public API's
+   cheap handler three ways: /plain/ping (no middleware: the baseline), /api/v1/public/ping (the public API's
    middleware: key lookup + token bucket, services/gateway/public/auth.py) and /api/v2/ping (the v2
    per-user limit: JWT check + token bucket, services/gateway/ratelimit.py). One keep-alive connection,
    one request in flight, the three interleaved so each sees the same machine; p50/p99 per route and the
@@ -16,6 +16,10 @@ directory, migrates, creates an API key whose limit is never reached, and measur
    lookup with the bucket; then the shared store: TAKE_SQL (Postgres, one upsert) for 1 caller and for
    --concurrency callers on one bucket (they serialise on its row lock), against the alternative a NATS KV
    compare-and-set bucket would need (get + update with the expected revision, retried on conflict).
+3. What migration 026 costs (docs/decisions/0115): admission through weft_admit_api_key and a bucket take
+   through weft_take_rate_token (SECURITY DEFINER plpgsql functions) against the statements they replaced,
+   run inline as the owner (the baseline; an app login finds no key with the inline admission), and the
+   functions again from an app login's pool.
 Everything started here is stopped in `finally`.
 """
 
@@ -53,6 +57,32 @@ from libs.events.settings import load_settings  # noqa: E402
 
 TENANT = "tbench"
 NEVER = {"burst": 1_000_000, "per_minute": 60_000_000}  # a key the benchmark never exhausts
+# The baseline of part 3: admission as one inline statement, as it was before migration 026.
+_REFILLED = ("least(EXCLUDED.burst::bigint * 1000000, b.tokens + least(greatest(EXCLUDED.at_us - b.at_us, 0),"
+             " (EXCLUDED.burst::bigint * 60000000 + EXCLUDED.per_minute - 1) / EXCLUDED.per_minute)"
+             " * EXCLUDED.per_minute / 60)")
+PRE_026_ADMIT_SQL = (
+    "WITH k AS (SELECT id, tenant_id, name, workflow_ids::text[] AS workflow_ids, active, rate_burst,"
+    " rate_per_minute, expires_at IS NOT NULL AND expires_at <= clock_timestamp() AS expired"
+    " FROM api_keys WHERE key_hash = $1),"
+    " r AS (INSERT INTO rate_buckets AS b (bucket, tenant_id, burst, per_minute, tokens, at_us, allowed)"
+    " SELECT 'key:' || k.id::text, k.tenant_id, k.rate_burst, k.rate_per_minute,"
+    " k.rate_burst::bigint * 1000000 - 1000000, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint, true"
+    f" FROM k ON CONFLICT (bucket) DO UPDATE SET allowed = {_REFILLED} >= 1000000,"
+    f" tokens = {_REFILLED} - CASE WHEN {_REFILLED} >= 1000000 THEN 1000000 ELSE 0 END,"
+    " at_us = greatest(b.at_us, EXCLUDED.at_us), burst = EXCLUDED.burst, per_minute = EXCLUDED.per_minute"
+    " RETURNING b.allowed, b.tokens, b.at_us)"
+    " SELECT k.*, r.allowed, r.tokens, r.at_us FROM k, r"
+)
+PRE_026_TAKE_SQL = (
+    "INSERT INTO rate_buckets AS b (bucket, tenant_id, burst, per_minute, tokens, at_us, allowed)"
+    " VALUES ($1, $2, $3::integer, $4::integer, $3::integer * 1000000::bigint - 1000000,"
+    " (extract(epoch FROM clock_timestamp()) * 1000000)::bigint, true)"
+    f" ON CONFLICT (bucket) DO UPDATE SET allowed = {_REFILLED} >= 1000000,"
+    f" tokens = {_REFILLED} - CASE WHEN {_REFILLED} >= 1000000 THEN 1000000 ELSE 0 END,"
+    " at_us = greatest(b.at_us, EXCLUDED.at_us), burst = EXCLUDED.burst, per_minute = EXCLUDED.per_minute"
+    " RETURNING b.allowed, b.tokens, b.at_us"
+)
 
 
 # -- the server process ------------------------------------------------------------------------------------
@@ -91,7 +121,9 @@ def serve(port: int, dsn: str) -> None:
 
     app = Litestar(route_handlers=[
         Router(path="/plain", route_handlers=[ping_handler()]),
-        Router(path="/keyed", route_handlers=[ping_handler()], middleware=[api_key_middleware]),
+        # The middleware acts on /api/v1/public paths only (it is app-wide in the gateway): under /keyed it
+        # checked nothing and this row measured no key check at all.
+        Router(path="/api/v1/public", route_handlers=[ping_handler()], middleware=[api_key_middleware]),
         Router(path="/api/v2", route_handlers=[ping_handler()], middleware=[v2_rate_limit_middleware]),
     ], lifespan=[lifespan])
     app.state.settings = settings
@@ -115,7 +147,7 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
 
 
 async def added_latency(port: int, key: str, token: str, n: int) -> bool:
-    routes = {"plain (baseline)": ("/plain/ping", key), "API key + bucket": ("/keyed/ping", key),
+    routes = {"plain (baseline)": ("/plain/ping", key), "API key + bucket": ("/api/v1/public/ping", key),
               "v2 JWT + bucket": ("/api/v2/ping", token)}
     conns = {name: HttpConn(port, credential) for name, (_, credential) in routes.items()}
     samples: dict[str, list[float]] = {name: [] for name in routes}
@@ -172,7 +204,8 @@ async def middleware_cpu(key: str, n: int = 20000) -> None:
     wrapped = api_key_middleware(handler)
 
     def scope() -> dict:
-        return {"type": "http", "headers": [(b"authorization", f"Bearer {key}".encode())], "litestar_app": app}
+        return {"type": "http", "path": "/api/v1/public/ping", "headers": [(b"authorization", f"Bearer {key}".encode())],
+                "litestar_app": app}
 
     timings = {}
     for label, fn in (("handler", handler), ("middleware + handler", wrapped)):
@@ -201,6 +234,54 @@ async def timed_ops(callers: int, per_caller: int, one) -> tuple[list[float], fl
     started = time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(callers)))
     return latencies, time.perf_counter() - started
+
+
+async def definer_cost(dsn: str, owner_pool: asyncpg.Pool, key: str, n: int, rounds: int = 20) -> None:
+    """Part 3: admission and a bucket take inline (the pre-026 statements, the baseline) and through the
+    functions, as the owner and as an app login; interleaved in rounds, each row's p50 over all rounds and the
+    median of the per-round p50 ratios against the baseline (robust to a machine whose load drifts)."""
+    login = f"wbench_{uuid.uuid4().hex[:8]}"
+    await owner_pool.execute(f"CREATE ROLE {login} LOGIN IN ROLE weft_app")
+    app_dsn = f"postgresql://{login}@{dsn.split('@', 1)[1]}"
+    app_pool = await create_pool(load_settings({}, database_url=app_dsn), min_size=1, max_size=1)  # as the gateway's
+    key_hash = apikeys.hash_key(key)
+    burst, per_minute = NEVER["burst"], NEVER["per_minute"]
+    try:
+        assert await owner_pool.fetchrow(PRE_026_ADMIT_SQL, key_hash) is not None
+        assert await app_pool.fetchrow(PRE_026_ADMIT_SQL, key_hash) is None  # why 026 exists
+        groups = {
+            "admission": (("pre-026 inline statement, owner (baseline)",
+                           lambda: owner_pool.fetchrow(PRE_026_ADMIT_SQL, key_hash)),
+                          ("weft_admit_api_key, owner", lambda: apikeys.admit(owner_pool, key)),
+                          ("weft_admit_api_key, app login", lambda: apikeys.admit(app_pool, key))),
+            "a bucket take": (("pre-026 inline upsert, owner (baseline)",
+                               lambda: owner_pool.fetchrow(PRE_026_TAKE_SQL, "bench-take", TENANT, burst, per_minute)),
+                              ("weft_take_rate_token, owner",
+                               lambda: owner_pool.fetchrow(TAKE_SQL, "bench-take", TENANT, burst, per_minute, None)),
+                              ("weft_take_rate_token, app login",
+                               lambda: app_pool.fetchrow(TAKE_SQL, "bench-take", TENANT, burst, per_minute, None))),
+        }
+        for group, rows in groups.items():
+            print(f"\n== {group}: inline statement vs migration 026's definer function"
+                  f" (n={n} per row, {rounds} interleaved rounds)")
+            for _, one in rows:
+                await timed_ops(1, 200, one)
+            samples: dict[str, list[float]] = {label: [] for label, _ in rows}
+            ratios: dict[str, list[float]] = {label: [] for label, _ in rows}
+            for _ in range(rounds):
+                p50s = {}
+                for label, one in rows:
+                    values, _ = await timed_ops(1, max(n // rounds, 1), one)
+                    samples[label] += values
+                    p50s[label] = pct(values, 50)
+                for label in p50s:
+                    ratios[label].append(p50s[label] / p50s[rows[0][0]])
+            for label, values in samples.items():
+                print(f"  {label:<46} p50 {pct(values, 50):6.3f} ms   p99 {pct(values, 99):6.3f} ms"
+                      f"   median round ratio {pct(ratios[label], 50):5.2f}x")
+    finally:
+        await app_pool.close()
+        await owner_pool.execute(f"DROP OWNED BY {login}; DROP ROLE {login}")
 
 
 async def store_comparison(dsn: str, nats_url: str, n: int, concurrency: int, bench_key: str) -> None:
@@ -251,6 +332,8 @@ async def store_comparison(dsn: str, nats_url: str, n: int, concurrency: int, be
             await timed_ops(1, 200, one)
             values, _ = await timed_ops(1, n, one)
             print(f"  {label:<46} p50 {pct(values, 50):6.3f} ms   p99 {pct(values, 99):6.3f} ms")
+
+        await definer_cost(dsn, pool, key, n)
 
         print(f"\n== one shared bucket, from this process (n={n} per row)")
         print(f"  {'store':<48} {'p50 ms':>8} {'p99 ms':>8} {'ops/s':>8} {'retries/op':>10}")

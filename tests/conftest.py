@@ -41,6 +41,27 @@ def v2_rate_limit_for_shared_processes() -> Iterator[None]:
     yield
 
 
+# The production logins (docs/operations.md, "Database roles"): these processes log in as a plain member of
+# weft_app (no BYPASSRLS), in every test that starts them, so a request path that needs more fails here.
+APP_LOGIN_PROCESSES = frozenset({"gateway", "planner", "notifier"})
+APP_LOGIN, APP_PASSWORD = "weft_test_app_login", "weft-test-app"
+
+
+def app_login_url(dsn: str) -> str:
+    """The same database, host and options as `dsn`, logged in as the session's app login."""
+    return f"postgresql://{APP_LOGIN}:{APP_PASSWORD}@{dsn.split('@', 1)[1]}"
+
+
+async def create_app_login(dsn: str) -> None:
+    """The operator's part of "Database roles" for the app login (roles are per cluster: once a session)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        if not await conn.fetchval("SELECT true FROM pg_roles WHERE rolname = $1", APP_LOGIN):
+            await conn.execute(f"CREATE ROLE {APP_LOGIN} LOGIN PASSWORD '{APP_PASSWORD}' IN ROLE weft_app")
+    finally:
+        await conn.close()
+
+
 @dataclass
 class Infra:
     database_url: str
@@ -68,6 +89,7 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
         ).with_exposed_ports(4222) as nats_c:
             url = pg.get_connection_url()
             asyncio.run(migrate(url))
+            asyncio.run(create_app_login(url))
             nats_url = f"nats://{nats_c.get_container_host_ip()}:{nats_c.get_exposed_port(4222)}"
             yield Infra(url, nats_url, None, None, root)
         return
@@ -77,6 +99,7 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
     nats = EmbeddedNats(root / "nats", free_port())
     nats.start()
     asyncio.run(migrate(pg.dsn("weft_test")))
+    asyncio.run(create_app_login(pg.dsn("weft_test")))
     try:
         yield Infra(pg.dsn("weft_test"), nats.url, pg, nats, root)
     finally:
@@ -169,8 +192,9 @@ def start_processes(infra: Infra, names: list[str], log_dir: Path, extra_env: di
     for name in names:
         module, _ = PROCESSES[name]
         ports[name] = free_port()
+        database_url = app_login_url(infra.database_url) if name in APP_LOGIN_PROCESSES else infra.database_url
         env = service_env(os.environ.copy() | (extra_env or {}), name=name, port=ports[name],
-                          database_url=infra.database_url, nats_url=infra.nats_url)
+                          database_url=database_url, nats_url=infra.nats_url)
         procs[name] = ServiceProcess(name, module, env, log_dir)
         procs[name].start()
     for name in names:

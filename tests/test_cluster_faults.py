@@ -47,7 +47,7 @@ KIND_ENV = {"gateway": {"WEFT_OUTBOUND_ALLOW_HOSTS": "127.0.0.1:*"},
 
 
 # The production logins (docs/operations.md, "Database roles"): nothing but the migration runs as the owner.
-APP_LOGIN_PROCESSES = {"planner", "notifier"}
+APP_LOGIN_PROCESSES = {"gateway", "planner", "notifier"}
 
 
 class ClusterStack(Replicas):

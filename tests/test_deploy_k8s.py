@@ -16,7 +16,7 @@ K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir())
 PROCESSES = ("gateway", "planner", "executor", "scheduler", "notifier", "relay")
 # Cross-tenant readers log in with the BYPASSRLS system role; the rest with the plain app login (docs/operations.md).
-SYSTEM_ROLE_PROCESSES = {"executor", "scheduler", "relay", "gateway"}
+SYSTEM_ROLE_PROCESSES = {"executor", "scheduler", "relay"}
 
 
 def _kubectl() -> str:

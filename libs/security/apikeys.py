@@ -2,8 +2,9 @@
 
 A key is `weft_` + 64 random hex characters (256 bits). Only sha256(key) is stored: with that much
 entropy a slow password hash would add latency and no protection. The key alone names its tenant, so the
-admission lookup runs before any tenant is known (as the pool's owner/BYPASSRLS role, like the relay);
-everything else runs in a tenant transaction under row-level security.
+admission lookup runs before any tenant is known, through a narrow SECURITY DEFINER function (migration 026,
+docs/decisions/0115) that the gateway's app login may call; everything else runs in a tenant transaction
+under row-level security.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from libs.security.ratelimit import BUCKET_UPSERT, NOW_US, Decision, Limit, decision_of
+from libs.security.ratelimit import Decision, Limit, decision_of
 
 PREFIX = "weft_"
 KEY_RE = re.compile(r"^weft_[0-9a-f]{64}$")
@@ -68,22 +69,15 @@ def hint_of(key: str) -> str:
 
 
 def bucket_of(key_id: uuid.UUID) -> str:
-    """The key's row in rate_buckets (_ADMIT_SQL builds the same name in SQL, from the row it finds)."""
+    """The key's row in rate_buckets (weft_admit_api_key, migration 026, builds the same name in SQL)."""
     return f"key:{key_id}"
 
 
-# Key lookup and the key's token bucket in one statement: one round trip per request (docs/decisions/0008).
+# Key lookup and the key's token bucket in one call: one round trip per request (docs/decisions/0008). The
+# function (migration 026) runs as its owner, so the gateway's app login finds a key before any tenant is
+# known, and only by the hash of the whole key: it answers one key or nothing, never a list (0115).
 # Only a found key touches a bucket; its limit comes from its row, so a changed setting applies at once.
-_ADMIT_SQL = (
-    "WITH k AS (SELECT id, tenant_id, name, workflow_ids::text[] AS workflow_ids, active, rate_burst,"
-    " rate_per_minute, expires_at IS NOT NULL"
-    " AND expires_at <= coalesce(to_timestamp($2::bigint / 1e6), clock_timestamp())"
-    " AS expired FROM api_keys WHERE key_hash = $1),"
-    " r AS (INSERT INTO rate_buckets AS b (bucket, tenant_id, burst, per_minute, tokens, at_us, allowed)"
-    " SELECT 'key:' || k.id::text, k.tenant_id, k.rate_burst, k.rate_per_minute,"
-    f" k.rate_burst::bigint * 1000000 - 1000000, coalesce($2::bigint, {NOW_US}), true FROM k{BUCKET_UPSERT})"
-    " SELECT k.*, r.allowed, r.tokens, r.at_us FROM k, r"
-)
+_ADMIT_SQL = "SELECT * FROM weft_admit_api_key($1, $2::bigint)"
 
 
 async def admit(pool: asyncpg.Pool, key: str, now_us: int | None = None, timeout_s: float = 2.0) -> Admission | None:

@@ -1,8 +1,8 @@
 """Token-bucket rate limits: the pure bucket math, the response headers, and the store every gateway shares.
 
 `take` is the reference: TAKE_SQL does the same integer arithmetic in one upsert of the client's row of
-`rate_buckets` (migration 009), so all gateway processes draw from one bucket (docs/decisions/0008). Tokens are
-counted in millionths and time in microseconds, and the refill rate is a whole number per minute, so every
+`rate_buckets` (migrations 009 and 026), so all gateway processes draw from one bucket (docs/decisions/0008).
+Tokens are counted in millionths and time in microseconds, and the refill rate is a whole number per minute, so every
 step is exact integer arithmetic: a client at exactly the rate gets exactly one token per request interval,
 never a rounding short.
 """
@@ -108,27 +108,11 @@ class MemoryBuckets:
         return decision
 
 
-# The same step as `take`, in SQL, on the bucket row: one autocommit statement, so one round trip, and the
-# row lock ON CONFLICT takes is held only while it runs. A new client inserts a full bucket minus this
-# request. Otherwise `refilled` is `refill` above (the gap capped at the time that fills the bucket, so the
-# product stays small) and the token is taken only if there is a whole one. EXCLUDED is the proposed row:
-# its at_us is now, burst and per_minute the limit this request uses (a changed setting applies at once).
-NOW_US = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
-_REFILLED = ("least(EXCLUDED.burst::bigint * 1000000, b.tokens + least(greatest(EXCLUDED.at_us - b.at_us, 0),"
-             " (EXCLUDED.burst::bigint * 60000000 + EXCLUDED.per_minute - 1) / EXCLUDED.per_minute)"
-             " * EXCLUDED.per_minute / 60)")
-BUCKET_UPSERT = (
-    f" ON CONFLICT (bucket) DO UPDATE SET allowed = {_REFILLED} >= 1000000,"
-    f" tokens = {_REFILLED} - CASE WHEN {_REFILLED} >= 1000000 THEN 1000000 ELSE 0 END,"
-    " at_us = greatest(b.at_us, EXCLUDED.at_us), burst = EXCLUDED.burst, per_minute = EXCLUDED.per_minute"
-    " RETURNING b.allowed, b.tokens, b.at_us"
-)
-TAKE_SQL = (
-    "INSERT INTO rate_buckets AS b (bucket, tenant_id, burst, per_minute, tokens, at_us, allowed)"
-    f" VALUES ($1, $2, $3::integer, $4::integer, $3::integer * 1000000::bigint - 1000000,"
-    f" coalesce($5::bigint, {NOW_US}), true)"
-    + BUCKET_UPSERT
-)
+# The same step as `take`, in SQL: one call of migration 026's weft_take_rate_token (the one copy of the
+# arithmetic in SQL, an upsert of the client's row), so one round trip. It runs as that function's owner,
+# not the caller: the gateway's app login names buckets before any tenant is known (docs/decisions/0115).
+TAKE_SQL = "SELECT allowed, tokens, at_us FROM weft_take_rate_token($1, $2, $3::integer, $4::integer, $5::bigint)"
+SWEEP_SQL = "SELECT weft_sweep_rate_buckets($1::bigint)"
 
 
 def decision_of(row: Any, limit: Limit) -> Decision:
@@ -155,10 +139,7 @@ class SharedBuckets:
         changes for their clients, and the table holds only recently active ones. A request racing the
         delete either refreshes the row first (the DELETE re-checks it and keeps it) or inserts anew."""
         now = self.clock() if self.clock is not None else None
-        status = await self.pool.execute(
-            f"DELETE FROM rate_buckets WHERE at_us + (burst::bigint * 60000000 + per_minute - 1) / per_minute"
-            f" < coalesce($1::bigint, {NOW_US})", now, timeout=30)
-        return int(status.split()[-1])
+        return await self.pool.fetchval(SWEEP_SQL, now, timeout=30)
 
     async def sweep_forever(self, every_s: float = 600.0) -> None:
         """The gateway's background sweep (every gateway runs one; they do not conflict)."""

@@ -119,9 +119,9 @@ def setup_webhooks(ctx: ServiceContext, settings: Settings) -> WebhookSender:
 
 
 async def sample_dead_letters(pool) -> None:
-    """weft_webhook_dead_letters: dead-lettered deliveries not replayed yet, every tenant (owner connection)."""
-    metrics.WEBHOOK_DEAD_LETTERS.set(
-        await pool.fetchval("SELECT count(*) FROM webhook_dead_letters WHERE replayed_at IS NULL"))
+    """weft_webhook_dead_letters: dead-lettered deliveries not replayed yet, every tenant. Through migration 026's
+    function: the notifier's app login sees no tenant's rows outside a tenant transaction (it read 0 here)."""
+    metrics.WEBHOOK_DEAD_LETTERS.set(await pool.fetchval("SELECT weft_count_dead_letters()"))
 
 
 __all__ = ["WebhookIntake", "handle_command", "setup_webhooks"]
