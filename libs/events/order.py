@@ -22,8 +22,6 @@ _READ_ALL = SELECT_EVENTS + (
 # point (a checkpoint, a Weft-Position, an SSE id) becomes a cursor. Events are never deleted, so a position
 # names the same (xid, position) for good.
 _CURSOR_AT = "SELECT xid FROM events WHERE global_position <= $1 ORDER BY global_position DESC LIMIT 1"
-# Committed events the xmin bound still holds back (an older transaction is running): read again soon.
-HELD_BACK = "SELECT EXISTS (SELECT 1 FROM events WHERE xid >= pg_snapshot_xmin(pg_current_snapshot()))"
 
 # The same without the bound, for a reader inside one REPEATABLE READ snapshot (rebuild): nothing commits into a
 # fixed snapshot, so keyset pages over it cannot skip anything, and the bound would wrongly leave out events that
