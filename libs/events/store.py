@@ -1,4 +1,4 @@
-"""The event store: append with expected version, idempotent commands, gap-safe global reads."""
+"""The event store: append with expected version, idempotent commands (global-order reads: libs/events/order.py)."""
 
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ HELD_BACK_POLL_S = 0.005  # first wait while committed events are held back by a
 
 def headers_for(row) -> dict[str, str]:
     """The message headers of one event row (_READ's columns, in order)."""
-    position, event_id, stream_id, version, event_type, _, tenant_id, correlation_id, causation_id, parent, xid, *_ = row
+    position, event_id, stream_id, version, event_type, _, tenant_id, correlation_id, causation_id, parent, xid = row[:11]
     headers = {
         "Nats-Msg-Id": event_id,
         "Weft-Tenant": tenant_id,

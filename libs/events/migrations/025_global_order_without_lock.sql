@@ -11,5 +11,5 @@ CREATE INDEX events_xid_position ON events (xid, global_position);
 -- Run numbers per workflow came from max(run_number) + 1, safe only while appends were serialised: a counter on
 -- the workflow row now (libs/readmodels/runs.py), its UPDATE waits for a concurrent one. Backfilled from the runs.
 ALTER TABLE workflows ADD COLUMN last_run_number integer NOT NULL DEFAULT 0;
-UPDATE workflows w SET last_run_number = r.n FROM (SELECT workflow_id, max(run_number) AS n FROM runs GROUP BY workflow_id) r
-    WHERE r.workflow_id = w.id;
+UPDATE workflows w SET last_run_number = r.n
+    FROM (SELECT workflow_id, max(run_number) AS n FROM runs GROUP BY workflow_id) r WHERE r.workflow_id = w.id;
