@@ -1,16 +1,18 @@
 """Append throughput: EventStore.append against raw asyncpg INSERTs into the same events table.
 
-    .venv/bin/python bench/bench_append.py [--n 2000] [--writers 4]
+    .venv/bin/python bench/bench_append.py [--n 2000] [--writers 8]
 
 Starts its own Postgres from the pgserver wheel (fsync on, as `make up` runs it) in a temporary
 directory, migrates it, and measures in one run:
 
   store   single-event EventStore.append calls (tenant transaction as weft_app with row-level
-          security, expected-version check, advisory append lock, NOTIFY; no projector)
+          security, expected-version check, NOTIFY; no lock: docs/decisions/0032; no projector)
   raw     single-row INSERTs of equivalent rows (same columns and payload sizes) as the superuser,
           one autocommit statement each: the floor any event store on this table pays per commit
 
-each with one writer and with --writers concurrent writers. Every append/INSERT is its own commit.
+each with one writer and with --writers concurrent writers. Every append/INSERT is its own commit. It prints
+the ratios issue #14 aims at: store appends with --writers writers >= 3x with one, and >= 80% of raw INSERTs
+with --writers writers.
 """
 
 from __future__ import annotations
@@ -20,56 +22,36 @@ import asyncio
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import raw_writer, store_writer  # noqa: E402
+from bench.common import measure_appends, print_append_aims, raw_writer, store_writer  # noqa: E402
 from deploy.local.embedded import EmbeddedPostgres, free_port  # noqa: E402
+from libs.events.db import create_pool  # noqa: E402
 from libs.events.migrate import migrate  # noqa: E402
+from libs.events.settings import load_settings  # noqa: E402
 from libs.events.store import EventStore  # noqa: E402
 
 STREAM_LENGTH = 20  # events per stream before a writer moves to a fresh stream (a run-sized stream)
 TENANT = "tbench"
 
 
-async def measure(label: str, total: int, writers: int, one: Callable[[int], Awaitable[None]]) -> float:
-    per_writer = total // writers
-    started = time.perf_counter()
-    await asyncio.gather(*(one(per_writer) for _ in range(writers)))
-    elapsed = time.perf_counter() - started
-    rate = per_writer * writers / elapsed
-    print(f"  {label:<34} {per_writer * writers:>6} in {elapsed:6.2f} s  {rate:9.0f} /s", flush=True)
-    return rate
-
-
 async def bench(dsn: str, n: int, writers: int) -> None:
     await migrate(dsn)
-    pool = await asyncpg.create_pool(dsn, min_size=writers + 1, max_size=writers + 1)
+    # The services' pool (libs/events/db.create_pool): its release runs no reset query, a round trip per append
+    # that asyncpg's default pool would add to every store append here and to no raw INSERT (one held connection).
+    pool = await create_pool(load_settings({}, database_url=dsn), min_size=writers + 1, max_size=writers + 1)
     try:
         store = EventStore(pool, app_role="weft_app", projector=None)
         # Warm up connections, prepared statements and the table before timing anything.
         await store_writer(store, 100, tenant=TENANT)
         await raw_writer(pool, 100, tenant=TENANT)
-
-        rates: dict[str, float] = {}
         print(f"single-event appends, each its own commit (n={n})", flush=True)
-        rates["store1"] = await measure("EventStore.append, 1 writer", n, 1, lambda c: store_writer(store, c, tenant=TENANT, stream_length=STREAM_LENGTH))
-        rates["raw1"] = await measure("raw asyncpg INSERT, 1 writer", n, 1, lambda c: raw_writer(pool, c, tenant=TENANT, stream_length=STREAM_LENGTH))
-        if writers > 1:
-            rates["storeN"] = await measure(
-                f"EventStore.append, {writers} writers", n, writers, lambda c: store_writer(store, c, tenant=TENANT, stream_length=STREAM_LENGTH)
-            )
-            rates["rawN"] = await measure(
-                f"raw asyncpg INSERT, {writers} writers", n, writers, lambda c: raw_writer(pool, c, tenant=TENANT, stream_length=STREAM_LENGTH)
-            )
-        print("ratio store/raw", flush=True)
-        print(f"  1 writer:  {rates['store1'] / rates['raw1']:.2f}", flush=True)
-        if writers > 1:
-            print(f"  {writers} writers: {rates['storeN'] / rates['rawN']:.2f}", flush=True)
+        rates = await measure_appends(store, pool, n, writers, tenant=TENANT, stream_length=STREAM_LENGTH)
+        print("ratios (same run)", flush=True)
+        print_append_aims(rates, writers)
         total = await pool.fetchval("SELECT count(*) FROM events")
         print(f"events table rows at the end: {total}", flush=True)
     finally:
@@ -79,7 +61,7 @@ async def bench(dsn: str, n: int, writers: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2000, help="appends per measurement (default 2000)")
-    parser.add_argument("--writers", type=int, default=4, help="concurrent writers; 1 to skip (default 4)")
+    parser.add_argument("--writers", type=int, default=8, help="concurrent writers, more than 1 (default 8)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="weft-bench-") as tmp:

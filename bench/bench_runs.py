@@ -6,7 +6,7 @@ Everything runs in this one process tree, on whatever cores the machine has (the
 
 1. Postgres (fsync on) and nats-server (JetStream, sync_interval from WEFT_NATS_SYNC_INTERVAL) from the
    wheels, in a temporary directory, migrated. Before any service starts, the raw append ceiling on the same events table:
-     store  single-event EventStore.append calls (tenant transaction, advisory append lock, no projector)
+     store  single-event EventStore.append calls (tenant transaction, no lock: docs/decisions/0032, no projector)
      raw    single-row autocommit asyncpg INSERTs of equivalent rows, as the superuser
    each with 1 and with 8 concurrent writers (streams "ceil-<uuid>", which no service subscribes to).
 2. gateway, planner (creates the workflow), executor and relay as processes. One workflow
@@ -55,9 +55,11 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import pct, raw_writer, start_services, stop_all, store_writer, verdict  # noqa: E402
+from bench.common import (  # noqa: E402
+    measure_appends, pct, print_append_aims, raw_writer, start_services, stop_all, store_writer, verdict)
 from libs.security.auth import issue_token  # noqa: E402
 from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres, free_port  # noqa: E402
+from libs.events.db import create_pool  # noqa: E402
 from libs.events.migrate import migrate  # noqa: E402
 from services.relay.app import CHECKPOINT  # noqa: E402
 from libs.events.settings import load_settings  # noqa: E402
@@ -84,24 +86,15 @@ ENTITY_NS_NAME = "entity"  # services.gateway.commands.entity_id: uuid5(command_
 
 
 async def measure_ceiling(dsn: str, n: int) -> dict[str, float]:
-    pool = await asyncpg.create_pool(dsn, min_size=9, max_size=9)
-    rates: dict[str, float] = {}
+    # The services' pool (libs/events/db.create_pool): releasing a connection runs no reset query.
+    pool = await create_pool(load_settings({}, database_url=dsn), min_size=9, max_size=9)
     try:
         store = EventStore(pool, app_role="weft_app", projector=None)
         await store_writer(store, 50, tenant=CEIL_TENANT, prefix="ceil", stream_length=10)  # warm connections, prepared statements, the table
         await raw_writer(pool, 50, tenant=CEIL_TENANT, prefix="ceil", stream_length=10)
-        for label, key, writers, one in (
-            ("EventStore.append (1 event), 1 writer", "store1", 1, lambda c: store_writer(store, c, tenant=CEIL_TENANT, prefix="ceil", stream_length=10)),
-            ("EventStore.append (1 event), 8 writers", "store8", 8, lambda c: store_writer(store, c, tenant=CEIL_TENANT, prefix="ceil", stream_length=10)),
-            ("raw asyncpg INSERT, 1 writer", "raw1", 1, lambda c: raw_writer(pool, c, tenant=CEIL_TENANT, prefix="ceil", stream_length=10)),
-            ("raw asyncpg INSERT, 8 writers", "raw8", 8, lambda c: raw_writer(pool, c, tenant=CEIL_TENANT, prefix="ceil", stream_length=10)),
-        ):
-            per = n // writers
-            started = time.perf_counter()
-            await asyncio.gather(*(one(per) for _ in range(writers)))
-            elapsed = time.perf_counter() - started
-            rates[key] = per * writers / elapsed
-            print(f"  {label:<44} {per * writers:>6} in {elapsed:5.2f} s  {rates[key]:8.0f} /s", flush=True)
+        rates = await measure_appends(store, pool, n, 8, tenant=CEIL_TENANT, prefix="ceil", stream_length=10)
+        rates["store8"], rates["raw8"] = rates["storeN"], rates["rawN"]
+        print_append_aims(rates, 8)
 
         # What one database round trip costs here, and the per-transaction overheads every service pays.
         stream = await pool.fetchval(
@@ -127,8 +120,8 @@ async def measure_ceiling(dsn: str, n: int) -> dict[str, float]:
             async with store.tenant_transaction(CEIL_TENANT) as conn:
                 await conn.fetchval("SELECT 1")
 
-        await timed("pool.acquire + SELECT 1 + release (release runs the reset query)", acquire_select)
-        await timed("tenant_transaction + SELECT 1 (BEGIN/set_config, SELECT, COMMIT, reset)", tenant_select)
+        await timed("pool.acquire + SELECT 1 + release (no reset query)", acquire_select)
+        await timed("tenant_transaction + SELECT 1 (BEGIN/set_config, SELECT, COMMIT)", tenant_select)
         await timed("EventStore.read_stream of a 10-event stream", lambda: store.read_stream(CEIL_TENANT, stream))
     finally:
         await pool.close()
@@ -654,9 +647,12 @@ async def count_statements(admin: asyncpg.Connection, port: int, token: str, wor
 async def wait_relay_caught_up(admin: asyncpg.Connection, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        head = await admin.fetchval("SELECT coalesce(max(global_position), 0) FROM events")
-        pos = await admin.fetchval("SELECT position FROM checkpoints WHERE name = $1", CHECKPOINT) or 0
-        if pos >= head:
+        # Compared as (xid, position) cursors, the global order's key (docs/decisions/0032).
+        head = await admin.fetchrow("SELECT xid, global_position FROM events ORDER BY xid DESC, global_position DESC"
+                                    " LIMIT 1")
+        at = await admin.fetchrow("SELECT e.xid, e.global_position FROM checkpoints c JOIN events e"
+                                  " ON e.global_position = c.position WHERE c.name = $1", CHECKPOINT)
+        if head is None or (at is not None and tuple(at) >= tuple(head)):
             return
         await asyncio.sleep(0.2)
     raise RuntimeError("relay did not catch up")

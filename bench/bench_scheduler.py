@@ -47,7 +47,8 @@ from libs.events.schemas import CommandEnvelope, Metadata  # noqa: E402
 from libs.events.schemas.run import StartRun  # noqa: E402
 from libs.events.schemas.schedule import ScheduleCreated  # noqa: E402
 from libs.events.schemas.workflow import WorkflowCreated  # noqa: E402
-from libs.events.store import EventStore, read_all  # noqa: E402
+from libs.events.order import cursor_at, read_snapshot  # noqa: E402
+from libs.events.store import EventStore  # noqa: E402
 from services.scheduler.domain import run_id_for  # noqa: E402
 
 TENANT = "tbench"
@@ -108,9 +109,10 @@ async def bulk_schedules(pool: asyncpg.Pool, wid: uuid.UUID, specs: list[tuple[s
             " FROM unnest($1::text[], $2::text[]) AS t(s, d)",
             [f"schedule-{e.schedule_id}" for e in events], [msgspec.json.encode(e).decode() for e in events],
             meta, TENANT)
-        while chunk := await read_all(conn, start, 1000):
+        cursor = await cursor_at(conn, start)  # our own rows, not committed yet: no xmin bound (read_snapshot)
+        while chunk := await read_snapshot(conn, cursor, 1000):
             await project(conn, chunk)
-            start = chunk[-1].global_position
+            cursor = chunk[-1].cursor
 
 
 def quiet_cron(rng: random.Random, avoid_until: datetime) -> tuple[str, str]:

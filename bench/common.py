@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,6 +65,38 @@ async def raw_writer(pool: asyncpg.Pool, count: int, *, tenant: str, prefix: str
                 uuid.uuid4(), f"{prefix}-{sid}", version, "StepStarted",
                 msgspec.json.encode(ceiling_event(sid, i)).decode(), meta, tenant,
             )
+
+
+async def measure_appends(store: EventStore, pool: asyncpg.Pool, n: int, writers: int, *, tenant: str,
+                          prefix: str = "run", stream_length: int = 20) -> dict[str, float]:
+    """Single-event appends/s through the store and raw INSERTs/s of the same rows, with 1 and `writers` writers
+    (keys store1, storeN, raw1, rawN), each line printed as it is measured. Every append is its own commit."""
+    rates: dict[str, float] = {}
+    for label, key, count, one in (
+        ("EventStore.append (1 event), 1 writer", "store1", 1, store_writer),
+        (f"EventStore.append (1 event), {writers} writers", "storeN", writers, store_writer),
+        ("raw asyncpg INSERT, 1 writer", "raw1", 1, raw_writer),
+        (f"raw asyncpg INSERT, {writers} writers", "rawN", writers, raw_writer),
+    ):
+        target = store if one is store_writer else pool
+        per = n // count
+        started, cpu = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(one(target, per, tenant=tenant, prefix=prefix, stream_length=stream_length)
+                               for _ in range(count)))
+        rates[key] = per * count / (time.perf_counter() - started)
+        # The writers share this one Python process: its CPU per append bounds what 8 writers can reach here.
+        client_us = (time.process_time() - cpu) / (per * count) * 1e6
+        print(f"  {label:<44} {per * count:>6} in {per * count / rates[key]:5.2f} s  {rates[key]:8.0f} /s"
+              f"  (this process: {client_us:4.0f} us CPU each)", flush=True)
+    return rates
+
+
+def print_append_aims(rates: dict[str, float], writers: int) -> None:
+    """The ratios issue #14 aims at, from one run's rates (measure_appends)."""
+    scale, of_raw = rates["storeN"] / rates["store1"], rates["storeN"] / rates["rawN"]
+    print(f"  store appends, {writers} writers / 1 writer:   {scale:5.2f}  (aim >= 3)     {verdict(scale >= 3)}")
+    print(f"  store / raw INSERT, {writers} writers:         {of_raw:5.2f}  (aim >= 0.80)  {verdict(of_raw >= 0.8)}")
+    print(f"  store / raw INSERT, 1 writer:          {rates['store1'] / rates['raw1']:5.2f}", flush=True)
 
 
 # -- the platform's processes ---------------------------------------------------------------------------------

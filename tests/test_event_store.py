@@ -20,12 +20,12 @@ import pytest
 
 from libs.events.schemas import Metadata, Outcome
 from libs.events.schemas.run import RunFailed, RunStarted, StepCompleted, StepStarted
+from libs.events.order import cursor_at, read_all
 from libs.events.store import (
     CommandAlreadyProcessed,
     EventStore,
     RecordedEvent,
     WrongExpectedVersion,
-    read_all,
 )
 
 
@@ -153,6 +153,35 @@ async def test_concurrent_appends_at_the_same_version_one_wins(raw_store: EventS
     assert len(wins) == 1 and len(losses) == 7, results
     assert all(e.actual == 3 for e in losses)
     assert [r["version"] for r in await table_rows(raw_store.pool, tenant)] == [1, 2, 3]
+
+
+async def test_a_stream_id_taken_by_another_tenant_is_a_conflict_not_an_error(raw_store: EventStore, tenant: str):
+    stream, run_id = run_stream()
+    await raw_store.append(stream, 0, steps(run_id, 1), metadata=Metadata(tenant_id=tenant))
+    other = f"t{uuid.uuid4().hex[:12]}"  # sees no such stream (row-level security), so appends at version 0
+    with pytest.raises(WrongExpectedVersion) as err:
+        await raw_store.append(stream, 0, steps(run_id, 1, "theirs"), metadata=Metadata(tenant_id=other))
+    assert (err.value.expected, err.value.actual) == (0, -1)
+    assert await table_rows(raw_store.pool, other) == []
+
+
+async def test_an_append_whose_transaction_is_older_than_the_previous_event_writes_nothing(
+    raw_store: EventStore, tenant: str
+):
+    """Within a stream, (xid, position) order must be version order for global-order readers: a transaction
+    that took its id before the previous version's writer took its own may not append after it."""
+    stream, run_id = run_stream()
+    meta = Metadata(tenant_id=tenant)
+    async with raw_store.transaction(tenant) as early:
+        older = await early.conn.fetchval("SELECT pg_current_xact_id()")  # this transaction's id, taken now
+        first, _ = await raw_store.append_recorded(stream, 0, steps(run_id, 1), metadata=meta)  # commits
+        with pytest.raises(WrongExpectedVersion) as err:
+            await early.append_recorded(stream, 1, steps(run_id, 1, "late"), metadata=meta)
+        assert (err.value.expected, err.value.actual) == (1, 1)  # a conflict to retry, not a version mismatch
+    recorded = await raw_store.read_stream(tenant, stream)
+    assert [r.version for r in recorded] == [1] and recorded[0].xid > older
+    _, again = await raw_store.append_recorded(stream, 1, steps(run_id, 1, "retry"), metadata=meta)
+    assert again[0].cursor > recorded[0].cursor
 
 
 # --- idempotent commands ---------------------------------------------------------------------------
@@ -348,7 +377,7 @@ async def test_global_reads_see_every_committed_event_once_in_order(pool, settin
 
     async def append(stream: str, run_id: uuid.UUID, expected: int, n: int, *, as_command: bool = False) -> int:
         events = steps(run_id, n, f"v{expected}-")
-        if as_command:  # as handle_command appends: load first, then the lock taken with the command record
+        if as_command:  # as handle_command appends: load, then the command record, then the events
             command_id = str(uuid.uuid4())
             async with store.transaction(tenant) as tx:
                 await tx.load(stream, uuid.UUID(command_id))
@@ -386,7 +415,7 @@ async def test_global_reads_see_every_committed_event_once_in_order(pool, settin
             stream, run_id = run_stream()
             doomed_streams.add(stream)
             with pytest.raises(RuntimeError, match="by hand"):
-                async with store.transaction(tenant) as tx:  # not locked: _insert alone never takes the lock
+                async with store.transaction(tenant) as tx:  # _insert alone: no command record
                     rec = await tx._insert(stream, 0, steps(run_id, 1), Metadata(tenant_id=tenant))
                     chaos.doomed_positions.extend(r.global_position for r in rec)
                     await asyncio.sleep(rng.uniform(0, 0.2))
@@ -405,7 +434,9 @@ async def test_global_reads_see_every_committed_event_once_in_order(pool, settin
 
     seen: list[RecordedEvent] = []
     reader_conn = await asyncpg.connect(settings.database_url)  # superuser: a system reader
-    checkpoint = await reader_conn.fetchval("SELECT coalesce(max(global_position), 0) FROM events")
+    # Start after the newest event: every event of this test has a higher transaction id.
+    checkpoint = await cursor_at(reader_conn, await reader_conn.fetchval(
+        "SELECT coalesce(max(global_position), 0) FROM events"))
     reads_while_held = 0
 
     async def drain() -> int:
@@ -413,7 +444,7 @@ async def test_global_reads_see_every_committed_event_once_in_order(pool, settin
         got = 0
         while chunk := await read_all(reader_conn, checkpoint, 50):
             seen.extend(r for r in chunk if r.tenant_id == tenant)
-            checkpoint = chunk[-1].global_position  # as the relay does: resume after the last seen
+            checkpoint = chunk[-1].cursor  # as the relay does: resume after the last seen
             got += len(chunk)
         return got
 
@@ -443,6 +474,7 @@ async def test_global_reads_see_every_committed_event_once_in_order(pool, settin
 
     keys = [(r.stream_id, r.version) for r in seen]
     positions = [r.global_position for r in seen]
+    cursors = [r.cursor for r in seen]
     in_table = {(r["stream_id"], r["version"]) for r in await table_rows(pool, tenant)}
 
     assert elapsed < 20, elapsed
@@ -451,8 +483,12 @@ async def test_global_reads_see_every_committed_event_once_in_order(pool, settin
     assert in_table == committed  # the rolled-back writers left nothing behind
     assert not {s for s, _ in keys} & doomed_streams, "the reader saw rolled-back events"
     assert len(keys) == len(set(keys)), "the reader saw an event twice"
-    assert positions == sorted(positions), "the reader saw positions out of order"
+    assert cursors == sorted(cursors), "the reader saw (xid, position) pairs out of order"
     missed = committed - set(keys)
     assert not missed, f"the reader skipped {len(missed)} committed events, e.g. {sorted(missed)[:5]}"
     assert set(keys) == committed
+    by_stream: dict[str, list[int]] = {}
+    for stream, version in keys:
+        by_stream.setdefault(stream, []).append(version)
+    assert all(v == list(range(1, len(v) + 1)) for v in by_stream.values()), "a stream's versions out of order"
     assert not set(chaos.doomed_positions) & set(positions)

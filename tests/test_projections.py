@@ -8,6 +8,7 @@ event was appended between the two snapshots.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ import httpx
 
 from libs.readmodels import READ_MODEL_TABLES
 from libs.events.schemas import Metadata
+from libs.events.schemas.run import RunCreated
 from libs.events.schemas.workflow import WorkflowCreated, WorkflowUpdated
 from tests.conftest import poll
 
@@ -167,3 +169,25 @@ async def test_rebuild_reproduces_the_live_read_models(stack, store, pool, infra
 
     assert rebuilt == live, first_difference(live, rebuilt)
     assert replayed == await pool.fetchval("SELECT count(*) FROM events WHERE global_position <= $1", after_pos)
+
+
+async def test_runs_of_one_workflow_created_at_once_get_different_numbers(store, pool, tenant):
+    """Appends are not serialised (docs/decisions/0032): a run created while another run of the same workflow is
+    still uncommitted must not take the same number (the workflow row's counter makes the second wait)."""
+    wid, now, meta = uuid.uuid4(), datetime.now(UTC), Metadata(tenant_id=tenant)
+    await store.append(f"workflow-{wid}", 0, [WorkflowCreated(workflow_id=wid, name="n", definition={"nodes": []},
+                                                              created_by="t", at=now)], metadata=meta)
+
+    def created(run_id: uuid.UUID) -> RunCreated:
+        return RunCreated(run_id=run_id, workflow_id=wid, workflow_version=1, definition={"concurrency": "unlimited"},
+                          inputs={}, created_by="t", at=now)
+
+    first, second = uuid.uuid4(), uuid.uuid4()
+    async with store.transaction(tenant) as tx:  # the first run's row is written, not committed
+        await tx.append_recorded(f"run-{first}", 0, [created(first)], metadata=meta)
+        late = asyncio.create_task(store.append(f"run-{second}", 0, [created(second)], metadata=meta))
+        await asyncio.sleep(0.3)  # the second append runs its projection meanwhile
+    await asyncio.wait_for(late, 10)
+    numbers = {r["id"]: r["run_number"] for r in await pool.fetch(
+        "SELECT id, run_number FROM runs WHERE workflow_id = $1", wid)}
+    assert numbers == {first: 1, second: 2}

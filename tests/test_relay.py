@@ -44,8 +44,17 @@ async def relay_leaders(pool: asyncpg.Pool) -> list[str]:
     return [r["application_name"] for r in rows]
 
 
-async def checkpoint(pool: asyncpg.Pool) -> int:
-    return await pool.fetchval("SELECT position FROM checkpoints WHERE name = $1", CHECKPOINT) or 0
+async def checkpoint(pool: asyncpg.Pool) -> tuple[int, int]:
+    """The relay's checkpoint as a cursor, (xid, position) of the event it names: the global order's key
+    (docs/decisions/0032); compare it with cursor(event)."""
+    row = await pool.fetchrow(
+        "SELECT e.xid, e.global_position FROM checkpoints c JOIN events e ON e.global_position = c.position"
+        " WHERE c.name = $1", CHECKPOINT)
+    return (0, 0) if row is None else (row[0], row[1])
+
+
+def cursor(event: asyncpg.Record) -> tuple[int, int]:
+    return event["xid"], event["global_position"]
 
 
 class OwnRelay:
@@ -152,10 +161,10 @@ async def append_runs(store: EventStore, tenant: str, streams: int, per_stream: 
 
 
 async def tenant_events(pool: asyncpg.Pool, tenant: str) -> list[asyncpg.Record]:
-    """The tenant's events as recorded (superuser: row-level security does not apply), in position order."""
+    """The tenant's events as recorded (superuser: row-level security does not apply), in the global order."""
     return await pool.fetch(
-        "SELECT global_position, event_id, stream_id, version, type, data::text AS data, metadata::text AS metadata"
-        " FROM events WHERE tenant_id = $1 ORDER BY global_position",
+        "SELECT global_position, xid, event_id, stream_id, version, type, data::text AS data,"
+        " metadata::text AS metadata FROM events WHERE tenant_id = $1 ORDER BY xid, global_position",
         tenant,
     )
 
@@ -224,10 +233,10 @@ def assert_each_event_stored_once(msgs: list, events: list[asyncpg.Record]) -> N
     assert not missing, f"{len(missing)} of {len(expected)} events never reached WEFT_EVENTS"
     extra = set(ids) - set(expected)
     assert not extra, f"{len(extra)} unexpected messages on the tenant's subjects: {list(extra)[:3]}"
-    assert ids == expected, "WEFT_EVENTS holds the tenant's events out of global-position order"
+    assert ids == expected, "WEFT_EVENTS holds the tenant's events out of (xid, position) order"
 
 
-async def test_every_event_reaches_the_stream_once_in_position_order(relay, js, raw_store, pool, tenant):
+async def test_every_event_reaches_the_stream_once_in_global_order(relay, js, raw_store, pool, tenant):
     other = f"t{uuid.uuid4().hex[:12]}"
     run_a, run_b = uuid.uuid4(), uuid.uuid4()
     corr, cause = str(uuid.uuid4()), str(uuid.uuid4())
@@ -242,7 +251,7 @@ async def test_every_event_reaches_the_stream_once_in_position_order(relay, js, 
     await append_runs(raw_store, other, 1, 3)
     events = await tenant_events(pool, tenant)
     assert len(events) == 11
-    last = max(e["global_position"] for e in await tenant_events(pool, other))
+    last = max(cursor(e) for e in await tenant_events(pool, other))
 
     await relay.start_leading()
     await poll(lambda: checkpoint(pool), lambda cp: cp >= last, timeout=60)
@@ -260,6 +269,7 @@ async def test_every_event_reaches_the_stream_once_in_position_order(relay, js, 
         assert msg.headers["Weft-Stream"] == ev["stream_id"]
         assert msg.headers["Weft-Version"] == str(ev["version"])
         assert msg.headers["Weft-Position"] == str(ev["global_position"])
+        assert msg.headers["Weft-Xid"] == str(ev["xid"])
         assert msg.headers["Weft-Type"] == ev["type"]
         meta = msgspec.json.decode(ev["metadata"])
         assert msg.headers.get("Weft-Correlation-Id") == meta.get("correlation_id")
@@ -272,12 +282,13 @@ async def test_every_event_reaches_the_stream_once_in_position_order(relay, js, 
     assert await count_stored(js, other) == 13
 
 
-async def kill_until_ahead(relay: OwnRelay, pool, js, tenant: str, positions: list[int], first: int,
-                           kills: list[dict]) -> bool:
+async def kill_until_ahead(relay: OwnRelay, pool, js, tenant: str, positions: list[tuple[int, int]],
+                           first: tuple[int, int], kills: list[dict]) -> bool:
     """Start the relay and kill -9 it while a batch is in flight, up to six times, until one kill leaves WEFT_EVENTS
     ahead of the checkpoint (published, checkpoint not saved). False when the relay reached the tenant's last
     event first: a restart with less than one checkpoint interval to go saves the last position at its first
-    save, and no later save will ever come (nothing else appends), so there is nothing left to interrupt."""
+    save, and no later save will ever come (nothing else appends), so there is nothing left to interrupt.
+    Positions here are cursors, (xid, global_position): the global order (docs/decisions/0032)."""
     last = positions[-1]
     for _ in range(6):
         await relay.start_leading()
@@ -318,14 +329,14 @@ async def test_kill_9_mid_stream_loses_nothing_and_stores_nothing_twice(relay, j
             if relay.proc is not None and relay.proc.alive():
                 await relay.kill()
             await append_runs(raw_store, tenant, streams=80, per_stream=50)
-            positions = [e["global_position"] for e in await tenant_events(pool, tenant)]
-            first = positions[-4000]
-            if await kill_until_ahead(relay, pool, js, tenant, positions, first, kills):
+            cursors = [cursor(e) for e in await tenant_events(pool, tenant)]
+            first = cursors[-4000]
+            if await kill_until_ahead(relay, pool, js, tenant, cursors, first, kills):
                 break
         if not relay.proc.alive():
             await relay.start_leading()
         events = await tenant_events(pool, tenant)
-        first, last = events[0]["global_position"], events[-1]["global_position"]
+        first, last = cursor(events[0]), cursor(events[-1])
         await poll(lambda: checkpoint(pool), lambda cp: cp >= last, timeout=90)
         await poll(lambda: asyncio.sleep(0, len(wiretap.positions)), lambda n: n >= len(events), timeout=10)
     finally:
@@ -347,7 +358,7 @@ async def test_republish_after_lost_checkpoint_is_dropped_by_the_duplicate_windo
 ):
     await append_runs(raw_store, tenant, streams=10, per_stream=30)
     events = await tenant_events(pool, tenant)
-    first, last = events[0]["global_position"], events[-1]["global_position"]
+    first, last = cursor(events[0]), cursor(events[-1])
     await relay.start_leading()
     await poll(lambda: checkpoint(pool), lambda cp: cp >= last, timeout=60)
     before = await stored_messages(js, tenant)
@@ -356,7 +367,7 @@ async def test_republish_after_lost_checkpoint_is_dropped_by_the_duplicate_windo
     # A crash after the PubAcks but before the checkpoint was saved, replayed deterministically: the
     # relay reads its checkpoint only when it becomes leader, so kill it, rewind, start it again.
     await relay.kill()
-    assert await pool.execute("UPDATE checkpoints SET position = $1 WHERE name = $2", first - 1, CHECKPOINT) == "UPDATE 1"
+    assert await pool.execute("UPDATE checkpoints SET position = $1 WHERE name = $2", first[1] - 1, CHECKPOINT) == "UPDATE 1"
     wiretap = await Wiretap().start(infra.nats_url, tenant)
     try:
         await relay.start_leading()

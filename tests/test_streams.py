@@ -15,13 +15,18 @@ import time
 import types
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import httpx
 import nats
 import pytest
 import websockets
 
+from libs.events.order import cursor_at, read_all
+from libs.events.schemas import Metadata
+from libs.events.schemas.run import RunCreated, RunStarted
 from libs.runtime.probe import NatsProbe
 from services.gateway import streams
 from tests.conftest import poll, start_processes
@@ -487,6 +492,83 @@ async def test_feed_ends_with_reconnect_when_its_live_buffer_overflows(store, se
         assert feed._queue.qsize() <= 6
     finally:
         await nc.close()
+
+
+async def test_workflow_feed_never_skips_an_event_that_commits_late(store, settings, tenant):
+    """A workflow's feed spans streams, so it follows the global order (docs/decisions/0032): an event whose
+    transaction commits after a later-started one's must still reach the reader, once, and in (xid, position)
+    order. Replay from Postgres, then live messages from a relay stand-in (the real read_all, the relay's headers)
+    on a private subject."""
+    nc = await nats.connect(settings.nats_url)
+    admin = await asyncpg.connect(settings.database_url)
+    root = f"test.streams.{uuid.uuid4().hex}"
+
+    class TestScope(streams.Scope):
+        @property
+        def subject(self) -> str:
+            return f"{root}.>"
+
+    wid, meta, now = uuid.uuid4(), Metadata(tenant_id=tenant), datetime.now(UTC)
+    r1, r2 = uuid.uuid4(), uuid.uuid4()
+
+    def created(rid: uuid.UUID) -> RunCreated:
+        return RunCreated(run_id=rid, workflow_id=wid, workflow_version=1, definition={"concurrency": "unlimited"},
+                          inputs={}, created_by="t", at=now)
+
+    relayed = await cursor_at(admin, await admin.fetchval("SELECT coalesce(max(global_position), 0) FROM events"))
+    ours: list[tuple[int, int]] = []  # (xid, position) of this test's events, in the order the stand-in relayed them
+
+    async def relay_until(count: int) -> None:
+        nonlocal relayed
+        deadline = time.monotonic() + 15
+        while len(ours) < count:
+            assert time.monotonic() < deadline, f"relayed {len(ours)} of {count} events"
+            for rec in await read_all(admin, relayed, 100):
+                relayed = rec.cursor
+                if rec.tenant_id == tenant:
+                    ours.append(rec.cursor)
+                    await nc.publish(f"{root}.{rec.type}", rec.data, headers={
+                        "Weft-Position": str(rec.global_position), "Weft-Xid": str(rec.xid),
+                        "Weft-Stream": rec.stream_id, "Weft-Type": rec.type})
+            await asyncio.sleep(0.02)
+
+    got: list = []
+
+    async def consume(feed) -> None:
+        async for item in feed:
+            got.append(item)
+
+    consumer = None
+    try:
+        probe = NatsProbe(nc)
+        await probe.start()
+        ctx = types.SimpleNamespace(store=store, nc=nc, probe=probe)
+        await store.append(f"run-{r1}", 0, [created(r1)], metadata=meta)
+        await store.append(f"run-{r2}", 0, [created(r2)], metadata=meta)
+        async with store.transaction(tenant) as slow:  # takes its xid now, commits last
+            await slow.append_recorded(f"run-{r1}", 1, [RunStarted(run_id=r1, at=now)], metadata=meta)
+            await store.append(f"run-{r2}", 1, [RunStarted(run_id=r2, at=now)], metadata=meta)
+            consumer = asyncio.create_task(consume(streams.EventFeed(ctx, TestScope(tenant, wid), 0)))
+            await poll(lambda: asyncio.sleep(0, len(got)), lambda n: n >= 3, timeout=10)  # connected + 2 replayed
+            await asyncio.sleep(0.5)  # anything else the replay would send, while the slow transaction runs
+            replayed = got[1:]
+        await relay_until(4)
+        deadline = time.monotonic() + 5  # a bounded wait, so that a skipped event fails below by name
+        while len(got) < 5 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        live = got[1 + len(replayed):]
+    finally:
+        if consumer is not None:
+            consumer.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)
+        await admin.close()
+        await nc.close()
+    assert isinstance(got[0], streams.Connected)
+    positions = [e.position for e in replayed + live]
+    assert sorted(positions) == sorted(p for _, p in ours), (positions, ours)  # each event once, none skipped
+    assert positions == [p for _, p in sorted(ours)], "not in (xid, position) order"
+    assert len(replayed) == 2, "the replay read past a transaction that was still running"
 
 
 def test_run_messages_follow_contract_a():

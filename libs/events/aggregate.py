@@ -55,7 +55,7 @@ async def handle_command(
     tenant_id = envelope.tenant_id
     for _attempt in range(MAX_CONFLICT_RETRIES):
         try:
-            # Load, decide and append in one transaction: the append lock is taken only when appending, and a
+            # Load, decide and append in one transaction (no lock: docs/decisions/0032), and a
             # conflict (another writer got there first) rolls it all back for a fresh try.
             async with store.transaction(tenant_id) as tx:
                 done, recorded = await tx.load(stream_id, envelope.command_id)

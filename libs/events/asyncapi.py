@@ -33,12 +33,14 @@ COMMAND_HEADERS = {"type": "object", "required": ["Nats-Msg-Id"], "properties": 
     "Nats-Msg-Id": {"type": "string", "format": "uuid", "description": "the command id (JetStream dedupe key)"},
     **_TRACE_HEADERS}}
 EVENT_HEADERS = {"type": "object", "required": ["Nats-Msg-Id", "Weft-Tenant", "Weft-Stream", "Weft-Version",
-                                                "Weft-Position", "Weft-Type"], "properties": {
+                                                "Weft-Position", "Weft-Xid", "Weft-Type"], "properties": {
     "Nats-Msg-Id": {"type": "string", "format": "uuid", "description": "the event id (JetStream dedupe key)"},
     "Weft-Tenant": {"type": "string"},
     "Weft-Stream": {"type": "string", "description": "<category>-<uuid>"},
     "Weft-Version": {"type": "string", "description": "the event's 1-based version in its stream"},
     "Weft-Position": {"type": "string", "description": "the event's global position in the store"},
+    "Weft-Xid": {"type": "string", "description": "the id of the transaction that stored the event; the global "
+                 "order is (Weft-Xid, Weft-Position), compared as integers (docs/decisions/0032)"},
     "Weft-Type": {"type": "string", "description": "the event type (the payload's `type` tag)"},
     "Weft-Correlation-Id": {"type": "string"},
     "Weft-Causation-Id": {"type": "string"},

@@ -24,8 +24,8 @@ SAFE_NAME = _SAFE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 async def _reset(conn: asyncpg.Connection) -> None:
     """Return a connection to the pool without asyncpg's default reset query (advisory unlock, CLOSE ALL,
-    UNLISTEN, RESET ALL: a round trip on every release). Nothing here needs it: tenant settings and the
-    append lock are transaction-scoped, and LISTEN and session locks live on dedicated connections. An open
+    UNLISTEN, RESET ALL: a round trip on every release). Nothing here needs it: tenant settings are
+    transaction-scoped, and LISTEN and session locks live on dedicated connections. An open
     transaction (a cancelled task) is rolled back by asyncpg itself before this runs (Connection._reset);
     tests/test_db.py pins both."""
 
@@ -36,26 +36,23 @@ async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 
     )
 
 
-def tenant_begin_sql(tenant_id: str, app_role: str, lock_key: int | None = None) -> str:
-    """BEGIN plus the transaction-local role and tenant (and a transaction lock), in one round trip."""
+def tenant_begin_sql(tenant_id: str, app_role: str) -> str:
+    """BEGIN plus the transaction-local role and tenant, in one round trip."""
     if not _SAFE.match(tenant_id) or (app_role and not _SAFE.match(app_role)):
         raise ValueError(f"unsafe tenant id or role: {tenant_id!r}, {app_role!r}")
     role = f"set_config('role', '{app_role}', true), " if app_role else ""
-    lock = f", pg_advisory_xact_lock({int(lock_key)})" if lock_key is not None else ""
-    return f"BEGIN; SELECT {role}set_config('weft.tenant_id', '{tenant_id}', true){lock}"
+    return f"BEGIN; SELECT {role}set_config('weft.tenant_id', '{tenant_id}', true)"
 
 
 @asynccontextmanager
-async def tenant_transaction(
-    pool: asyncpg.Pool, tenant_id: str, app_role: str, lock_key: int | None = None
-) -> AsyncIterator[asyncpg.Connection]:
+async def tenant_transaction(pool: asyncpg.Pool, tenant_id: str, app_role: str) -> AsyncIterator[asyncpg.Connection]:
     """A transaction that runs as the app role with row-level security bound to one tenant.
 
     Both settings are transaction-local (set_config(..., true)), so nothing leaks into the pooled
     connection's next user, whatever the pool resets.
     """
     async with pool.acquire() as conn:
-        await conn.execute(tenant_begin_sql(tenant_id, app_role, lock_key))
+        await conn.execute(tenant_begin_sql(tenant_id, app_role))
         try:
             yield conn
         except BaseException:

@@ -1,4 +1,4 @@
-"""The event store: append with expected version, idempotent commands, gap-safe global reads."""
+"""The event store: append with expected version, idempotent commands (global-order reads: libs/events/order.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ from libs.events.db import tenant_transaction
 from libs.events.schemas import Event, Metadata, Outcome
 from libs.events.timers import Timer, set_timers
 
-# One constant key for the append lock (see `append`).
-APPEND_LOCK_KEY = 0x5745_4654_0000_0001
 NOTIFY_CHANNEL = "weft_events"
 
 _outcome_decoder = msgspec.json.Decoder(Outcome)
@@ -47,6 +45,12 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
     tenant_id: str
     recorded_at: datetime
     event: Event | None = None  # set when the writer still holds the object; readers decode `data`
+    xid: int = 0  # the writing transaction's id (xid8): with global_position, the global order's key
+
+    @property
+    def cursor(self) -> tuple[int, int]:
+        """Where a global-order reader resumes after this event: (xid, global_position)."""
+        return self.xid, self.global_position
 
     @property
     def category(self) -> str:
@@ -56,7 +60,7 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
 Projector = Callable[[asyncpg.Connection, Sequence[RecordedEvent]], Awaitable[None]]
 
 
-def _row_to_recorded(row: asyncpg.Record) -> RecordedEvent:
+def row_to_recorded(row: asyncpg.Record) -> RecordedEvent:
     return RecordedEvent(
         global_position=row["global_position"],
         event_id=row["event_id"],
@@ -67,12 +71,13 @@ def _row_to_recorded(row: asyncpg.Record) -> RecordedEvent:
         metadata=msgspec.json.decode(row["metadata"]),
         tenant_id=row["tenant_id"],
         recorded_at=row["recorded_at"],
+        xid=row["xid"],
     )
 
 
-_SELECT = (
+SELECT_EVENTS = (
     "SELECT global_position, event_id, stream_id, version, type, data::text AS data,"
-    " metadata::text AS metadata, tenant_id, recorded_at FROM events"
+    " metadata::text AS metadata, tenant_id, recorded_at, xid FROM events"
 )
 
 
@@ -94,23 +99,21 @@ class EventStore:
         missing or another tenant's."""
         async with self.tenant_transaction(tenant_id) as conn:
             rows = await conn.fetch(
-                _SELECT + " WHERE tenant_id = $1 AND stream_id = $2 AND version <= $3 AND version > $4"
+                SELECT_EVENTS + " WHERE tenant_id = $1 AND stream_id = $2 AND version <= $3 AND version > $4"
                 " ORDER BY version",
                 tenant_id,
                 stream_id,
                 to_version if to_version is not None else 2**31 - 1,
                 after_version,
             )
-        return [_row_to_recorded(r) for r in rows]
+        return [row_to_recorded(r) for r in rows]
 
     @asynccontextmanager
-    async def transaction(self, tenant_id: str, *, locked: bool = False) -> AsyncIterator[StoreTransaction]:
+    async def transaction(self, tenant_id: str) -> AsyncIterator[StoreTransaction]:
         """One tenant transaction for several store operations (load, decide, append: one commit, fewer round
-        trips). With `locked` the append lock is taken in the BEGIN round trip; otherwise the first append
-        takes it (see StoreTransaction.append_recorded)."""
-        lock_key = APPEND_LOCK_KEY if locked else None
-        async with tenant_transaction(self.pool, tenant_id, self.app_role, lock_key=lock_key) as conn:
-            yield StoreTransaction(self, conn, tenant_id, locked=locked)
+        trips)."""
+        async with tenant_transaction(self.pool, tenant_id, self.app_role) as conn:
+            yield StoreTransaction(self, conn, tenant_id)
 
     async def append(self, stream_id: str, expected_version: int, events: Sequence[Event], **options: Any) -> Outcome:
         """append_recorded(...) without the recorded events: the outcome only. Same keyword options."""
@@ -121,7 +124,7 @@ class EventStore:
         self, stream_id: str, expected_version: int, events: Sequence[Event], *, metadata: Metadata, **options: Any
     ) -> tuple[Outcome, list[RecordedEvent]]:
         """StoreTransaction.append_recorded in a transaction of its own (same keyword options)."""
-        async with self.transaction(metadata.tenant_id, locked=True) as tx:
+        async with self.transaction(metadata.tenant_id) as tx:
             return await tx.append_recorded(stream_id, expected_version, events, metadata=metadata, **options)
 
     async def record_outcome(self, tenant_id: str, outcome: Outcome) -> Outcome:
@@ -155,10 +158,10 @@ class EventStore:
 # one row (event columns null), which carries the outcome.
 _LOAD = (
     "SELECT o.outcome, e.global_position, e.event_id, e.stream_id, e.version, e.type, e.data, e.metadata,"
-    " e.tenant_id, e.recorded_at"
+    " e.tenant_id, e.recorded_at, e.xid"
     " FROM (SELECT (SELECT outcome::text FROM processed_commands WHERE command_id = $3) AS outcome) AS o"
     " LEFT JOIN LATERAL (SELECT global_position, event_id, stream_id, version, type, data::text AS data,"
-    " metadata::text AS metadata, tenant_id, recorded_at FROM events WHERE tenant_id = $1 AND stream_id = $2) AS e"
+    " metadata::text AS metadata, tenant_id, recorded_at, xid FROM events WHERE tenant_id = $1 AND stream_id = $2) AS e"
     " ON o.outcome IS NULL ORDER BY e.version"
 )
 # The command record.
@@ -166,29 +169,20 @@ _RECORD_COMMAND = (
     "INSERT INTO processed_commands (command_id, tenant_id, outcome) VALUES ($1, $2, $3::jsonb)"
     " ON CONFLICT (command_id) DO NOTHING RETURNING true"
 )
-# The same, taking the append lock first when the transaction does not hold it yet: the insert's only row comes
-# from the lock's CTE, so nothing is written before the lock is held. Later statements of the transaction take
-# their snapshots after it (READ COMMITTED: one snapshot per statement), so the version check in _insert sees
-# every append committed before ours (docs/decisions/0013).
-_LOCK_AND_RECORD_COMMAND = (
-    "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($4))"
-    " INSERT INTO processed_commands (command_id, tenant_id, outcome) SELECT $1, $2, $3::jsonb FROM lock"
-    " ON CONFLICT (command_id) DO NOTHING RETURNING true"
-)
 
 
 class StoreTransaction:
     """The store's operations inside one open tenant transaction (EventStore.transaction)."""
 
-    def __init__(self, store: EventStore, conn: asyncpg.Connection, tenant_id: str, *, locked: bool) -> None:
-        self.store, self.conn, self.tenant_id, self.locked = store, conn, tenant_id, locked
+    def __init__(self, store: EventStore, conn: asyncpg.Connection, tenant_id: str) -> None:
+        self.store, self.conn, self.tenant_id = store, conn, tenant_id
 
     async def load(self, stream_id: str, command_id: uuid.UUID) -> tuple[Outcome | None, list[RecordedEvent]]:
         """A command's recorded outcome (None if it is new) and, when new, its stream's events."""
         rows = await self.conn.fetch(_LOAD, self.tenant_id, stream_id, command_id)
         if rows[0]["outcome"] is not None:
             return _outcome_decoder.decode(rows[0]["outcome"]), []
-        return None, [_row_to_recorded(r) for r in rows if r["global_position"] is not None]
+        return None, [row_to_recorded(r) for r in rows if r["global_position"] is not None]
 
     async def append_recorded(
         self,
@@ -219,45 +213,33 @@ class StoreTransaction:
             error=error,
             field=field,
         )
-        # Appends are serialised by a transaction-scoped advisory lock (held until commit), so
-        # global_position order is commit order: a reader that has seen position N can never later find a
-        # committed event below N (no skipped late committers; see docs/decisions/0001-global-order.md).
-        # Postgres releases transaction locks only after the commit is visible (CommitTransaction:
-        # ProcArrayEndTransaction before ResourceOwnerRelease).
+        # No lock: appends to different streams commit in parallel. Global-order readers read (xid,
+        # global_position) below pg_snapshot_xmin (read_all; docs/decisions/0032). UNIQUE(stream_id, version)
+        # is the arbiter between concurrent appends to one stream (_insert).
         if metadata.command_id:
-            await self.record_command(outcome, take_lock=not self.locked)
-            self.locked = True
-        elif not self.locked:
-            await self.conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK_KEY)
-            self.locked = True
+            await self.record_command(outcome)
         conn = self.conn
         if not events:
             await self._check_version(stream_id, expected_version)
             await set_timers(conn, tenant_id, timers)
             return outcome, []
-        try:
-            recorded = await self._insert(stream_id, expected_version, events, metadata)
-        except asyncpg.UniqueViolationError as exc:
-            # Only reachable when the stream id is taken by another tenant (invisible under RLS).
-            raise WrongExpectedVersion(stream_id, expected_version, -1) from exc
-        if not recorded:  # the guarded insert wrote nothing: the stream is not at expected_version
+        recorded = await self._insert(stream_id, expected_version, events, metadata)
+        if not recorded:
+            # Nothing (or, after a conflict, not everything) was written: another append got there first (its
+            # rows are visible now: ON CONFLICT waited for its commit), or the stream id is another tenant's
+            # (invisible under row-level security), or the previous event's transaction id is above ours.
             await self._check_version(stream_id, expected_version)
-            raise WrongExpectedVersion(stream_id, expected_version, expected_version)
+            raise WrongExpectedVersion(stream_id, expected_version, -1 if expected_version == 0 else expected_version)
         if self.store.projector is not None:
             await self.store.projector(conn, recorded)
         await set_timers(conn, tenant_id, timers)
         return outcome, recorded
 
-    async def record_command(self, outcome: Outcome, *, take_lock: bool = False) -> None:
-        """Record a command's outcome (taking the append lock first, in the same round trip, with `take_lock`);
-        CommandAlreadyProcessed with the first outcome when it was recorded before. Concurrent deliveries of
-        one command block on the primary key until the first commits."""
+    async def record_command(self, outcome: Outcome) -> None:
+        """Record a command's outcome; CommandAlreadyProcessed with the first outcome when it was recorded
+        before. Concurrent deliveries of one command block on the primary key until the first commits."""
         encoded = msgspec.json.encode(outcome).decode()
-        if take_lock:
-            inserted = await self.conn.fetchval(
-                _LOCK_AND_RECORD_COMMAND, outcome.command_id, self.tenant_id, encoded, APPEND_LOCK_KEY)
-        else:
-            inserted = await self.conn.fetchval(_RECORD_COMMAND, outcome.command_id, self.tenant_id, encoded)
+        inserted = await self.conn.fetchval(_RECORD_COMMAND, outcome.command_id, self.tenant_id, encoded)
         if not inserted:
             raw = await self.conn.fetchval(
                 "SELECT outcome::text FROM processed_commands WHERE command_id = $1", outcome.command_id
@@ -286,9 +268,19 @@ class StoreTransaction:
             " SELECT e.id, $2, $3 + e.n, e.type, e.data::jsonb, $4::jsonb, $5"
             " FROM unnest($1::uuid[], $6::text[], $7::text[]) WITH ORDINALITY AS e(id, type, data, n)"
             # The expected-version check rides on the insert: no rows are written unless the stream is
-            # exactly at expected_version (race-free under the append lock).
+            # exactly at expected_version as of this statement's snapshot. Two appends that both pass it race
+            # on UNIQUE(stream_id, version): the second waits for the first to commit, then writes nothing
+            # (ON CONFLICT), and the caller sees WrongExpectedVersion.
             " WHERE (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $2) = $3"
-            " ORDER BY e.n RETURNING global_position, version, recorded_at",
+            # Within a stream, (xid, global_position) order must be version order, or a global-order reader
+            # would see version N+1 before N. Our xid is normally taken by this statement (or after the load
+            # that showed version N), so it is above the xid of N's transaction, which committed before that
+            # snapshot. If this transaction took its xid earlier than that, it writes nothing and is retried
+            # (a new transaction, a new, higher xid).
+            " AND coalesce((SELECT xid FROM events WHERE stream_id = $2 AND version = $3), '0')"
+            " < pg_current_xact_id()"
+            " ORDER BY e.n ON CONFLICT (stream_id, version) DO NOTHING RETURNING global_position, version,"
+            " recorded_at, xid",
             ids,
             stream_id,
             expected_version,
@@ -297,7 +289,7 @@ class StoreTransaction:
             types,
             [d.decode() for d in datas],
         )
-        if not rows:
+        if len(rows) != len(events):  # a conflict: the transaction is rolled back (WrongExpectedVersion)
             return []
         by_version = {r["version"]: r for r in rows}
         meta_dict = msgspec.to_builtins(metadata)
@@ -313,17 +305,7 @@ class StoreTransaction:
                 tenant_id=metadata.tenant_id,
                 recorded_at=by_version[expected_version + i + 1]["recorded_at"],
                 event=events[i],
+                xid=by_version[expected_version + i + 1]["xid"],
             )
             for i in range(len(events))
         ]
-
-
-async def read_all(conn: asyncpg.Connection, after_position: int, limit: int) -> list[RecordedEvent]:
-    """Events after a global position, in order, for system readers (relay, rebuild).
-
-    Safe to checkpoint by position because appends are serialised (see EventStore.append).
-    """
-    rows = await conn.fetch(
-        _SELECT + " WHERE global_position > $1 ORDER BY global_position LIMIT $2", after_position, limit
-    )
-    return [_row_to_recorded(r) for r in rows]

@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable, Sequence
 import asyncpg
 
 from libs.readmodels import history, runs, schedules, workflows
-from libs.events.store import RecordedEvent, read_all
+from libs.events.order import read_snapshot
+from libs.events.store import RecordedEvent
 
 Handler = Callable[[asyncpg.Connection, Sequence[RecordedEvent]], Awaitable[None]]
 
@@ -54,13 +55,15 @@ async def rebuild(conn: asyncpg.Connection, batch: int = 1000) -> int:
     rows until the transaction commits.
     """
     replayed = 0
-    async with conn.transaction():
+    # One REPEATABLE READ snapshot: the log as of its first statement, read in the global order's (xid, position)
+    # pairs (docs/decisions/0032). Nothing commits into a fixed snapshot, so no page can skip a late committer.
+    async with conn.transaction(isolation="repeatable_read"):
         for table in READ_MODEL_TABLES:
             await conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
-        position = 0
-        while chunk := await read_all(conn, position, batch):
+        cursor = (0, 0)
+        while chunk := await read_snapshot(conn, cursor, batch):
             await project(conn, chunk)
-            position = chunk[-1].global_position
+            cursor = chunk[-1].cursor
             replayed += len(chunk)
     return replayed
 

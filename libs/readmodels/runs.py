@@ -34,13 +34,18 @@ _UPDATE_STEPS = (
     " error = CASE WHEN $6 AND $5 <> 'completed' THEN $8::text ELSE error END,"
     " finished_at = CASE WHEN $6 THEN $9::timestamptz ELSE finished_at END WHERE id = $1"
 )
-# Run numbers count per workflow in log order (appends are serialised), so a rebuild gives every run the same
-# number again.
+# Run numbers count per workflow. Appends are not serialised (docs/decisions/0032), so two runs of one workflow
+# may be created at once: the number comes from the workflow row's counter, whose UPDATE waits for the other
+# transaction's and then re-reads the row (READ COMMITTED), so no two runs get the same number. (A max()+1 over
+# runs would not wait: both would see the same max.) A run whose workflow row is gone falls back to max()+1.
 _INSERT_RUN = (
-    "INSERT INTO runs (id, tenant_id, workflow_id, status, inputs, created_by, created_at, started_at,"
+    "WITH n AS (UPDATE workflows SET last_run_number = last_run_number + 1 WHERE id = $3"
+    " AND NOT EXISTS (SELECT 1 FROM runs WHERE id = $1) RETURNING last_run_number)"
+    " INSERT INTO runs (id, tenant_id, workflow_id, status, inputs, created_by, created_at, started_at,"
     " stream_version, run_number, exclusive, steps, outputs, error, finished_at)"
     " VALUES ($1, $2, $3, $9, $4::jsonb, $5, $6, $6, $7,"
-    " (SELECT coalesce(max(run_number), 0) + 1 FROM runs WHERE workflow_id = $3), $8, $10::jsonb, $11::jsonb, $12,"
+    " coalesce((SELECT last_run_number FROM n),"
+    " (SELECT coalesce(max(run_number), 0) + 1 FROM runs WHERE workflow_id = $3)), $8, $10::jsonb, $11::jsonb, $12,"
     " $13) ON CONFLICT (id) DO NOTHING RETURNING true"
 )
 _ACTIVE = ("pending", "running", "awaiting_approval")

@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 
 from libs.events.bus import EVENTS_MAX_AGE_S, EVENTS_STREAM, confirmed, ensure_streams, event_subject
 from libs.events.settings import Settings, load_settings
+from libs.events.order import Cursor, cursor_at
 from libs.events.store import NOTIFY_CHANNEL
 from libs.telemetry import metrics
 from services.relay.commands import CommandRepublisher
@@ -40,22 +41,35 @@ LEADER_SESSION = {
 
 # What the relay publishes, and nothing more: ids and data as text, the metadata fields that become headers
 # read out by Postgres (no JSON decoding of metadata, no uuid or timestamp objects per event).
+# The global order without an append lock (docs/decisions/0032, libs/events/order.py): (xid, position) pairs above
+# the cursor and below pg_snapshot_xmin, in pair order. Every transaction below that bound has ended, so nothing
+# can commit behind the cursor later: no event is skipped. Within a stream, pair order is version order.
+# The last column says, from the same snapshot, whether committed events are held back above the bound; with no
+# event to read there is still one row (event columns null) carrying it.
 _READ = (
-    "SELECT global_position, event_id::text, stream_id, version, type, data::text, tenant_id,"
-    " metadata->>'correlation_id', metadata->>'causation_id', metadata->>'traceparent'"
-    " FROM events WHERE global_position > $1 ORDER BY global_position LIMIT $2"
+    "SELECT e.*, h.held FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) AS s"
+    " CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM events WHERE xid >= s.xmin) AS held) AS h"
+    " LEFT JOIN LATERAL (SELECT global_position, event_id::text, stream_id, version, type, data::text, tenant_id,"
+    " metadata->>'correlation_id', metadata->>'causation_id', metadata->>'traceparent', xid"
+    " FROM events WHERE (xid, global_position) > ($1::xid8, $2) AND xid < s.xmin"
+    " ORDER BY xid, global_position LIMIT $3) AS e ON true"
 )
+# Events after the relay's cursor (positions are not in the global order any more, so no subtraction will do).
+_LAG = "SELECT count(*) FROM (SELECT 1 FROM events WHERE (xid, global_position) > ($1::xid8, $2) LIMIT $3) AS lag"
+_LAG_CAP = 100_000
+HELD_BACK_POLL_S = 0.005  # first wait while committed events are held back by an older running transaction
 
 
 def headers_for(row) -> dict[str, str]:
     """The message headers of one event row (_READ's columns, in order)."""
-    position, event_id, stream_id, version, event_type, _, tenant_id, correlation_id, causation_id, parent = row
+    position, event_id, stream_id, version, event_type, _, tenant_id, correlation_id, causation_id, parent, xid = row[:11]
     headers = {
         "Nats-Msg-Id": event_id,
         "Weft-Tenant": tenant_id,
         "Weft-Stream": stream_id,
         "Weft-Version": str(version),
         "Weft-Position": str(position),
+        "Weft-Xid": str(xid),  # with Weft-Position, the global order's key: live readers deduplicate by the pair
         "Weft-Type": event_type,
     }
     if correlation_id:
@@ -80,9 +94,10 @@ async def stream_position(js: JetStreamContext) -> int:
 
 
 # A refill need not go further back than the stream keeps messages (WEFT_EVENTS' max_age): older events would
-# only be stored again for another max_age.
+# only be stored again for another max_age. The cursor of the last such event in the global order.
 _REFILL_FLOOR = (
-    "SELECT coalesce(max(global_position), 0) FROM events WHERE recorded_at < clock_timestamp() - make_interval(secs => $1)"
+    "SELECT xid, global_position FROM events WHERE recorded_at < clock_timestamp() - make_interval(secs => $1)"
+    " ORDER BY xid DESC, global_position DESC LIMIT 1"
 )
 
 
@@ -93,7 +108,7 @@ class Relay:
         self.settings = settings or load_settings()
         self.commands = CommandRepublisher(js, delay_s=self.settings.command_republish_s)
         self._wake = asyncio.Event()
-        self.position: int | None = None  # the last global position published (None: not leading)
+        self.cursor: Cursor | None = None  # the last event published, (xid, position) (None: not leading)
 
     async def run(self) -> None:
         """Lead and relay until cancelled; reconnects after database errors."""
@@ -116,60 +131,72 @@ class Relay:
                 await asyncio.sleep(1.0)
             log.info("relay_leading")
             await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
-            position = self.position = await self._resume_position(conn)
-            saved, saved_at = position, time.monotonic()
-            reconnects, swept_at = self._reconnects(), 0.0
+            cursor = self.cursor = await self._resume_position(conn)
+            saved, saved_at, unsaved = cursor, time.monotonic(), 0
+            reconnects, swept_at, held_wait = self._reconnects(), 0.0, HELD_BACK_POLL_S
             while True:
                 self._wake.clear()
                 if self._reconnects() != reconnects:
                     # NATS came back, maybe without its store: look at the stream again before going on.
-                    await self._save(conn, position)
+                    await self._save(conn, cursor[1])
                     return
                 if time.monotonic() - swept_at >= self.settings.command_republish_s / 2:
                     await self.commands.sweep(conn)
                     swept_at = time.monotonic()
-                chunk = await conn.fetch(_READ, position, self.batch)
+                rows = await conn.fetch(_READ, cursor[0], cursor[1], self.batch)
+                held = rows[0][-1]
+                chunk = rows if rows[0][0] is not None else []
                 if chunk:
                     await self.publish(chunk)
-                    position = self.position = chunk[-1][0]
+                    cursor = (chunk[-1][10], chunk[-1][0])
+                    self.cursor, unsaved = cursor, unsaved + len(chunk)
                     # Under load the checkpoint is saved at most once a second (or per 1000 events), not per
                     # chunk: a crash only republishes more, and the dedupe window drops those duplicates.
-                    if position - saved >= 1000 or time.monotonic() - saved_at >= 1.0:
-                        await self._save(conn, position)
-                        saved, saved_at = position, time.monotonic()
+                    if unsaved >= 1000 or time.monotonic() - saved_at >= 1.0:
+                        await self._save(conn, cursor[1])
+                        saved, saved_at, unsaved = cursor, time.monotonic(), 0
                     if len(chunk) == self.batch:
                         continue  # more may be waiting
-                    # A short chunk was everything committed when it was read. Whatever committed since has
-                    # notified, and the wake was cleared before the read: waiting returns at once, and an
-                    # empty read per chunk is saved.
-                elif position != saved:  # idle: everything published so far is acknowledged; record it
-                    await self._save(conn, position)
-                    saved, saved_at = position, time.monotonic()
+                elif cursor != saved:  # idle: everything published so far is acknowledged; record it
+                    await self._save(conn, cursor[1])
+                    saved, saved_at, unsaved = cursor, time.monotonic(), 0
+                # A short chunk was everything below the xmin bound when it was read. Whatever commits later has
+                # notified, and the wake was cleared before the read: waiting returns at once. But events that
+                # committed above the bound (an older transaction still runs) get no further NOTIFY when that
+                # transaction ends without appending (a lease, a rate limit): read again soon, backing off.
+                timeout = self.poll_s
+                if held:
+                    timeout, held_wait = min(held_wait, self.poll_s), held_wait * 2
+                else:
+                    held_wait = HELD_BACK_POLL_S
                 # NOTIFY only wakes us early; the poll is what guarantees progress.
                 try:
-                    await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                    await asyncio.wait_for(self._wake.wait(), timeout)
                 except TimeoutError:
                     pass
         finally:
-            self.position = None
+            self.cursor = None
             await conn.close(timeout=2)
 
     def _reconnects(self) -> int:
         return self.js._nc.stats["reconnects"]
 
-    async def _resume_position(self, conn: asyncpg.Connection) -> int:
-        """The lower of the checkpoint and the last position the stream holds: what the stream lost (an unsynced
+    async def _resume_position(self, conn: asyncpg.Connection) -> Cursor:
+        """The lower of the checkpoint and the last event the stream holds: what the stream lost (an unsynced
         tail, or its whole store) is published again. The streams are (re)declared first: after losing its
-        store, nats-server knows none."""
+        store, nats-server knows none. Both are kept as a position (one integer); the event at it gives its
+        cursor (events are never deleted)."""
         await ensure_streams(self.js, self.settings)
-        checkpoint = await conn.fetchval("SELECT position FROM checkpoints WHERE name = $1", CHECKPOINT) or 0
-        stored = await stream_position(self.js)
+        checkpoint = await cursor_at(
+            conn, await conn.fetchval("SELECT position FROM checkpoints WHERE name = $1", CHECKPOINT) or 0)
+        stored = await cursor_at(conn, await stream_position(self.js))
         if stored >= checkpoint:
             return checkpoint
-        floor = await conn.fetchval(_REFILL_FLOOR, EVENTS_MAX_AGE_S)
-        position = max(stored, min(floor, checkpoint))
-        log.warning("relay_refilling", checkpoint=checkpoint, stream_position=stored, resume_from=position)
-        return position
+        floor_row = await conn.fetchrow(_REFILL_FLOOR, EVENTS_MAX_AGE_S)
+        floor = (0, 0) if floor_row is None else (floor_row[0], floor_row[1])
+        cursor = max(stored, min(floor, checkpoint))
+        log.warning("relay_refilling", checkpoint=checkpoint[1], stream_position=stored[1], resume_from=cursor[1])
+        return cursor
 
     @staticmethod
     async def _save(conn: asyncpg.Connection, position: int) -> None:
@@ -195,9 +222,9 @@ class Relay:
         """weft_relay_lag_events (committed, not yet published) and weft_command_backlog (accepted commands whose
         outcome is not recorded yet: the command log's rows, docs/decisions/0030)."""
         metrics.COMMAND_BACKLOG.set(await pool.fetchval("SELECT count(*) FROM command_log"))
-        if self.position is not None:  # only the leading relay knows how far it is
-            newest = await pool.fetchval("SELECT coalesce(max(global_position), 0) FROM events")
-            metrics.RELAY_LAG.set(max(0, newest - self.position))
+        cursor = self.cursor
+        if cursor is not None:  # only the leading relay knows how far it is; counted up to _LAG_CAP (a cheap scrape)
+            metrics.RELAY_LAG.set(await pool.fetchval(_LAG, *cursor, _LAG_CAP))
 
 
 def create_app(settings=None):

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from libs.events.order import cursor_at
 from libs.runtime.probe import ProbeTimeout, subscribe_owned
 from services.gateway.streams.messages import Connected, Reconnect, StreamEvent, run_message
 
@@ -43,14 +44,20 @@ class Scope:
         return body
 
 
+# A workflow's runs are many streams: their events follow the global order (docs/decisions/0032), (xid, position)
+# pairs below pg_snapshot_xmin, so an event that commits late is never behind the cursor.
 _REPLAY_WORKFLOW = (
-    "SELECT e.global_position, e.type, e.data::text AS data FROM events e"
+    "SELECT e.global_position, e.xid, e.type, e.data::text AS data FROM events e"
     " JOIN runs r ON e.stream_id = 'run-' || r.id::text"
-    " WHERE r.tenant_id = $1 AND r.workflow_id = $2 AND e.tenant_id = $1 AND e.global_position > $3"
-    " ORDER BY e.global_position LIMIT $4"
+    " WHERE r.tenant_id = $1 AND r.workflow_id = $2 AND e.tenant_id = $1"
+    " AND (e.xid, e.global_position) > ($3::xid8, $4) AND e.xid < pg_snapshot_xmin(pg_current_snapshot())"
+    " ORDER BY e.xid, e.global_position LIMIT $5"
 )
+# One run is one stream, and within a stream position order is commit order, lock or no lock: version N+1 is
+# inserted only once version N is committed and visible (the expected-version check, then UNIQUE(stream_id,
+# version)), and its position is drawn then, above N's. So a position cursor never skips a late committer here.
 _REPLAY_RUN = (
-    "SELECT global_position, type, data::text AS data FROM events"
+    "SELECT global_position, '0'::xid8 AS xid, type, data::text AS data FROM events"
     " WHERE tenant_id = $1 AND stream_id = $2 AND global_position > $3"
     " ORDER BY global_position LIMIT $4"
 )
@@ -62,16 +69,20 @@ class EventFeed:
        connection (libs/runtime/probe.py, never nc.flush(): a client that goes away cancels this task, and a
        cancelled flush breaks the shared connection), so the server has registered our interest; from here
        on every message the relay publishes reaches our buffer (bounded, see MAX_BUFFER).
-    2. Replay from Postgres every event of the scope with global_position > after, in pages, until a short
-       page. Appends are serialised (EventStore.append), so global_position order is commit order: an event
-       that a replay page does not see either has a position above every position that page saw (a later
-       page or the live buffer gets it) or was committed after the last page's snapshot.
-    3. The relay publishes an event only after its commit, in position order. An event committed after the
-       last replay snapshot is therefore published after step 1, and it is in the buffer. Events the replay
-       already sent may also be in the buffer (committed earlier but relayed late, or republished after a
-       relay failover): they are dropped by position (<= last sent). Live positions only increase, so one
-       high-water mark is all the dedup state needed. Gaps between positions are normal (other streams,
-       other tenants, rolled-back identities) and are never treated as loss.
+    2. Replay from Postgres every event of the scope after the cursor, in pages, until a short page. The cursor
+       is the global order's key, (xid, position) (a run's feed: the position alone, see _REPLAY_RUN); a client
+       resumes from an event id (its position), whose xid is looked up. A replay page reads only below
+       pg_snapshot_xmin: every event it does not see either sorts after every event it saw (a later page or
+       the live buffer gets it) or belongs to a transaction that was still running at the last page's
+       snapshot, or committed after it.
+    3. The relay publishes an event only after its commit, in (xid, position) order, and only once every
+       transaction below its xid has ended (it reads below pg_snapshot_xmin too; xmin never goes back). An
+       event the replay did not see is therefore published after the replay's snapshot, so after step 1, and
+       it is in the buffer. Events the replay already sent may also be in the buffer (committed earlier but
+       relayed late, or republished after a relay failover): they are dropped by key (<= last sent; the relay
+       sends Weft-Xid with Weft-Position). Live keys only increase, so one high-water mark is all the dedup
+       state needed. Gaps between positions are normal (other streams, other tenants, rolled-back
+       identities) and are never treated as loss.
     What could still lose a live message is core NATS itself (at-most-once): if the gateway's connection
     reconnects, or our buffer overflows, the feed ends with Reconnect and the client resumes by id; the
     replay of the next connection fills whatever was missed.
@@ -94,12 +105,16 @@ class EventFeed:
             return
         self._queue.put_nowait(msg)
 
-    async def _replay_page(self, after: int) -> list[Any]:
+    async def _replay_page(self, after: tuple[int, int] | None) -> tuple[tuple[int, int], list[Any]]:
+        """The cursor to replay from (looked up on the first page: `after` is None) and the next page after it."""
         s = self.scope
         async with self.ctx.store.tenant_transaction(s.tenant_id) as conn:
             if s.run_id is None:
-                return await conn.fetch(_REPLAY_WORKFLOW, s.tenant_id, s.workflow_id, after, self.page)
-            return await conn.fetch(_REPLAY_RUN, s.tenant_id, f"run-{s.run_id}", after, self.page)
+                if after is None:
+                    after = await cursor_at(conn, self.after)
+                return after, await conn.fetch(_REPLAY_WORKFLOW, s.tenant_id, s.workflow_id, *after, self.page)
+            after = (0, self.after) if after is None else after
+            return after, await conn.fetch(_REPLAY_RUN, s.tenant_id, f"run-{s.run_id}", after[1], self.page)
 
     async def _belongs(self, run_id: str, event_type: str, data: dict[str, Any]) -> bool:
         """Is this run one of the scope's workflow's runs? Cached; asks the runs table for an unknown run."""
@@ -137,15 +152,16 @@ class EventFeed:
                 return
             reconnects = nc.stats["reconnects"]
             yield Connected(self.scope.hello())
-            last = self.after
+            last: tuple[int, int] | None = None  # (xid, position); xid 0 throughout for a run's feed
             while True:  # step 2: replay in pages
-                rows = await self._replay_page(last)
+                last, rows = await self._replay_page(last)
                 for row in rows:
-                    last = row["global_position"]
-                    yield StreamEvent(last, run_message(row["type"], msgspec.json.decode(row["data"])))
+                    last = (row["xid"], row["global_position"])
+                    yield StreamEvent(last[1], run_message(row["type"], msgspec.json.decode(row["data"])))
                 if len(rows) < self.page:
                     break
-            while True:  # step 3: live, deduplicated by position
+            by_position = self.scope.run_id is not None
+            while True:  # step 3: live, deduplicated by (xid, position), or by position for one run
                 if self._overflow:
                     log.warning("stream_buffer_overflow", tenant=self.scope.tenant_id, subject=self.scope.subject)
                     yield Reconnect("buffer overflow")
@@ -161,19 +177,19 @@ class EventFeed:
                     continue  # the overflow marker; handled at the top
                 headers = msg.headers or {}
                 try:
-                    position = int(headers["Weft-Position"])
+                    key = (0 if by_position else int(headers["Weft-Xid"]), int(headers["Weft-Position"]))
                     stream_id, event_type = headers["Weft-Stream"], headers["Weft-Type"]
                 except (KeyError, ValueError):
                     log.warning("stream_message_without_headers", subject=msg.subject)
                     continue
-                if position <= last:
+                if key <= last:
                     continue  # already sent by the replay (or a relay republish)
                 data = msgspec.json.decode(msg.data)
                 run_id = stream_id.partition("-")[2]
                 if not await self._belongs(run_id, event_type, data):
                     continue
-                last = position
-                yield StreamEvent(position, run_message(event_type, data))
+                last = key
+                yield StreamEvent(key[1], run_message(event_type, data))
         finally:
             try:
                 await sub.unsubscribe()
