@@ -403,7 +403,9 @@ async def test_a_leader_killed_while_its_backend_waits_on_a_lock_hands_over_with
         await asyncio.to_thread(standby._start_blocking)  # ready, polling for the lock the leader holds
         await tx.start()
         started = True
-        await holder.execute("SELECT 1 FROM checkpoints WHERE name = $1 FOR UPDATE", CHECKPOINT)
+        # A table lock, not a row lock: a row lock would give this transaction an xid, and the relay publishes
+        # nothing above a running transaction's xid (docs/decisions/0032), so its save would never come.
+        await holder.execute("LOCK TABLE checkpoints IN EXCLUSIVE MODE")
         await append_runs(raw_store, tenant, streams=1, per_stream=3)  # published, then its save waits on our row
         await poll(lambda: waiting_on_a_lock(pool, relay.app_name), bool, timeout=30)
         relay.proc.kill()
