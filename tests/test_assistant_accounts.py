@@ -4,6 +4,7 @@ preferences, with the 401/400/403/404 cases."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -193,6 +194,41 @@ async def test_a_token_near_expiry_is_refreshed_before_use_and_a_failed_refresh_
                 assert r.status_code == 400 and "connect it again" in r.json()["message"], r.text
         finally:
             provider_fake.refuse_refresh = False
+
+
+async def test_two_refreshes_at_once_make_one_call_and_hold_no_transaction_id_while_it_runs(
+        stack, gateway, provider_fake, tenant, store, pool):
+    # Refreshes of one account are serialised (one provider call for two steps that need one), but not by a row
+    # lock: that would give the waiting transactions an id for as long as the provider takes, and the relay
+    # and live feeds publish nothing above a running transaction's id (docs/decisions/0032).
+    base, _, env = gateway
+    async with client(stack, base, tenant, "erin") as erin:
+        assert (await connect(erin)).status_code == 303
+    settings = load_settings(env)
+    keyring, p = SecretBox.from_settings(settings), oauth.provider(settings, "google")
+    pids: list[int] = []
+
+    async def use() -> oauth.TokenSet:
+        async with store.tenant_transaction(tenant) as conn:
+            pids.append(conn.get_server_pid())
+            first = await stored.load(conn, keyring, tenant, "erin", "google")
+            near_expiry = first.expires_at - stored.REFRESH_BEFORE + timedelta(seconds=1)
+            return await stored.usable(conn, keyring, http, p, tenant, "erin", now=near_expiry)
+
+    provider_fake.refresh_delay_s = 1.5
+    try:
+        async with GuardedHttpClient(settings) as http:
+            calls = len(provider_fake.token_requests)
+            both = asyncio.gather(use(), use())
+            await asyncio.sleep(0.7)  # one refresh is at the provider, the other waits for it
+            xids = await pool.fetch("SELECT pid, backend_xid FROM pg_stat_activity WHERE pid = ANY($1::int[])", pids)
+            one, two = await both
+    finally:
+        provider_fake.refresh_delay_s = 0.0
+    assert len(pids) == 2 and len(xids) == 2
+    assert [r["backend_xid"] for r in xids] == [None, None], xids  # neither holds a transaction id meanwhile
+    assert len(provider_fake.token_requests) == calls + 1  # one refresh call for the two
+    assert one.access_token == two.access_token
 
 
 async def test_execute_refuses_a_plan_needing_an_unconnected_account_with_the_connect_url(

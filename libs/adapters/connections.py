@@ -73,11 +73,11 @@ async def describe(conn: asyncpg.Connection, tenant_id: str, user_id: str) -> li
     return [Connection(**dict(r)) for r in rows]
 
 
-async def load(conn: asyncpg.Connection, keyring: Keyring, tenant_id: str, user_id: str, provider: str, *,
-               for_update: bool = False) -> oauth.TokenSet | None:
+async def load(conn: asyncpg.Connection, keyring: Keyring, tenant_id: str, user_id: str,
+               provider: str) -> oauth.TokenSet | None:
     row = await conn.fetchrow(
         "SELECT scopes, expires_at, key_id, access_token_enc, refresh_token_enc, instance_url FROM connections"
-        " WHERE tenant_id = $1 AND user_id = $2 AND provider = $3" + (" FOR UPDATE" if for_update else ""),
+        " WHERE tenant_id = $1 AND user_id = $2 AND provider = $3",
         tenant_id, user_id, provider)
     if row is None:
         return None
@@ -95,18 +95,33 @@ async def delete(conn: asyncpg.Connection, tenant_id: str, user_id: str, provide
                                " RETURNING true", tenant_id, user_id, provider) or False
 
 
+def _fresh(tokens: oauth.TokenSet, now: datetime) -> bool:
+    return tokens.expires_at is None or tokens.expires_at - now > REFRESH_BEFORE
+
+
 async def usable(conn: asyncpg.Connection, keyring: Keyring, client: GuardedHttpClient, p: oauth.Provider,
                  tenant_id: str, user_id: str, *, force_refresh: bool = False,
                  now: datetime | None = None) -> oauth.TokenSet:
     """A token set whose access token is good for at least REFRESH_BEFORE, refreshed (and saved) if needed.
 
-    Run it in a transaction: the row is locked while refreshing, so two steps needing a refresh at once
-    make one refresh call (the second finds the fresh token)."""
+    Run it in a transaction: refreshes of one account are serialised, so two steps needing a refresh at once
+    make one refresh call (the second finds the fresh token). By a transaction-scoped advisory lock, not a row
+    lock: a row lock takes a transaction id at once, and every global-order reader (the relay, live feeds)
+    waits below the oldest running one (docs/decisions/0032) for as long as the provider call takes. This
+    transaction takes its id only when it saves the fresh tokens."""
     now = now or datetime.now(UTC)
-    tokens = await load(conn, keyring, tenant_id, user_id, p.name, for_update=True)
+    tokens = await load(conn, keyring, tenant_id, user_id, p.name)
     if tokens is None:
         raise NotConnected(p.name, "the account is not connected")
-    if not force_refresh and (tokens.expires_at is None or tokens.expires_at - now > REFRESH_BEFORE):
+    if not force_refresh and _fresh(tokens, now):
+        return tokens
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                       f"weft.connection:{tenant_id}:{user_id}:{p.name}")
+    # Again, under the lock: a refresh that held it before us has committed its tokens by now.
+    tokens = await load(conn, keyring, tenant_id, user_id, p.name)
+    if tokens is None:
+        raise NotConnected(p.name, "the account is not connected")
+    if not force_refresh and _fresh(tokens, now):
         return tokens
     try:
         fresh = await oauth.refresh(client, p, tokens, now)

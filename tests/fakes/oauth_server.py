@@ -17,6 +17,7 @@ import hashlib
 import json
 import secrets
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -90,6 +91,7 @@ class FakeOAuth:
         self.api_requests: list[tuple[str, str, Any]] = []
         self.expires_in = 3600
         self.refuse_refresh = False
+        self.refresh_delay_s = 0.0  # how long a refresh grant takes to answer (a slow provider)
         self.revoke_status = 200
         self.sent: list[bytes] = []
         self.documents: dict[str, dict[str, str]] = {}
@@ -138,6 +140,7 @@ class FakeOAuth:
                 return 400, {"error": "invalid_grant", "error_description": "PKCE verification failed"}
             return 200, self._issue(granted["scope"], None)
         if form.get("grant_type") == "refresh_token":
+            time.sleep(self.refresh_delay_s)
             if self.refuse_refresh or form.get("refresh_token") not in self.refresh_tokens:
                 return 400, {"error": "invalid_grant", "error_description": "Token has been expired or revoked."}
             return 200, self._issue("openid email", form["refresh_token"])
