@@ -101,6 +101,10 @@ _REFILL_FLOOR = (
 )
 
 
+class PublishNotConfirmed(Exception):
+    """A chunk's PubAcks did not all come in time (NATS away or electing a stream leader)."""
+
+
 class Relay:
     def __init__(self, dsn: str, js: JetStreamContext, *, poll_s: float = 0.5, batch: int = 256,
                  settings: Settings | None = None):
@@ -117,11 +121,13 @@ class Relay:
                 await self._lead()
             except asyncio.CancelledError:
                 raise
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
-                log.warning("relay_db_error", error=str(exc))
-                await asyncio.sleep(1.0)
-            except (nats.errors.Error, TimeoutError) as exc:  # a refused or missing PubAck: publish again
+            # Before the database errors: NATS timeouts are TimeoutErrors, and TimeoutError is an OSError.
+            except (nats.errors.Error, PublishNotConfirmed) as exc:  # a refused or missing PubAck: publish again
+                # (leading anew: the streams are declared again first, in case NATS lost them)
                 log.warning("relay_publish_error", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(1.0)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+                log.warning("relay_db_error", error=f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(1.0)
 
     async def _lead(self) -> None:
@@ -216,7 +222,10 @@ class Relay:
                           stream=EVENTS_STREAM, headers=headers_for(row), wait_stall=10.0)
             for row in chunk
         ]
-        await confirmed(acks)
+        try:
+            await confirmed(acks)
+        except TimeoutError as exc:  # told apart from a database timeout in `run`
+            raise PublishNotConfirmed(f"no PubAck within the wait for {len(acks)} events") from exc
 
     async def sample(self, pool: asyncpg.Pool) -> None:
         """weft_relay_lag_events (committed, not yet published) and weft_command_backlog (accepted commands whose
