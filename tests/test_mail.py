@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from collections.abc import Iterator
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -20,6 +21,9 @@ from libs.adapters.mail import MailError, message_id_for, send_mail, sink_path
 from libs.events.settings import Settings, load_settings
 from libs.events.store import EventStore
 from services.notifier.approval_emails import ApprovalMailer, Email
+from libs.events.schemas import Metadata
+from libs.events.schemas.workflow import WorkflowDeleted
+from tests.conftest import poll
 from tests.fakes.smtp_server import Inbox, smtp_server
 
 
@@ -113,6 +117,40 @@ async def test_an_event_is_emailed_once_however_often_and_concurrently_it_is_han
     assert row["message_id"] == inbox.messages[0]["Message-ID"].strip() and row["error"] is None
     # Another recipient of the same event is its own message.
     assert await mailer.send_once(tenant, event_id, email("bob@example.com")) is True
+
+
+async def test_a_slow_mail_server_holds_no_transaction_id_so_the_relay_is_not_held_back(
+        smtp, isolated_store, tenant):
+    # Every global-order reader (the relay, live feeds) reads only below the oldest running transaction id
+    # (docs/decisions/0032): a sender holding one across the SMTP exchange would hold back every tenant's events.
+    controller, inbox = smtp
+    mailer = ApprovalMailer(isolated_store, smtp_settings(controller))
+    event_id = uuid.uuid4()
+    inbox.delay_s = 1.5
+    try:
+        both = asyncio.gather(mailer.send_once(tenant, event_id, email()), mailer.send_once(tenant, event_id, email()))
+        await poll(lambda: asyncio.sleep(0, inbox.receiving), lambda n: n >= 1, timeout=5.0, every=0.02)
+        database = await isolated_store.pool.fetchval("SELECT current_database()")
+        # One sender is in the SMTP exchange, the other waits for it: neither has a transaction id.
+        holding = await isolated_store.pool.fetch(
+            "SELECT pid, state, backend_xid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()"
+            " AND backend_xid IS NOT NULL", database)
+        waiting = await isolated_store.pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event = 'advisory'", database)
+        # And an event appended meanwhile is below the global-order bound at once: the relay could publish it.
+        _, (probe,) = await isolated_store.append_recorded(
+            f"probe-{uuid.uuid4()}", 0, [WorkflowDeleted(workflow_id=uuid.uuid4(), at=datetime.now(UTC))],
+            metadata=Metadata(tenant_id=tenant))
+        readable = await isolated_store.pool.fetchval(
+            "SELECT $1::xid8 < pg_snapshot_xmin(pg_current_snapshot())", probe.xid)
+        assert inbox.messages == []  # still inside the exchange when all of the above was looked at
+        results = await both
+    finally:
+        inbox.delay_s = 0.0
+    assert list(holding) == [], holding
+    assert waiting == 1  # the second sender waits for the first, on the advisory lock
+    assert readable is True
+    assert sorted(results) == [False, True] and len(inbox.messages) == 1
 
 
 async def test_a_failed_send_records_nothing_so_the_redelivery_sends_it(smtp, isolated_store, tenant):

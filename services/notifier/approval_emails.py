@@ -4,8 +4,9 @@ PlanApprovalRequested -> the requester (the plan, its outbound destinations, est
 StepAwaitingApproval -> each approver of the paused step (what to review, approve and reject links);
 ApprovalReminderDue -> the approvers who have not decided; ApprovalEscalated -> the second approver.
 
-Each (event, recipient) is sent once per successful commit: the sent-record row is claimed before the SMTP
-send and committed after it (docs/decisions/0009 has the at-least-once trade-off). Link tokens and the
+Each (event, recipient) is sent once per successful commit: its senders are serialised by an advisory lock and
+the sent-record row is written after the SMTP send, in the same transaction (docs/decisions/0009 has the
+at-least-once trade-off; 0033 why no row is claimed first). Link tokens and the
 Message-ID derive from the event id and recipient, so a resend carries the same links and id.
 """
 
@@ -106,27 +107,36 @@ class ApprovalMailer:
     async def send_once(self, tenant_id: str, event_id: uuid.UUID, email: Email) -> bool:
         """Send unless this (event, recipient) was sent before; True if it was sent now.
 
-        The row is claimed, the message sent, then the row committed: a concurrent second sender waits on
-        the primary key and then finds it; a crash before the commit rolls the claim back, so the
-        redelivered event sends again (same Message-ID): never lost, at worst sent twice."""
+        Senders of one (event, recipient) are serialised by an advisory transaction lock; the holder looks for
+        the sent-record row, sends, then writes the row and commits. A concurrent second sender (another replica,
+        a redelivery) waits on the lock and then finds the row; a crash before the commit records nothing, so the
+        redelivered event sends again (same Message-ID): never lost, at worst sent twice. Not a claimed row held
+        across the SMTP exchange: an insert takes a transaction id at once, and every global-order reader (the
+        relay, live feeds) publishes nothing above the oldest running one (docs/decisions/0032), for every
+        tenant, for as long as the mail server takes. An advisory lock takes none; the insert at the end does,
+        briefly."""
         message_id = message_id_for(f"{event_id}:{email.recipient}")
         async with self.store.tenant_transaction(tenant_id) as conn:
-            claimed = await conn.fetchval(
-                "INSERT INTO sent_emails (event_id, recipient, tenant_id, kind, message_id) VALUES ($1, $2, $3, $4, $5)"
-                " ON CONFLICT (event_id, recipient) DO NOTHING RETURNING true",
-                event_id, email.recipient, tenant_id, email.kind, message_id)
-            if not claimed:
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                               f"weft.sent_email:{event_id}:{email.recipient}")
+            if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM sent_emails WHERE event_id = $1 AND recipient = $2)",
+                                   event_id, email.recipient):
                 return False
+            error = None
             try:
                 await send_mail(self.settings, to=email.recipient, subject=email.subject, text=email.text,
                                 html=email.html, headers={"Message-ID": message_id, "X-Weft-Event-Id": str(event_id)})
             except MailError as exc:
                 if exc.retryable:
-                    raise  # rolled back; the event is NAKed and redelivered later
+                    raise  # nothing recorded; the event is NAKed and redelivered later
                 # Refused for good (a 5xx, a bad address): recorded, not retried forever.
-                await conn.execute("UPDATE sent_emails SET error = $3 WHERE event_id = $1 AND recipient = $2",
-                                   event_id, email.recipient, str(exc)[:1000])
+                error = str(exc)[:1000]
                 log.error("approval_email_refused", kind=email.kind, to=email.recipient, error=str(exc))
+            await conn.execute(
+                "INSERT INTO sent_emails (event_id, recipient, tenant_id, kind, message_id, error)"
+                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id, recipient) DO NOTHING",
+                event_id, email.recipient, tenant_id, email.kind, message_id, error)
+            if error is not None:
                 return False
             crash_point("approval_email_sent")  # the window the trade-off is about: sent, not yet recorded
         log.info("approval_email_sent", kind=email.kind, to=email.recipient, message_id=message_id)

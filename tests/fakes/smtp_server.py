@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email import message_from_bytes, policy
@@ -20,8 +21,12 @@ class Inbox:
         self.messages: list[EmailMessage] = []
         self.envelopes: list[Any] = []
         self.answer = "250 OK"
+        self.delay_s = 0.0  # how long the answer to DATA takes (a slow mail server)
+        self.receiving = 0  # DATA commands begun, answered or not
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.receiving += 1
+        await asyncio.sleep(self.delay_s)  # the server's own loop (a thread of its own): the client waits
         if self.answer.startswith("250"):
             self.envelopes.append(envelope)
             self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
