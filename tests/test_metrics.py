@@ -68,6 +68,7 @@ async def test_a_run_is_counted_where_it_happened(stack, tenant):
     _, relay = await scrape(stack.ports["relay"])
     assert value(relay, "weft_relay_lag_events") >= 0 and ("weft_relay_lag_events", frozenset()) in relay
     assert ("weft_command_backlog", frozenset()) in relay
+    assert ("weft_relay_held_back_seconds", frozenset()) in relay  # seconds; tests/test_relay.py makes it climb
 
     _, scheduler = await scrape(stack.ports["scheduler"])
     assert ("weft_timers_due", frozenset()) in scheduler and ("weft_timers_late", frozenset()) in scheduler

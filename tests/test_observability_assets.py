@@ -76,6 +76,7 @@ def test_the_dashboard_shows_every_metric():
 def test_alerts_cover_errors_latency_lag_backlog_dead_letters_and_late_timers():
     named = {name for r in alert_rules() for name, _ in SELECTOR.findall(r["expr"])}
     for needed in ("weft_http_requests_total", "weft_http_request_duration_seconds_bucket", "weft_relay_lag_events",
+                   "weft_relay_held_back_seconds",
                    "weft_command_backlog", "weft_webhook_attempts_total", "weft_timers_late"):
         assert needed in named
     assert all(r["alert"].startswith("Weft") and r["annotations"]["summary"] for r in alert_rules())

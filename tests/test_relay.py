@@ -29,6 +29,7 @@ from libs.events.schemas import Metadata
 from libs.events.schemas.run import RunCompleted, RunStarted, StepCompleted, StepStarted
 from libs.events.store import EventStore
 from tests.conftest import Infra, poll, start_processes
+from tests.test_metrics import scrape, value
 
 # pg_locks shows a bigint advisory key as classid (high 32 bits), objid (low 32 bits), objsubid 1.
 _LEADERS_SQL = (
@@ -419,3 +420,32 @@ async def test_a_leader_killed_while_its_backend_waits_on_a_lock_hands_over_with
             await tx.rollback()
         await pool.release(holder)
         await asyncio.to_thread(standby.stop)
+
+
+async def held_back_seconds(port: int) -> float:
+    _, samples = await scrape(port)
+    return value(samples, "weft_relay_held_back_seconds")
+
+
+async def test_events_held_back_by_an_older_running_transaction_show_in_held_back_seconds(
+    relay, js, raw_store, pool, tenant
+):
+    """A transaction holding an id holds every later committer's events back (docs/decisions/0032); the relay says
+    for how long (weft_relay_held_back_seconds, docs/operations.md), and 0 once it has ended."""
+    await relay.start_leading()
+    await append_runs(raw_store, tenant, streams=1, per_stream=1)
+    await poll(lambda: count_stored(js, tenant), lambda n: n == 1, timeout=30)  # the relay is publishing
+    holder = await pool.acquire()
+    tx = holder.transaction()
+    await tx.start()
+    try:
+        await holder.fetchval("SELECT pg_current_xact_id()")  # takes an id now, as a write or a row lock would
+        await append_runs(raw_store, tenant, streams=1, per_stream=2)  # committed, above the running id
+        held = await poll(lambda: held_back_seconds(relay.port), lambda s: s >= 1.0, timeout=30, every=0.2)
+        assert await count_stored(js, tenant) == 1  # not published meanwhile: what the gauge is about
+    finally:
+        await tx.rollback()
+        await pool.release(holder)
+    await poll(lambda: count_stored(js, tenant), lambda n: n == 3, timeout=30)
+    await poll(lambda: held_back_seconds(relay.port), lambda s: s == 0.0, timeout=30, every=0.2)
+    assert held < 30

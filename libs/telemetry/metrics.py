@@ -43,6 +43,8 @@ WEBHOOK_DELIVERIES = Counter("weft_webhook_attempts", "Webhook attempts, by what
                              "dead_lettered, cancelled)", ["outcome"])
 WEBHOOK_DEAD_LETTERS = Gauge("weft_webhook_dead_letters", "Dead-lettered webhook deliveries not replayed")
 RELAY_LAG = Gauge("weft_relay_lag_events", "Events committed to the store but not yet published by the relay")
+RELAY_HELD_BACK = Gauge("weft_relay_held_back_seconds", "How long the oldest committed event the relay may not publish "
+                        "yet has waited: a transaction older than it still runs (docs/decisions/0033); 0 when none")
 COMMAND_BACKLOG = Gauge("weft_command_backlog", "Commands accepted (in the command log) whose outcome is not recorded yet")
 CONSUMER_PENDING = Gauge("weft_consumer_pending", "Messages a durable consumer has not acknowledged yet "
                          "(pending plus in flight), by consumer", ["consumer"])
@@ -92,7 +94,7 @@ async def exposition() -> tuple[bytes, str]:
 
 ALL = (HTTP_REQUESTS, HTTP_LATENCY, COMMANDS, COMMAND_LATENCY, RUNS_STARTED, RUNS_FINISHED, STEP_LATENCY,
        APPROVALS_WAITING, TIMERS_DUE, TIMERS_LATE, TIMER_DELAY, SCHEDULE_OCCURRENCES, WEBHOOK_DELIVERIES,
-       WEBHOOK_DEAD_LETTERS, RELAY_LAG, COMMAND_BACKLOG, CONSUMER_PENDING, RATE_LIMITED)
+       WEBHOOK_DEAD_LETTERS, RELAY_LAG, RELAY_HELD_BACK, COMMAND_BACKLOG, CONSUMER_PENDING, RATE_LIMITED)
 _SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"), "gauge": ("",)}
 
 

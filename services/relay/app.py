@@ -57,6 +57,13 @@ _READ = (
 # Events after the relay's cursor (positions are not in the global order any more, so no subtraction will do).
 _LAG = "SELECT count(*) FROM (SELECT 1 FROM events WHERE (xid, global_position) > ($1::xid8, $2) LIMIT $3) AS lag"
 _LAG_CAP = 100_000
+# How long committed events have waited above the xmin bound (_READ's `held`): the oldest one's age. Not "since the
+# relay first saw `held`": under steady concurrent appends some event is nearly always committed above the bound
+# for a moment, with nothing slow anywhere. The events above the bound are few (the index on (xid, position)).
+_HELD_BACK = (
+    "SELECT coalesce(extract(epoch FROM clock_timestamp() - min(recorded_at)), 0)::float8 FROM events"
+    " WHERE xid >= pg_snapshot_xmin(pg_current_snapshot())"
+)
 HELD_BACK_POLL_S = 0.005  # first wait while committed events are held back by an older running transaction
 
 
@@ -228,12 +235,15 @@ class Relay:
             raise PublishNotConfirmed(f"no PubAck within the wait for {len(acks)} events") from exc
 
     async def sample(self, pool: asyncpg.Pool) -> None:
-        """weft_relay_lag_events (committed, not yet published) and weft_command_backlog (accepted commands whose
+        """weft_relay_lag_events (committed, not yet published), weft_relay_held_back_seconds (how long committed
+        events have waited behind a running older transaction) and weft_command_backlog (accepted commands whose
         outcome is not recorded yet: the command log's rows, docs/decisions/0030)."""
         metrics.COMMAND_BACKLOG.set(await pool.fetchval("SELECT count(*) FROM command_log"))
         cursor = self.cursor
         if cursor is not None:  # only the leading relay knows how far it is; counted up to _LAG_CAP (a cheap scrape)
             metrics.RELAY_LAG.set(await pool.fetchval(_LAG, *cursor, _LAG_CAP))
+        # From the leader only, like the lag (a standby says 0, so max() over relays is the leader's).
+        metrics.RELAY_HELD_BACK.set(0.0 if cursor is None else await pool.fetchval(_HELD_BACK))
 
 
 def create_app(settings=None):
