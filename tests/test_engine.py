@@ -254,6 +254,14 @@ async def _start_driven(engine, store, tenant, nodes, workflow_id=None, **defini
     return run_id, outcome
 
 
+async def _driven_to_rest(engine, store, tenant, nodes) -> uuid.UUID:
+    """_start_driven, then wait for the run's driver to finish."""
+    run_id, outcome = await _start_driven(engine, store, tenant, nodes)
+    assert outcome.status == 201
+    await asyncio.wait_for(asyncio.shield(engine.drivers[(tenant, run_id)].task), 5)
+    return run_id
+
+
 async def test_a_run_over_in_its_first_pass_is_still_refused_while_another_is_active(engine, store, tenant):
     # A pure run is over in the StartRun's own append, and its runs row is then written once, already
     # completed. An exclusive one must still meet the one-active-run index.
@@ -370,12 +378,7 @@ async def test_a_new_runs_first_pass_commits_with_run_created_and_its_steps_star
     nodes = [{"id": "a", "type": "transform", "config": {"template": {"n": "${inputs.n}"}}},
              {"id": "d", "type": "test.flaky", "depends_on": ["a"], "config": {"failures": 0}},
              {"id": "e", "type": "echo", "depends_on": ["d"]}]
-    run_id = uuid.uuid4()
-    outcome = await handle_run_command(store, _env(tenant, StartRun(
-        run_id=run_id, workflow_id=uuid.uuid4(), workflow_version=1, definition={"nodes": nodes},
-        inputs={"n": 2}, created_by="alice", at=datetime.now(UTC))), engine=engine)
-    assert outcome.status == 201
-    await asyncio.wait_for(asyncio.shield(engine.drivers[(tenant, run_id)].task), 5)
+    run_id = await _driven_to_rest(engine, store, tenant, nodes)
     assert await _transactions(store, run_id) == [
         ["RunCreated", "RunStarted", "StepStarted(a)", "StepCompleted(a)", "StepStarted(d)"],
         ["StepCompleted(d)", "StepStarted(e)", "StepCompleted(e)", "RunCompleted"],
@@ -422,14 +425,8 @@ async def test_a_run_ended_by_its_first_pass_takes_no_lease_and_a_run_with_steps
     leases = CountingLeases(store.pool, "replica-a", 30)
     engine = Engine(store, rng=random.Random(3), leases=leases)
 
-    async def start(nodes) -> uuid.UUID:
-        run_id = uuid.uuid4()
-        outcome = await handle_run_command(store, _env(tenant, StartRun(
-            run_id=run_id, workflow_id=uuid.uuid4(), workflow_version=1, definition={"nodes": nodes},
-            inputs={"n": 2}, created_by="alice", at=datetime.now(UTC))), engine=engine)
-        assert outcome.status == 201
-        await asyncio.wait_for(asyncio.shield(engine.drivers[(tenant, run_id)].task), 5)
-        return run_id
+    def start(nodes):
+        return _driven_to_rest(engine, store, tenant, nodes)
 
     pure = await start([{"id": "a", "type": "transform", "config": {"template": {"n": "${inputs.n}"}}},
                         {"id": "b", "type": "echo", "depends_on": ["a"]}])
