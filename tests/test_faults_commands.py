@@ -34,6 +34,9 @@ from tests.test_faults import (  # noqa: F401 - `cluster` is the module's fixtur
     until,
     wait_runs_finished,
 )
+from libs.events.bus import COMMANDS_STREAM, EVENTS_STREAM, ensure_streams, event_subject
+from libs.events.settings import load_settings
+from services.relay.app import headers_for
 from tests.test_relay import stored_messages
 
 # nats-server stays down longer than the gateway waits for an outcome, and longer than the relay's first
@@ -215,6 +218,76 @@ async def store_loss_under_load(cluster: Cluster, *, wipes: int, load_s: float) 
     missing = sorted(set(expected) - stored)
     assert not missing, f"WEFT_EVENTS lacks {len(missing)} events after the store loss, e.g. {missing[:5]}"
     assert sse.resumes >= wipes, "the stream was never dropped and resumed; the test proved less than it says"
+
+
+_EVENT_ROWS = (
+    "SELECT global_position, event_id::text, stream_id, version, type, data::text, tenant_id,"
+    " metadata->>'correlation_id', metadata->>'causation_id', metadata->>'traceparent', xid"
+    " FROM events WHERE stream_id = ANY($1::text[]) ORDER BY xid, global_position"
+)
+
+
+async def command_consumers(js) -> int:
+    """How many consumers WEFT_COMMANDS has; 0 while the stream itself is missing."""
+    try:
+        return len(await js.consumers_info(COMMANDS_STREAM))
+    except nats.errors.Error:
+        return 0
+
+
+async def test_a_recreated_stream_is_refilled_even_when_a_later_event_reached_it_first(cluster: Cluster):
+    # The race the store-loss test met once under load: a publish buffered over the reconnect lands in the stream
+    # the services declare anew, before the relay leads again. The stream's last position is then at or above the
+    # checkpoint, yet it holds nothing from before the loss. Played here in order: runs relayed, the relay killed,
+    # the store lost, more runs, one of their events in the new stream, the relay back.
+    workflow_id = await workflow(cluster, "recreated-stream")
+    async with cluster.client() as c:
+        before = await asyncio.gather(*(execute(c, workflow_id, f"before-{i}-{uuid.uuid4().hex[:6]}") for i in range(3)))
+    await wait_runs_finished(cluster, [s.run_id for s in before], 60)
+    relayed = {r[0] for r in await db_fetch(cluster, _EVENT_ROWS, [f"run-{s.run_id}" for s in before])}
+    nc = await nats.connect(cluster.nats.url)
+    try:
+        await until(lambda: stored_messages(nc.jetstream(), TENANT), lambda msgs: relayed <= {
+            int(m.headers["Weft-Position"]) for m in msgs}, 30, what="the relay published the first runs")
+        consumers = await command_consumers(nc.jetstream())
+    finally:
+        await nc.close()
+    await until(lambda: db_fetch(cluster, "SELECT 1 FROM checkpoints c JOIN events e ON e.global_position = c.position"
+                                          " WHERE c.name = 'relay' AND e.global_position = ANY($1::bigint[])",
+                                 list(relayed)), bool, 30, what="the relay's checkpoint among the first runs' events")
+    cluster.kill("relay")
+    await wipe_nats_store(cluster)
+    # Without the relay a command published before the services declared the streams again would wait in the
+    # command log: wait until every consumer of WEFT_COMMANDS is back (keep_consumers, after the reconnect).
+    nc = await nats.connect(cluster.nats.url)
+    try:
+        await until(lambda: command_consumers(nc.jetstream()), lambda n: n >= consumers, 30,
+                    what="the services' command consumers declared again")
+    finally:
+        await nc.close()
+    async with cluster.client() as c:
+        after = await asyncio.gather(*(execute(c, workflow_id, f"after-{i}-{uuid.uuid4().hex[:6]}") for i in range(2)))
+    await wait_runs_finished(cluster, [s.run_id for s in after], 60)
+    rows = await db_fetch(cluster, _EVENT_ROWS, [f"run-{s.run_id}" for s in (*before, *after)])
+    nc = await nats.connect(cluster.nats.url)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js, load_settings({}))
+        late = rows[-1]  # the newest event, published into the new stream ahead of the relay
+        await js.publish(event_subject(late[6], late[2], late[4]), late[5].encode(), stream=EVENTS_STREAM,
+                         headers=headers_for(late))
+        cluster.start("relay")
+        expected = {r[0] for r in rows}
+
+        async def stored_positions() -> list[int]:
+            return sorted(int(m.headers["Weft-Position"]) for m in await stored_messages(js, TENANT)
+                          if int(m.headers["Weft-Position"]) in expected)
+
+        positions = await until(stored_positions, lambda got: expected <= set(got), 30,
+                                what=f"WEFT_EVENTS refilled with every event (expected {sorted(expected)})")
+    finally:
+        await nc.close()
+    assert len(positions) == len(set(positions)), f"an event was stored twice: {positions}"
 
 
 async def test_nats_store_deleted_under_load_loses_and_duplicates_nothing(cluster: Cluster):

@@ -29,6 +29,7 @@ from services.relay.commands import CommandRepublisher
 log = structlog.get_logger()
 RELAY_LOCK_KEY = 0x5745_4654_0000_0003
 CHECKPOINT = "relay"
+STREAM_CREATED = "relay-stream-created"  # WEFT_EVENTS' creation time (us) when CHECKPOINT was last saved
 # The leader lock lives as long as the leader's Postgres session, so that session must end soon after the relay
 # does (docs/decisions/0022). A backend busy in a statement (waiting on a lock) does not read its socket and would
 # keep the lock until the statement ends: it checks the client every second. A host that vanished without closing
@@ -90,14 +91,21 @@ def headers_for(row) -> dict[str, str]:
 
 async def stream_position(js: JetStreamContext) -> int:
     """The Weft-Position of the last message in WEFT_EVENTS; 0 when the stream is empty."""
+    return (await stream_state(js))[1]
+
+
+async def stream_state(js: JetStreamContext) -> tuple[int, int]:
+    """(when WEFT_EVENTS was created, in microseconds since the epoch; the Weft-Position of its last message,
+    0 when it is empty). A stream created anew (its store lost, then declared again) has a new creation time."""
     info = await js.stream_info(EVENTS_STREAM)
+    created = int(info.created.timestamp() * 1_000_000) if info.created is not None else 0
     if not info.state.messages:
-        return 0
+        return created, 0
     try:
         msg = await js.get_msg(EVENTS_STREAM, seq=info.state.last_seq)
     except nats.js.errors.NotFoundError:  # the last message was removed meanwhile: ask for the last one left
         msg = await js.get_last_msg(EVENTS_STREAM, "weft.evt.>")
-    return int((msg.headers or {}).get("Weft-Position", 0))
+    return created, int((msg.headers or {}).get("Weft-Position", 0))
 
 
 # A refill need not go further back than the stream keeps messages (WEFT_EVENTS' max_age): older events would
@@ -198,17 +206,36 @@ class Relay:
         """The lower of the checkpoint and the last event the stream holds: what the stream lost (an unsynced
         tail, or its whole store) is published again. The streams are (re)declared first: after losing its
         store, nats-server knows none. Both are kept as a position (one integer); the event at it gives its
-        cursor (events are never deleted)."""
+        cursor (events are never deleted).
+
+        A stream created anew since the checkpoint was saved (its creation time, kept beside the checkpoint,
+        changed) lost everything before its creation, however far its last message is: publishes that were in
+        flight when NATS came back can land in the new stream before the relay leads again, so its last
+        position says nothing about what it holds. Then everything since the refill floor is published again
+        (the duplicate window drops what is there already), and the moved-back checkpoint is saved with the new
+        creation time in one transaction, so a crash during the refill refills again."""
         await ensure_streams(self.js, self.settings)
-        checkpoint = await cursor_at(
-            conn, await conn.fetchval("SELECT position FROM checkpoints WHERE name = $1", CHECKPOINT) or 0)
-        stored = await cursor_at(conn, await stream_position(self.js))
+        saved = await conn.fetchrow(
+            "SELECT (SELECT position FROM checkpoints WHERE name = $1) AS position,"
+            " (SELECT position FROM checkpoints WHERE name = $2) AS created", CHECKPOINT, STREAM_CREATED)
+        checkpoint = await cursor_at(conn, saved["position"] or 0)
+        created, last = await stream_state(self.js)
+        recreated = saved["created"] is not None and saved["created"] != created
+        stored = (0, 0) if recreated else await cursor_at(conn, last)
         if stored >= checkpoint:
-            return checkpoint
-        floor_row = await conn.fetchrow(_REFILL_FLOOR, EVENTS_MAX_AGE_S)
-        floor = (0, 0) if floor_row is None else (floor_row[0], floor_row[1])
-        cursor = max(stored, min(floor, checkpoint))
-        log.warning("relay_refilling", checkpoint=checkpoint[1], stream_position=stored[1], resume_from=cursor[1])
+            cursor = checkpoint
+        else:
+            floor_row = await conn.fetchrow(_REFILL_FLOOR, EVENTS_MAX_AGE_S)
+            floor = (0, 0) if floor_row is None else (floor_row[0], floor_row[1])
+            cursor = max(stored, min(floor, checkpoint))
+            log.warning("relay_refilling", checkpoint=checkpoint[1], stream_position=last, resume_from=cursor[1],
+                        stream_recreated=recreated)
+        if saved["created"] != created or cursor != checkpoint:
+            async with conn.transaction():
+                await self._save(conn, cursor[1])
+                await conn.execute(
+                    "INSERT INTO checkpoints (name, position) VALUES ($1, $2)"
+                    " ON CONFLICT (name) DO UPDATE SET position = excluded.position", STREAM_CREATED, created)
         return cursor
 
     @staticmethod

@@ -85,7 +85,10 @@ class EventFeed:
        identities) and are never treated as loss.
     What could still lose a live message is core NATS itself (at-most-once): if the gateway's connection
     reconnects, or our buffer overflows, the feed ends with Reconnect and the client resumes by id; the
-    replay of the next connection fills whatever was missed.
+    replay of the next connection fills whatever was missed. A message that arrives over a newer connection than
+    the one the feed subscribed on ends the feed before it is sent (`_on_msg`): messages lost with the old
+    connection (written to a server that died, or in flight to us) would otherwise sit below it, and its key,
+    once sent, would make the client's resume skip them.
     """
 
     def __init__(self, ctx: Any, scope: Scope, after: int, *, max_buffer: int = MAX_BUFFER,
@@ -93,11 +96,19 @@ class EventFeed:
         self.ctx, self.scope, self.after, self.max_buffer, self.page = ctx, scope, after, max_buffer, page
         self._queue: asyncio.Queue = asyncio.Queue()
         self._overflow = False
+        self._reset = False  # a message came over a newer connection than the subscription's (see _on_msg)
+        self._connection: int | None = None  # nc.stats["reconnects"] when the feed subscribed
         self._mine: set[str] = set() if scope.run_id is None else {str(scope.run_id)}
         self._others: set[str] = set()
 
     async def _on_msg(self, msg: Any) -> None:
-        if self._overflow:
+        if self._overflow or self._reset:
+            return
+        if self._connection is not None and self.ctx.nc.stats["reconnects"] != self._connection:
+            # nats-py counts a reconnect before it subscribes again, so this message came over the new
+            # connection: whatever the old one lost lies below it. Not sent; the feed ends and the client resumes.
+            self._reset = True
+            self._queue.put_nowait(None)
             return
         if self._queue.qsize() >= self.max_buffer:
             self._overflow = True
@@ -143,6 +154,7 @@ class EventFeed:
 
     async def __aiter__(self) -> AsyncIterator[StreamEvent | Connected | Reconnect]:
         nc = self.ctx.nc
+        self._connection = nc.stats["reconnects"]
         sub = await subscribe_owned(nc, self.scope.subject, self._on_msg)
         try:
             try:  # step 1: the server holds our subscription before the replay reads
@@ -150,7 +162,7 @@ class EventFeed:
             except ProbeTimeout:
                 yield Reconnect("event connection not ready")
                 return
-            reconnects = nc.stats["reconnects"]
+            reconnects = self._connection  # a reconnect since subscribing ends the feed too
             yield Connected(self.scope.hello())
             last: tuple[int, int] | None = None  # (xid, position); xid 0 throughout for a run's feed
             while True:  # step 2: replay in pages
@@ -166,7 +178,7 @@ class EventFeed:
                     log.warning("stream_buffer_overflow", tenant=self.scope.tenant_id, subject=self.scope.subject)
                     yield Reconnect("buffer overflow")
                     return
-                if nc.stats["reconnects"] != reconnects or nc.is_closed:
+                if self._reset or nc.stats["reconnects"] != reconnects or nc.is_closed:
                     yield Reconnect("event connection reset")
                     return
                 try:
@@ -174,7 +186,7 @@ class EventFeed:
                 except TimeoutError:
                     continue
                 if msg is None:
-                    continue  # the overflow marker; handled at the top
+                    continue  # the overflow or reset marker; handled at the top
                 headers = msg.headers or {}
                 try:
                     key = (0 if by_position else int(headers["Weft-Xid"]), int(headers["Weft-Position"]))
