@@ -202,6 +202,21 @@ def start_processes(infra: Infra, names: list[str], log_dir: Path, extra_env: di
     return procs, ports
 
 
+def swapped(stack: Stack, infra: Infra, name: str, extra_env: dict[str, str], log_dir: Path) -> Iterator[Stack]:
+    """The stack with its `name` process replaced, for a module, by one with extra settings; the original
+    comes back afterwards (use with `yield from` in a module fixture)."""
+    from deploy.local.stack import wait_http
+
+    stack.procs[name].stop()
+    procs, _ = start_processes(infra, [name], log_dir, extra_env)
+    try:
+        yield stack
+    finally:
+        procs[name].stop()
+        stack.procs[name].start()
+        wait_http(stack.ports[name])
+
+
 @pytest.fixture(scope="session")
 def stack(infra: Infra, settings: Settings) -> Iterator[Stack]:
     names = ["gateway", "planner", "executor", "relay", "scheduler", "notifier"]

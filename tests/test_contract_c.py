@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Infra, Stack, poll, start_processes
+from tests.conftest import Infra, Stack, poll, swapped
 from tests.fakes.http_receiver import HttpReceiver
 
 GREETING = {"nodes": [{"id": "greet", "type": "transform", "config": {"template": {"text": "Hello, ${user.name}!"}}}]}
@@ -23,17 +23,8 @@ def receiver() -> Iterator[HttpReceiver]:
 @pytest.fixture(scope="module")
 def loopback_executor(stack: Stack, infra: Infra) -> Iterator[Stack]:
     """The stack with its executor replaced by one that may reach loopback endpoints (the fake agent)."""
-    from deploy.local.stack import wait_http
-
-    stack.procs["executor"].stop()
-    procs, _ = start_processes(infra, ["executor"], infra.root / "contract-c-logs",
-                               {"WEFT_OUTBOUND_ALLOW_HOSTS": "127.0.0.1:*"})
-    try:
-        yield stack
-    finally:
-        procs["executor"].stop()
-        stack.procs["executor"].start()
-        wait_http(stack.ports["executor"])
+    yield from swapped(stack, infra, "executor", {"WEFT_OUTBOUND_ALLOW_HOSTS": "127.0.0.1:*"},
+                       infra.root / "contract-c-logs")
 
 
 async def _create(c, definition: dict) -> str:

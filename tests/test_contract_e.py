@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import Infra, Stack, poll, start_processes
+from tests.conftest import Infra, Stack, poll, swapped
 from tests.fakes.http_receiver import HttpReceiver
 from tests.fakes.openai_server import Reply
 from tests.test_api_planning import llm_planner  # noqa: F401 - a fixture
@@ -55,18 +55,9 @@ def slack() -> Iterator[HttpReceiver]:
 @pytest.fixture(scope="module")
 def slack_stack(stack: Stack, infra: Infra, slack: HttpReceiver) -> Iterator[Stack]:
     """The stack with its executor replaced by one whose Slack webhook is the local fake receiver."""
-    from deploy.local.stack import wait_http
-
-    stack.procs["executor"].stop()
-    procs, _ = start_processes(infra, ["executor"], infra.root / "contract-e-logs",
-                               {"WEFT_OUTBOUND_ALLOW_HOSTS": "127.0.0.1:*",
-                                "WEFT_SLACK_WEBHOOK_URL": slack.url("/effect")})
-    try:
-        yield stack
-    finally:
-        procs["executor"].stop()
-        stack.procs["executor"].start()
-        wait_http(stack.ports["executor"])
+    yield from swapped(stack, infra, "executor", {"WEFT_OUTBOUND_ALLOW_HOSTS": "127.0.0.1:*",
+                                                  "WEFT_SLACK_WEBHOOK_URL": slack.url("/effect")},
+                       infra.root / "contract-e-logs")
 
 
 async def _run(c, wid: str, inputs: dict) -> dict:

@@ -14,7 +14,8 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -336,9 +337,11 @@ async def test_executor_killed_at_random_moments_loses_and_duplicates_nothing(cl
 # --- 3 and 4. nats-server and Postgres restarted under load ---------------------------------------------
 
 
-async def load_through_outage(cluster: Cluster, workflow_id: str, outage, workers: int = 4) -> list[Submitted]:
-    """Clients execute continuously; `outage()` runs meanwhile; clients stop a moment after it returns.
-    At least one request must have been in flight while the dependency was down."""
+@asynccontextmanager
+async def executing(cluster: Cluster, workflow_id: str, *, prefix: str, keyed: bool, workers: int = 4,
+                    pause_s: float = 0.05) -> AsyncIterator[list[Submitted]]:
+    """Clients executing continuously until the block ends; yields the list their results are appended to.
+    `keyed`: a careful client sends a key per logical request, so a retry can never run it twice."""
     results: list[Submitted] = []
     stop = asyncio.Event()
 
@@ -346,27 +349,40 @@ async def load_through_outage(cluster: Cluster, workflow_id: str, outage, worker
         async with cluster.client() as c:
             i = 0
             while not stop.is_set():
+                marker = f"{prefix}-{w}-{i}-{uuid.uuid4().hex[:6]}"
                 try:
-                    marker = f"load-{w}-{i}-{uuid.uuid4().hex[:6]}"
-                    # A careful client sends a key per logical request, so a retry can never run it twice.
-                    results.append(await execute(c, workflow_id, marker, key=marker))
+                    results.append(await execute(c, workflow_id, marker, key=marker if keyed else None))
                 except httpx.TransportError as exc:  # the gateway itself never goes away in these tests
-                    results.append(Submitted(-1, "", None, None, repr(exc)))
+                    results.append(Submitted(-1, marker, None, None, repr(exc)))
                 i += 1
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(pause_s)
 
     clients = [asyncio.create_task(client_loop(w)) for w in range(workers)]
     try:
-        await asyncio.sleep(1.0)
-        down, up = await outage()
-        await asyncio.sleep(2.0)
+        yield results
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*clients), 60)
+
+
+async def load_through_outage(cluster: Cluster, workflow_id: str, outage, workers: int = 4) -> list[Submitted]:
+    """Clients execute continuously; `outage()` runs meanwhile; clients stop a moment after it returns.
+    At least one request must have been in flight while the dependency was down."""
+    async with executing(cluster, workflow_id, prefix="load", keyed=True, workers=workers) as results:
+        await asyncio.sleep(1.0)
+        down, up = await outage()
+        await asyncio.sleep(2.0)
     overlapping = [r for r in results if r.began < up and r.ended > down]
     print(f"down for {up - down:.1f} s; {len(results)} requests, {len(overlapping)} in flight during the outage")
     assert overlapping, "no request met the outage; the test proved nothing"
     return results
+
+
+async def runs_created_for(cluster: Cluster, workflow_id: str) -> list[str]:
+    """The run streams a workflow's RunCreated events name, sorted (straight from the events table)."""
+    rows = await db_fetch(cluster, "SELECT stream_id FROM events WHERE type = 'RunCreated' AND data->>'workflow_id' = $1",
+                          workflow_id)
+    return sorted(r["stream_id"] for r in rows)
 
 
 async def check_load_results(cluster: Cluster, results: list[Submitted], workflow_id: str) -> None:
@@ -387,11 +403,10 @@ async def check_load_results(cluster: Cluster, results: list[Submitted], workflo
     events = await wait_runs_finished(cluster, [r.run_id for r in accepted], 120)
     assert_completed_once(events, ("post", "shape"))
     assert_effects_once(cluster.receiver, {r.run_id: r.marker for r in accepted}, 1)
-    created = await db_fetch(cluster, "SELECT stream_id FROM events WHERE type = 'RunCreated' AND data->>'workflow_id' = $1",
-                             workflow_id)
+    created = await runs_created_for(cluster, workflow_id)
     # Every logical request ran exactly once: nothing accepted was lost, nothing ran twice.
     assert len({r.marker for r in accepted}) == len(accepted)
-    assert sorted(r["stream_id"] for r in created) == sorted(f"run-{r.run_id}" for r in accepted), (
+    assert created == sorted(f"run-{r.run_id}" for r in accepted), (
         f"{len(created)} runs created for {len(accepted)} logical requests")
 
 

@@ -27,9 +27,11 @@ from tests.test_faults import (  # noqa: F401 - `cluster` is the module's fixtur
     assert_effects_once,
     cluster,
     create_workflow,
+    executing,
     db_fetch,
     execute,
     http_node,
+    runs_created_for,
     shape_node,
     until,
     wait_runs_finished,
@@ -54,19 +56,18 @@ async def workflow(cluster: Cluster, name: str, *, delay_s: float = 0.0) -> str:
         return await create_workflow(c, name, nodes)
 
 
-async def runs_created_for(cluster: Cluster, workflow_id: str) -> list[str]:
-    rows = await db_fetch(cluster, "SELECT stream_id FROM events WHERE type = 'RunCreated' AND data->>'workflow_id' = $1",
-                          workflow_id)
-    return sorted(r["stream_id"] for r in rows)
+async def execute_batch(cluster: Cluster, workflow_id: str, prefix: str, n: int) -> list[Submitted]:
+    """n executes at once, each with its own marker."""
+    async with cluster.client() as c:
+        return await asyncio.gather(*(execute(c, workflow_id, f"{prefix}-{i}-{uuid.uuid4().hex[:6]}")
+                                      for i in range(n)))
 
 
 async def test_execute_while_nats_is_down_is_accepted_and_runs_after_it_returns(cluster: Cluster):
     workflow_id = await workflow(cluster, "nats-down")
     await asyncio.to_thread(cluster.nats.stop, signal.SIGKILL)
     try:
-        async with cluster.client() as c:
-            submitted = await asyncio.gather(*(execute(c, workflow_id, f"down-{i}-{uuid.uuid4().hex[:6]}")
-                                               for i in range(6)))
+        submitted = await execute_batch(cluster, workflow_id, "down", 6)
         await asyncio.sleep(NATS_DOWN_S)  # the relay's first republishes fail too
     finally:
         await asyncio.to_thread(cluster.nats.start)
@@ -84,9 +85,7 @@ async def test_execute_while_postgres_is_down_answers_503_and_never_runs(cluster
     workflow_id = await workflow(cluster, "pg-down")
     await asyncio.to_thread(cluster.pg.stop, signal.SIGINT)
     try:
-        async with cluster.client() as c:
-            submitted = await asyncio.gather(*(execute(c, workflow_id, f"pgdown-{i}-{uuid.uuid4().hex[:6]}")
-                                               for i in range(6)))
+        submitted = await execute_batch(cluster, workflow_id, "pgdown", 6)
     finally:
         await asyncio.to_thread(cluster.pg.start)
     assert [s.status for s in submitted] == [503] * len(submitted), [s.body for s in submitted]
@@ -155,31 +154,13 @@ async def store_loss_under_load(cluster: Cluster, *, wipes: int, load_s: float) 
     workflow_id = await workflow(cluster, f"store-loss-{wipes}", delay_s=1.0)
     sse = SseClient(cluster, workflow_id)
     sse.start()
-    results: list[Submitted] = []
-    stop = asyncio.Event()
-
-    async def client_loop(w: int) -> None:
-        async with cluster.client() as c:
-            i = 0
-            while not stop.is_set():
-                marker = f"wipe-{w}-{i}-{uuid.uuid4().hex[:6]}"
-                try:
-                    results.append(await execute(c, workflow_id, marker))  # no Idempotency-Key: no retries either
-                except httpx.TransportError as exc:
-                    results.append(Submitted(-1, marker, None, None, repr(exc)))
-                i += 1
-                await asyncio.sleep(0.02)
-
-    clients = [asyncio.create_task(client_loop(w)) for w in range(4)]
     outages = []
-    try:
+    # No Idempotency-Key: no retries either.
+    async with executing(cluster, workflow_id, prefix="wipe", keyed=False, pause_s=0.02) as results:
         for _ in range(wipes):
             await asyncio.sleep(load_s / (wipes + 1))
             outages.append(await wipe_nats_store(cluster))
         await asyncio.sleep(load_s / (wipes + 1))
-    finally:
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*clients), 60)
     statuses: dict[int, int] = {}
     for r in results:
         statuses[r.status] = statuses.get(r.status, 0) + 1
@@ -241,8 +222,7 @@ async def test_a_recreated_stream_is_refilled_even_when_a_later_event_reached_it
     # checkpoint, yet it holds nothing from before the loss. Played here in order: runs relayed, the relay killed,
     # the store lost, more runs, one of their events in the new stream, the relay back.
     workflow_id = await workflow(cluster, "recreated-stream")
-    async with cluster.client() as c:
-        before = await asyncio.gather(*(execute(c, workflow_id, f"before-{i}-{uuid.uuid4().hex[:6]}") for i in range(3)))
+    before = await execute_batch(cluster, workflow_id, "before", 3)
     await wait_runs_finished(cluster, [s.run_id for s in before], 60)
     relayed = {r[0] for r in await db_fetch(cluster, _EVENT_ROWS, [f"run-{s.run_id}" for s in before])}
     nc = await nats.connect(cluster.nats.url)
@@ -265,8 +245,7 @@ async def test_a_recreated_stream_is_refilled_even_when_a_later_event_reached_it
                     what="the services' command consumers declared again")
     finally:
         await nc.close()
-    async with cluster.client() as c:
-        after = await asyncio.gather(*(execute(c, workflow_id, f"after-{i}-{uuid.uuid4().hex[:6]}") for i in range(2)))
+    after = await execute_batch(cluster, workflow_id, "after", 2)
     await wait_runs_finished(cluster, [s.run_id for s in after], 60)
     rows = await db_fetch(cluster, _EVENT_ROWS, [f"run-{s.run_id}" for s in (*before, *after)])
     nc = await nats.connect(cluster.nats.url)

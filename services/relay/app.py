@@ -89,11 +89,6 @@ def headers_for(row) -> dict[str, str]:
     return headers
 
 
-async def stream_position(js: JetStreamContext) -> int:
-    """The Weft-Position of the last message in WEFT_EVENTS; 0 when the stream is empty."""
-    return (await stream_state(js))[1]
-
-
 async def stream_state(js: JetStreamContext) -> tuple[int, int]:
     """(when WEFT_EVENTS was created, in microseconds since the epoch; the Weft-Position of its last message,
     0 when it is empty). A stream created anew (its store lost, then declared again) has a new creation time."""

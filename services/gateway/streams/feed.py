@@ -162,7 +162,6 @@ class EventFeed:
             except ProbeTimeout:
                 yield Reconnect("event connection not ready")
                 return
-            reconnects = self._connection  # a reconnect since subscribing ends the feed too
             yield Connected(self.scope.hello())
             last: tuple[int, int] | None = None  # (xid, position); xid 0 throughout for a run's feed
             while True:  # step 2: replay in pages
@@ -178,7 +177,7 @@ class EventFeed:
                     log.warning("stream_buffer_overflow", tenant=self.scope.tenant_id, subject=self.scope.subject)
                     yield Reconnect("buffer overflow")
                     return
-                if self._reset or nc.stats["reconnects"] != reconnects or nc.is_closed:
+                if self._reset or nc.stats["reconnects"] != self._connection or nc.is_closed:
                     yield Reconnect("event connection reset")
                     return
                 try:
