@@ -14,12 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from deploy.local.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from deploy.local.stack import PROCESSES, ServiceProcess, service_env, wait_http
-from libs.events.migrate import migrate
-from tests.fakes.slow_receiver import SlowEffectReceiver
-from tests.test_faults import (COMMON_ENV, DATABASE, EXECUTOR_ENV, Cluster, assert_completed_once, create_workflow, db_fetch, execute,
-                               http_node, run_events, shape_node, until, wait_dead)
+from tests.test_faults import (COMMON_ENV, EXECUTOR_ENV, Cluster, assert_completed_once, create_workflow, db_fetch, execute,
+                               http_node, run_events, shape_node, started_cluster, until, wait_dead)
 
 LEASE_S = 2.0
 # A dead replica's leases expire after LEASE_S; a sweep (every LEASE_S / 3) then pokes its runs.
@@ -51,28 +48,7 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
 
 
 def replica_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
-    root = tmp_path_factory.mktemp("replicas")
-    pg = EmbeddedPostgres(root / "pg", free_port(), root / "postgres.log")
-    nats = EmbeddedNats(root / "nats", free_port())
-    receiver = SlowEffectReceiver()
-    c = Replicas(root, pg, nats, receiver, {name: free_port() for name in (*OTHERS, *EXECUTORS)})
-    try:
-        pg.start()
-        pg.create_database(DATABASE)
-        nats.start()
-        asyncio.run(migrate(c.dsn))
-        receiver.start()
-        for name in (*OTHERS, *EXECUTORS):
-            c.start(name, wait=False)
-        for name in (*OTHERS, *EXECUTORS):
-            wait_http(c.ports[name], timeout=90)
-        yield c
-    finally:
-        for proc in c.procs.values():
-            proc.stop(timeout=10)
-        receiver.stop()
-        nats.stop()
-        pg.stop()
+    yield from started_cluster(Replicas, tmp_path_factory, (*OTHERS, *EXECUTORS), ready_s=90)
 
 
 async def leases_by_pid(c: Replicas) -> dict[int, int]:

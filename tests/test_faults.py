@@ -95,23 +95,24 @@ class Cluster:
         return httpx.AsyncClient(base_url=self.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def started_cluster(cls: type[Cluster], tmp_path_factory: pytest.TempPathFactory, names: tuple[str, ...], *,
+                    ready_s: float = 60) -> Iterator[Cluster]:
+    """Postgres, nats-server, the effect receiver and the named service processes, all our own; stopped after."""
     root = tmp_path_factory.mktemp("faults")
     pg = EmbeddedPostgres(root / "pg", free_port(), root / "postgres.log")
     nats = EmbeddedNats(root / "nats", free_port())
     receiver = SlowEffectReceiver()
-    c = Cluster(root, pg, nats, receiver, {name: free_port() for name in SERVICES})
+    c = cls(root, pg, nats, receiver, {name: free_port() for name in names})
     try:
         pg.start()
         pg.create_database(DATABASE)
         nats.start()
         asyncio.run(migrate(c.dsn))
         receiver.start()
-        for name in SERVICES:
+        for name in names:
             c.start(name, wait=False)
-        for name in SERVICES:
-            wait_http(c.ports[name], timeout=60)
+        for name in names:
+            wait_http(c.ports[name], timeout=ready_s)
         yield c
     finally:
         for proc in [*c.procs.values(), *c.retired]:
@@ -119,6 +120,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         receiver.stop()
         nats.stop()
         pg.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    yield from started_cluster(Cluster, tmp_path_factory, SERVICES)
 
 
 # --- helpers --------------------------------------------------------------------------------------------
